@@ -1,0 +1,46 @@
+# One set of commands, the same locally and in CI.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv install format lint typecheck test test-unit stack-up stack-down demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv install: $(STAMP)
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+stack-up: $(STAMP)
+	$(BIN)/runcoord stack up
+
+stack-down: $(STAMP)
+	$(BIN)/runcoord stack down
+
+# The README's test command: install, bring the real stack up, run every test.
+test: $(STAMP) stack-up
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: $(STAMP) stack-up
+	$(BIN)/runcoord topics apply
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

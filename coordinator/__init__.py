@@ -1,0 +1,1 @@
+"""The coordinator: the run state machine (pure), its events, and the exactly-once loop."""

@@ -1,0 +1,1 @@
+"""Effect execution: the ledger and the executors that act on intents."""

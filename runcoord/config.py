@@ -1,0 +1,54 @@
+"""Settings, read from the environment (prefix ``RUNCOORD_``) with sane local defaults.
+
+Every setting is documented in the README's "Configuration" table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNCOORD_", extra="ignore")
+
+    # Where the local stack keeps its data, logs and pid files (ignored by git).
+    state_dir: Path = REPO_ROOT / ".state"
+    # Kafka: the first broker's client port; broker i listens on kafka_port + i.
+    kafka_port: int = 9092
+    kafka_brokers: int = 1
+    kafka_heap: str = "512m"
+    kafka_version: str = "4.1.1"
+    # Set to use a broker that is already running instead of the local one.
+    bootstrap_servers: str | None = None
+    # PostgreSQL and Redis: a DSN/URL given here is used as is; otherwise the local stack's.
+    postgres_dsn: str | None = None
+    postgres_port: int = 55432
+    redis_url: str | None = None
+    redis_port: int = 56379
+    topics_file: Path = REPO_ROOT / "topics.yaml"
+
+    @property
+    def bootstrap(self) -> str:
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return ",".join(f"127.0.0.1:{self.kafka_port + i}" for i in range(self.kafka_brokers))
+
+    @property
+    def dsn(self) -> str:
+        if self.postgres_dsn:
+            return self.postgres_dsn
+        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/postgres"
+
+    @property
+    def redis(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+def load() -> Settings:
+    return Settings()

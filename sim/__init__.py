@@ -1,0 +1,1 @@
+"""Simulators: the Assistants/Responses provider and the sandbox tool gateway."""

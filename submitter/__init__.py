@@ -1,0 +1,1 @@
+"""Tool-result intake and the submission executor."""
