@@ -19,6 +19,7 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("stack", "runcoord.stack.cli", "The local stack: Kafka (KRaft), PostgreSQL, Redis."),
     ("topics", "runcoord.topics", "Create and verify the topics declared in topics.yaml."),
     ("sim", "sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
+    ("db", "runcoord.db", "Database migrations."),
 ]
 
 
