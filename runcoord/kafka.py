@@ -1,0 +1,169 @@
+"""Thin helpers over confluent-kafka: client configs, topic names, and error translation.
+
+Every Kafka client in runcoord is configured here, and every ``KafkaError`` becomes one of
+our exceptions in :func:`error_for`, so a retry decision never inspects librdkafka codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from runcoord.errors import Fenced, KafkaFatal, KafkaRetriable, RuncoordError
+
+# --------------------------------------------------------------------------- client configs
+
+
+def producer_config(
+    bootstrap: str,
+    *,
+    transactional_id: str | None = None,
+    client_id: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """An idempotent (optionally transactional) producer's config.
+
+    ``overrides`` are librdkafka property names used as given, e.g.
+    ``producer_config(b, **{"linger.ms": 0})`` or ``error_cb=...``.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        # The Java client's partitioner, so Java and Python producers put a run_id on the
+        # same partition (every run-keyed topic is co-partitioned by run_id).
+        "partitioner": "murmur2_random",
+        # Right after a commit the broker refuses AddOffsetsToTxn with CONCURRENT_TRANSACTIONS
+        # while it writes the markers; librdkafka retries after retry.backoff.ms, so the
+        # default 100 ms becomes the cost of every transaction (FACTS.md: p50 103 ms vs 8.6 ms).
+        "retry.backoff.ms": 5,
+        "socket.nagle.disable": True,
+        # Small: batching pays, but a step deadline is measured in seconds, not in linger.
+        "linger.ms": 2,
+    }
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+    if client_id is not None:
+        config["client.id"] = client_id
+    config.update(overrides)
+    return config
+
+
+def consumer_config(
+    bootstrap: str,
+    group_id: str,
+    *,
+    read_committed: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A consumer whose offsets are committed explicitly (in a transaction, for EOS loops).
+
+    The assignor is cooperative-sticky: a rebalance revokes only the partitions that move,
+    so the others keep their rebuilt run state. A consume-process-produce loop must still
+    finish (commit or abort) its open transaction in ``on_revoke``, and with a cooperative
+    assignor callbacks use ``incremental_assign``/``incremental_unassign``.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        # Offsets move only with the output they produced (send_offsets_to_transaction).
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "socket.nagle.disable": True,
+    }
+    config.update(overrides)
+    return config
+
+
+# --------------------------------------------------------------------------- topic names
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The names of runcoord's topics; a prefix gives each test (or tenant) its own set."""
+
+    inbox: str
+    events: str
+    state: str
+    effects: str
+    dlq: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str = "") -> TopicNames:
+        # Never change these names without a migration: they are the topics of record.
+        return cls(
+            inbox=f"{prefix}runs.inbox",
+            events=f"{prefix}runs.events",
+            state=f"{prefix}runs.state",
+            effects=f"{prefix}effects",
+            dlq=f"{prefix}runs.dlq",
+        )
+
+    def all(self) -> tuple[str, ...]:
+        return (self.inbox, self.events, self.state, self.effects, self.dlq)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class _CarriesKafkaError(Exception):
+    """Mixin: the librdkafka error behind one of our exceptions, and what the caller must do."""
+
+    def __init__(self, message: str, kafka_error: KafkaError, *, requires_abort: bool) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
+        # True when the open transaction must be aborted before anything else (then retry).
+        self.requires_abort = requires_abort
+
+
+class KafkaFencedError(_CarriesKafkaError, Fenced):
+    """A newer instance owns our transactional.id (or static member id): we are a zombie."""
+
+
+class KafkaFatalError(_CarriesKafkaError, KafkaFatal):
+    """The client is unusable: close it and build a new one (or stop)."""
+
+
+class KafkaRetriableError(_CarriesKafkaError, KafkaRetriable):
+    """Try again after backing off; abort the open transaction first if ``requires_abort``."""
+
+
+_FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,  # librdkafka's own fatal "producer fenced"
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.FENCED_INSTANCE_ID,  # a newer static member took our group.instance.id
+    }
+)
+
+
+def error_for(err: KafkaError) -> RuncoordError:
+    """The one mapping from a librdkafka error to a runcoord exception (not raised)."""
+    message = f"{err.name()}: {err.str()}"
+    code = err.code()
+    if code in _FENCED_CODES:
+        return KafkaFencedError(message, err, requires_abort=False)
+    if err.fatal():
+        return KafkaFatalError(message, err, requires_abort=False)
+    if err.retriable() or err.txn_requires_abort():
+        return KafkaRetriableError(message, err, requires_abort=err.txn_requires_abort())
+    return KafkaFatalError(message, err, requires_abort=False)
+
+
+def raise_for_error(err: KafkaError | None) -> None:
+    """Raise the translated exception for ``err`` (e.g. ``msg.error()``); no-op for None."""
+    if err is not None:
+        raise error_for(err)
+
+
+def translate(exc: KafkaException) -> RuncoordError:
+    """The runcoord exception for a ``KafkaException``; use as ``raise translate(e) from e``."""
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        return error_for(err)
+    # Raised with a plain message (no KafkaError): nothing says retrying could help.
+    return KafkaFatal(str(exc))
