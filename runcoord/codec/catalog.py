@@ -47,6 +47,15 @@ class SchemaVersion:
         return f"{self.name} v{self.version}"
 
 
+def crc64_avro(canonical: str) -> bytes:
+    """CRC-64-AVRO (Rabin) fingerprint of a Parsing Canonical Form, in wire order.
+
+    fastavro returns the hex of the little-endian bytes the single-object header carries (checked
+    against the Avro project's own test vectors in tests/unit/test_codec.py).
+    """
+    return bytes.fromhex(crc64_hex(canonical, "CRC-64-AVRO"))
+
+
 def parse_record_schema(raw: Any, where: str) -> dict[str, Any]:
     """Parse one self-contained record schema; any problem is a ConfigError naming `where`."""
     if not isinstance(raw, dict) or raw.get("type") != "record":
@@ -87,7 +96,7 @@ def load_version(path: Path, schema_dir: Path) -> SchemaVersion:
         raw=raw,
         parsed=parsed,
         canonical=canonical,
-        fingerprint=bytes.fromhex(crc64_hex(canonical, "CRC-64-AVRO")),
+        fingerprint=crc64_avro(canonical),
         content_sha256=hashlib.sha256(content).hexdigest(),
     )
 

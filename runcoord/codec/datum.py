@@ -62,9 +62,11 @@ def read_datum(
     buf.seek(offset)
     try:
         datum = schemaless_reader(buf, writer, reader)
-    except EOFError as exc:
-        raise SerializationError(f"truncated {label} datum") from exc
-    except Exception as exc:  # IndexError (bad union/enum index), UnicodeDecodeError, ...
+    except Exception as exc:  # EOFError, IndexError (bad union/enum index), UnicodeDecodeError...
+        # Running out of bytes shows as EOFError or, in the compiled varint reader, IndexError;
+        # a reader that stopped at the very end was cut short either way.
+        if isinstance(exc, EOFError) or buf.tell() >= len(payload):
+            raise SerializationError(f"truncated {label} datum") from exc
         raise SerializationError(f"corrupt {label} datum: {short(exc)}") from exc
     trailing = len(payload) - buf.tell()
     if trailing:
