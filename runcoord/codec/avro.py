@@ -31,7 +31,6 @@ class _Writer:
 @dataclass(frozen=True, eq=False)
 class _Reader:
     version: SchemaVersion  # the writer's version, as named by the payload
-    label: str
     reader: dict[str, Any] | None  # the current schema; None when the writer is the current one
 
 
@@ -51,17 +50,17 @@ class AvroCodec:
         registry_config: dict[str, Any] | None = None,
     ) -> None:
         self._catalog = SchemaCatalog.load(schema_dir)
-        self._writers = {
-            name: _Writer(current, MARKER + current.fingerprint)
-            for name in self._catalog.names()
-            for current in [self._catalog.get(name)]
-        }
+        # Everything a payload needs is looked up once here: per name the writer and its header,
+        # per fingerprint the writer version and the current schema to resolve it to.
+        self._writers: dict[str, _Writer] = {}
         self._readers: dict[bytes, _Reader] = {}
-        for version in self._catalog:
-            current = self._catalog.get(version.name)
-            same = version.canonical == current.canonical
-            reader = _Reader(version, version.label, None if same else current.parsed)
-            self._readers.setdefault(version.fingerprint, reader)
+        for name in self._catalog.names():
+            current = self._catalog.get(name)
+            self._writers[name] = _Writer(current, MARKER + current.fingerprint)
+            for version in self._catalog.versions(name):
+                same = version.canonical == current.canonical
+                reader = _Reader(version, None if same else current.parsed)
+                self._readers.setdefault(version.fingerprint, reader)
         self._registry = None
         if registry_url is not None:
             from runcoord.codec.registry import RegistryFraming  # confluent_kafka only if asked
@@ -97,6 +96,11 @@ class AvroCodec:
         """(record name, datum resolved to the current schema of that name)."""
         if not payload:  # also a tombstone's None, should one slip through
             raise SerializationError("empty payload")
+        if type(payload) is not bytes:  # bytearray/memoryview slices would not hash as keys
+            try:
+                payload = memoryview(payload).tobytes()  # bytes(5) would make 5 zero bytes
+            except TypeError as exc:
+                raise SerializationError(f"payload is {type(payload).__name__}, not bytes") from exc
         if payload[:2] == MARKER:
             if len(payload) < HEADER_SIZE:
                 raise SerializationError(
@@ -107,7 +111,7 @@ class AvroCodec:
                 fingerprint = payload[2:HEADER_SIZE].hex()
                 raise UnknownSchemaError(f"unknown writer schema fingerprint {fingerprint}")
             datum = read_datum(
-                entry.label, payload, HEADER_SIZE, entry.version.parsed, entry.reader
+                entry.version.label, payload, HEADER_SIZE, entry.version.parsed, entry.reader
             )
             return entry.version.name, datum
         if payload[:1] == bytes([CONFLUENT_MAGIC]):

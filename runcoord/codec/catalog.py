@@ -127,6 +127,8 @@ class SchemaCatalog:
                     raise ConfigError(f"{v.label} and {other.label} share a fingerprint")
                 self._by_fingerprint.setdefault(v.fingerprint, v)
 
+        self._names = frozenset(self._by_name)
+
     @classmethod
     def load(cls, schema_dir: Path) -> SchemaCatalog:
         if not schema_dir.is_dir():
@@ -134,7 +136,7 @@ class SchemaCatalog:
         return cls(load_version(p, schema_dir) for p in sorted(schema_dir.rglob("*.avsc")))
 
     def names(self) -> frozenset[str]:
-        return frozenset(self._by_name)
+        return self._names
 
     def versions(self, name: str) -> tuple[SchemaVersion, ...]:
         try:

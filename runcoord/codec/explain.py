@@ -52,8 +52,13 @@ class _Explainer:
                 return self.check(self._named[schema], datum, path)
             return _primitive(schema, datum, path)
         if isinstance(schema, list):
-            if any(self.check(branch, datum, path) is None for branch in schema):
+            problems = [self.check(branch, datum, path) for branch in schema]
+            if None in problems:
                 return None
+            # A mapping meant for the union's only record branch: say what is wrong inside it.
+            records = [p for b, p in zip(schema, problems, strict=True) if self._is_record(b)]
+            if isinstance(datum, Mapping) and len(records) == 1:
+                return records[0]
             return f"{_where(path)}: {_got(datum)} matches no branch of the union"
         kind = schema["type"]
         logical = _LOGICAL_VALUES.get(schema.get("logicalType", ""), ())
@@ -87,6 +92,10 @@ class _Explainer:
                 return None
             return f"{_where(path)}: expected {schema['size']} bytes, got {_got(datum)}"
         return self.check(kind, datum, path)  # {"type": "long", "logicalType": ...} and alike
+
+    def _is_record(self, schema: Any) -> bool:
+        schema = self._named.get(schema, schema) if isinstance(schema, str) else schema
+        return isinstance(schema, dict) and schema.get("type") == "record"
 
     def _record(self, schema: Mapping[str, Any], datum: Any, path: str) -> str | None:
         if not isinstance(datum, Mapping):

@@ -221,7 +221,8 @@ def test_generated_records_round_trip(schema_dir: Path, name: str) -> None:
             gadget(parts=[{"label": "x", "weight": 1}, {"label": "y", "weight": "2"}]),
             r"field 'parts\[1\].weight': expected int, got str",
         ),
-        ("Gadget", gadget(main={"label": "m"}), "field 'main': dict matches no branch"),
+        ("Gadget", gadget(main={"label": "m"}), "field 'main.weight' is missing"),
+        ("Gadget", gadget(main=["m"]), "field 'main': list matches no branch of the union"),
         ("Gadget", gadget(at="yesterday"), "field 'at': expected long, got str"),
     ],
 )
@@ -265,6 +266,8 @@ _BAD_UTF8 = HEADER + b"\x02\xff" + b"\x00" + b"\x00" + b"\x00" + b"\x00" + b"\x0
         (_UNION_7, SerializationError, "corrupt Widget v2 datum: IndexError"),
         (_BAD_UTF8, SerializationError, "corrupt Widget v2 datum: UnicodeDecodeError"),
         (b"\x00\x00\x00\x00\x01" + GOOD[10:], SerializationError, "no registry_url configured"),
+        (bytearray(b"\xc3\x01") + bytes(8), UnknownSchemaError, "fingerprint 0000000000000000"),
+        (memoryview(GOOD)[:-1], SerializationError, "truncated Widget v2 datum"),
     ],
     ids=[
         "empty",
@@ -280,6 +283,8 @@ _BAD_UTF8 = HEADER + b"\x02\xff" + b"\x00" + b"\x00" + b"\x00" + b"\x00" + b"\x0
         "union-index",
         "bad-utf8",
         "confluent-without-registry",
+        "bytearray",
+        "memoryview",
     ],
 )
 def test_decode_rejects_bad_payloads(
@@ -289,6 +294,11 @@ def test_decode_rejects_bad_payloads(
         CODEC.decode(payload)
     assert isinstance(caught.value, UnknownSchemaError) == (error is UnknownSchemaError)
     assert len(str(caught.value)) < 160
+
+
+def test_decode_rejects_a_non_bytes_payload() -> None:
+    with pytest.raises(SerializationError, match="payload is int, not bytes"):
+        CODEC.decode(5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("cut", range(len(CODEC.encode("Gadget", gadget()))))
