@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 # The documented import path; confluent_kafka.admin re-exports these without __all__.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -316,8 +316,11 @@ def apply(bootstrap: str, specs: list[TopicSpec], prefix: str = "") -> list[Find
             try:
                 future.result(timeout=30)
             except KafkaException as exc:
-                raise translate(exc) from exc
-            created.append(Finding(Level.INFO, name, "created"))
+                # Created meanwhile (another apply, or metadata that lagged): verify judges it.
+                if _code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise translate(exc) from exc
+            else:
+                created.append(Finding(Level.INFO, name, "created"))
         _wait_visible(admin, [t.topic for t in new_topics])
     return created + verify(bootstrap, specs, prefix)
 
@@ -342,9 +345,13 @@ def delete(bootstrap: str, names: list[str]) -> None:
         try:
             future.result(timeout=30)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if getattr(err, "name", lambda: "")() != "UNKNOWN_TOPIC_OR_PART":
+            if _code(exc) != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise translate(exc) from exc
+
+
+def _code(exc: KafkaException) -> int | None:
+    err = exc.args[0] if exc.args else None
+    return err.code() if isinstance(err, KafkaError) else None
 
 
 # --------------------------------------------------------------------------- CLI
