@@ -52,7 +52,11 @@ def down(
 def status() -> None:
     """Each component, its address, and whether it is healthy; exit 1 if any is not."""
     rows = orchestrate.status(load())
-    table = Table("component", "address", "pid", "health", "detail", "log")
+    table = Table()
+    for column in ("component", "address", "pid", "health"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail")
+    table.add_column("log", overflow="fold")
     for row in rows:
         health = "[green]healthy[/]" if row.healthy else "[red]down[/]"
         pid = str(row.pid) if row.pid else ("external" if not row.managed else "-")
@@ -82,4 +86,4 @@ def logs(
         raise typer.Exit(2)
     for name, path in chosen.items():
         out.rule(f"{name}: {path}", style="dim")
-        out.print(tail(path, lines), markup=False, highlight=False)
+        out.print(tail(path, lines), markup=False, highlight=False, soft_wrap=True)

@@ -28,7 +28,9 @@ def exits_cleanly(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except RuncoordError as exc:
             # Text, not markup: messages quote log lines, and "[...]" in them is not styling.
-            err.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
+            err.print(
+                Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1) from None
 
     return wrapper

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +32,14 @@ from runcoord.stack.kafka_runtime import LOG4J2_CONFIG, ensure_jars
 from runcoord.stack.paths import StackPaths
 from runcoord.stack.polling import Deadline, NotReadyInTime, wait_until
 from runcoord.stack.preflight import find_java
-from runcoord.stack.procs import alive_pid, signal_and_wait, spawn_detached, stop_pid, tail
+from runcoord.stack.procs import (
+    alive_pid,
+    signal_and_wait,
+    spawn_detached,
+    stop_pid,
+    stop_pids,
+    tail,
+)
 
 _JVM_FLAGS = [
     # kafka-run-class.sh's collector settings: short pauses matter more than throughput here.
@@ -41,6 +49,8 @@ _JVM_FLAGS = [
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 ]
+# The storage tool runs for a second: the quick JIT tier and serial GC start it fastest.
+_TOOL_JVM_FLAGS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
 
 
 class KafkaCluster:
@@ -107,13 +117,15 @@ class KafkaCluster:
         )
         return cluster_id
 
-    def _java_argv(self, java: str, broker: BrokerLayout, heap: str) -> list[str]:
+    def _java_argv(
+        self, java: str, broker: BrokerLayout, *, heap: str, flags: list[str]
+    ) -> list[str]:
         libs = self._libs or self.paths.kafka_libs(self.settings.kafka_version)
         return [
             java,
             f"-Xmx{heap}",
             f"-Xms{heap}",
-            *_JVM_FLAGS,
+            *flags,
             f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
             f"-Dkafka.logs.dir={broker.log_dir}",
             "-cp",
@@ -140,7 +152,7 @@ class KafkaCluster:
             # With a static controller.quorum.voters, format without --standalone
             # (the tool refuses the combination).
             argv = [
-                *self._java_argv(java, broker, "256m"),
+                *self._java_argv(java, broker, heap="256m", flags=_TOOL_JVM_FLAGS),
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
@@ -184,10 +196,15 @@ class KafkaCluster:
                 port, what=f"kafka broker {index} {role} port", setting="RUNCOORD_KAFKA_PORT"
             )
         argv = [
-            *self._java_argv(find_java(), broker, self.settings.kafka_heap),
+            *self._java_argv(find_java(), broker, heap=self.settings.kafka_heap, flags=_JVM_FLAGS),
             "kafka.Kafka",
             str(broker.properties),
         ]
+        broker.log_dir.mkdir(parents=True, exist_ok=True)
+        with broker.server_log.open("a") as log:  # log4j appends after this line
+            log.write(
+                f"===== runcoord: starting broker {index} at {time.strftime('%F %T')} =====\n"
+            )
         self._procs[index] = spawn_detached(
             argv, log=broker.stdout_log, pid_file=broker.pid_file, cwd=broker.home
         )
@@ -280,15 +297,19 @@ class KafkaCluster:
         say(f"kafka: healthy at {self.bootstrap} (metadata and transactions)")
 
     def down(self, say: Say) -> None:
+        running: dict[int, int] = {}
         for index in self._existing_indexes():
-            broker = BrokerLayout(index, 0, 0, self.paths.broker(index))
-            pid = alive_pid(broker.pid_file, str(broker.properties))
-            if pid is None:
-                broker.pid_file.unlink(missing_ok=True)
-                continue
-            stop_pid(pid, grace=30.0)
-            broker.pid_file.unlink(missing_ok=True)
-            say(f"kafka: stopped broker {index} (pid {pid})")
+            home = self.paths.broker(index)
+            pid = alive_pid(home / "broker.pid", str(home / "server.properties"))
+            if pid is not None:
+                running[index] = pid
+        killed = stop_pids(list(running.values()), grace=30.0)
+        for index, pid in running.items():
+            self._procs.pop(index, None)
+            how = "killed after 30 s" if pid in killed else "stopped"
+            say(f"kafka: {how} broker {index} (pid {pid})")
+        for index in self._existing_indexes():
+            (self.paths.broker(index) / "broker.pid").unlink(missing_ok=True)
 
     def _existing_indexes(self) -> list[int]:
         if not self.paths.kafka.exists():

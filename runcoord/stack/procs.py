@@ -65,6 +65,9 @@ def spawn_detached(
     """Start ``argv`` in its own session (so Ctrl-C in our terminal does not reach it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
+        # A header per start, so a tail read during start-up is not mistaken for this run's.
+        out.write(f"===== runcoord: starting at {time.strftime('%F %T')} =====\n".encode())
+        out.flush()
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -94,8 +97,25 @@ def signal_and_wait(pid: int, sig: signal.Signals, *, timeout: float) -> bool:
 
 def stop_pid(pid: int, *, grace: float) -> None:
     """SIGTERM, and SIGKILL if it has not exited after ``grace`` seconds."""
-    if not signal_and_wait(pid, signal.SIGTERM, timeout=grace):
+    stop_pids([pid], grace=grace)
+
+
+def stop_pids(pids: Sequence[int], *, grace: float) -> list[int]:
+    """SIGTERM all at once, SIGKILL those still alive after ``grace``; returns the killed ones.
+
+    At once, because of a KRaft quorum: brokers stopped one by one leave the last without a
+    majority, and its controlled shutdown then waits for a quorum that never comes back.
+    """
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = Deadline(grace)
+    while any(cmdline(pid) is not None for pid in pids) and not deadline.expired():
+        time.sleep(0.1)
+    stragglers = [pid for pid in pids if cmdline(pid) is not None]
+    for pid in stragglers:
         signal_and_wait(pid, signal.SIGKILL, timeout=10)
+    return stragglers
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -127,8 +147,10 @@ def who_listens(port: int) -> str | None:
     return None
 
 
-def tail_text(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+def tail_text(text: str, lines: int = 20, width: int = 300) -> str:
+    """The last ``lines`` lines, each cut to ``width`` (Kafka logs lines of 5,000 characters)."""
+    cut = [line if len(line) <= width else line[:width] + " …" for line in text.splitlines()]
+    return "\n".join(cut[-lines:])
 
 
 def tail(path: Path, lines: int = 20) -> str:
