@@ -1,0 +1,48 @@
+"""Everything one simulator instance holds, reachable from a request as ``sim_of(request)``."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from starlette.requests import HTTPConnection
+
+from sim.provider.assistants_store import AssistantsStore
+from sim.provider.clock import Clock
+from sim.provider.config import SimConfig
+from sim.provider.faults import Faults
+from sim.provider.ids import Ids
+from sim.provider.records import CreateRecord, Records
+
+
+class SimState:
+    def __init__(self, config: SimConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.ids = Ids(config.seed)
+        self.faults = Faults(config.faults, clock, config.seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every object and record; faults go back to the ones set at start."""
+        self.faults.set(self.config.faults, seed=self.config.seed)
+        self.faults.fired.clear()
+        self.records = Records(self.config.run_id_key)
+        self.assistants = AssistantsStore(
+            self.ids,
+            self.clock,
+            self.config.timing,
+            self.config.scripts,
+            lambda: self.faults.slow_factor,
+        )
+
+    def status_of(self, record: CreateRecord) -> str | None:
+        if record.api == "assistants":
+            run = self.assistants.runs.get(record.id)
+            if run is None or record.container_id is None:
+                return None
+            return self.assistants.run(record.container_id, record.id)[1].status
+        return None
+
+
+def sim_of(connection: HTTPConnection) -> SimState:
+    return cast(SimState, connection.app.state.sim)
