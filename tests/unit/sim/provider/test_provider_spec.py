@@ -1,0 +1,151 @@
+"""Every answer the simulator gives, checked against OpenAI's published schemas.
+
+``SimClient`` validates each response on the way (200s by endpoint, errors as
+ErrorResponse); here one scenario reaches every implemented endpoint in every state worth
+seeing, and the checker itself is shown to catch a missing, mistyped or unknown field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import SPEC_EXTRACT, SimClient, SpecChecker, make_sim
+
+FULL_SPEC = Path(
+    os.environ.get("RUNCOORD_OPENAI_SPEC", "/work/shared/reference/openai-openapi.yaml")
+)
+TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "description": "d", "parameters": {"type": "object"}},
+}
+
+
+def _script(**script: Any) -> dict[str, str]:
+    return {"sim_script": json.dumps(script)}
+
+
+def test_every_endpoint_in_every_state_matches_the_spec(spec: SpecChecker) -> None:
+    checker = SpecChecker(spec.document)
+    for sim in make_sim(checker):
+        _scenario(sim)
+    assert checker.seen == checker.operations(), checker.operations() - checker.seen
+
+
+def _scenario(sim: SimClient) -> None:
+    asst = sim.ok(
+        "POST",
+        "/assistants",
+        {"model": "gpt-4o", "name": "a", "instructions": "be brief", "tools": [TOOL]},
+    )
+    sim.ok("GET", f"/assistants/{asst['id']}")
+    sim.ok("GET", "/assistants")
+    thread = sim.ok(
+        "POST",
+        "/threads",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+    )
+    tid = thread["id"]
+    sim.ok("GET", f"/threads/{tid}")
+    sim.ok("GET", f"/threads/{tid}/runs")  # empty page
+    run = sim.ok(
+        "POST",
+        f"/threads/{tid}/runs",
+        {
+            "assistant_id": asst["id"],
+            "metadata": {"run_id": "r1", **_script(steps=[{"tool_calls": [{"name": "lookup"}]}])},
+            "additional_instructions": "more",
+            "truncation_strategy": {"type": "last_messages", "last_messages": 5},
+        },
+    )
+    rid = run["id"]
+    sim.clock.advance(0.05)
+    assert sim.ok("GET", f"/threads/{tid}/runs/{rid}")["status"] == "in_progress"
+    sim.clock.advance(1)
+    waiting = sim.ok("GET", f"/threads/{tid}/runs/{rid}")
+    assert waiting["status"] == "requires_action"
+    steps = sim.ok("GET", f"/threads/{tid}/runs/{rid}/steps")
+    sim.ok("GET", f"/threads/{tid}/runs/{rid}/steps/{steps['data'][0]['id']}")
+    call_id = waiting["required_action"]["submit_tool_outputs"]["tool_calls"][0]["id"]
+    sim.ok(
+        "POST",
+        f"/threads/{tid}/runs/{rid}/submit_tool_outputs",
+        {"tool_outputs": [{"tool_call_id": call_id, "output": "42"}]},
+    )
+    sim.clock.advance(1)
+    sim.ok("GET", f"/threads/{tid}/runs/{rid}/steps?order=asc")
+    messages = sim.ok("GET", f"/threads/{tid}/messages")
+    sim.ok("GET", f"/threads/{tid}/messages/{messages['data'][0]['id']}")
+    sim.ok("POST", f"/threads/{tid}/messages", {"role": "user", "content": "again"})
+
+    for metadata, then in (
+        (_script(final={"status": "failed"}), None),
+        (_script(final={"status": "incomplete"}), None),
+        (_script(steps=[{"tool_calls": [{"name": "x"}]}]), "cancel"),
+        (_script(steps=[{"tool_calls": [{"name": "x"}]}], expires_after_s=2), "expire"),
+    ):
+        other = sim.ok(
+            "POST", f"/threads/{tid}/runs", {"assistant_id": asst["id"], "metadata": metadata}
+        )
+        sim.clock.advance(1)
+        if then == "cancel":
+            sim.ok("POST", f"/threads/{tid}/runs/{other['id']}/cancel")
+        sim.clock.advance(5)
+        sim.ok("GET", f"/threads/{tid}/runs/{other['id']}")
+        sim.ok("GET", f"/threads/{tid}/runs/{other['id']}/steps")
+    sim.ok("GET", f"/threads/{tid}/runs?limit=3")
+    sim.ok("GET", f"/threads/{tid}/messages?order=asc")
+
+    both = sim.ok("POST", "/threads/runs", {"assistant_id": asst["id"], "thread": {}})
+    sim.ok("GET", f"/threads/{both['thread_id']}/runs/{both['id']}")
+    sim.error(400, "POST", f"/threads/{tid}/runs/{rid}/cancel")
+    sim.error(404, "GET", "/assistants/asst_nope")
+    sim.ok("DELETE", f"/threads/{tid}")
+    sim.ok("DELETE", f"/assistants/{asst['id']}")
+
+
+def _valid_run(spec: SpecChecker) -> dict[str, Any]:
+    for sim in make_sim(spec):
+        asst = sim.ok("POST", "/assistants", {"model": "m"})
+        thread = sim.ok("POST", "/threads", {})
+        run: dict[str, Any] = sim.ok(
+            "POST", f"/threads/{thread['id']}/runs", {"assistant_id": asst["id"]}
+        )
+        return run
+    raise AssertionError("no simulator")
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda run: run.pop("usage"), "missing field"),
+        (lambda run: run.update(created_at="yesterday"), "mistyped field"),
+        (lambda run: run.update(status="waiting"), "value outside the enum"),
+        (lambda run: run.update(model=None), "null where the spec has no null"),
+        (lambda run: run.update(surprise=1), "field the spec does not name"),
+    ],
+)
+def test_the_checker_catches_drift(spec: SpecChecker, change: Any, problem: str) -> None:
+    run = _valid_run(spec)
+    spec.validate("RunObject", run)
+    change(run)
+    with pytest.raises((jsonschema.ValidationError, AssertionError)):
+        spec.validate("RunObject", run)
+
+
+def test_nullable_fields_accept_null(spec: SpecChecker) -> None:
+    run = _valid_run(spec)
+    run.update(truncation_strategy=None, tool_choice=None, response_format=None)
+    spec.validate("RunObject", run)
+
+
+@pytest.mark.skipif(not FULL_SPEC.exists(), reason=f"full spec not at {FULL_SPEC}")
+def test_the_extract_was_cut_from_this_spec() -> None:
+    recorded = json.loads(SPEC_EXTRACT.read_text())["source_sha256"]
+    actual = hashlib.sha256(FULL_SPEC.read_bytes()).hexdigest()
+    assert recorded == actual, "the spec changed: re-run tests/unit/sim/provider/spec/extract.py"
