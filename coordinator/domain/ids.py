@@ -1,0 +1,26 @@
+"""Deterministic identifiers. Never change these formats: effect keys are stored in the ledger,
+sent to tool gateways as Idempotency-Key and compared across versions and restarts."""
+
+from __future__ import annotations
+
+import hashlib
+
+# Never change: bumping it would give every in-flight effect a new key and re-execute it.
+_EFFECT_KEY_DOMAIN = b"runcoord/effect/v1"
+
+
+def effect_key(
+    *, tenant: str, thread_id: str, run_id: str, step: str, tool_call_id: str, kind: str
+) -> str:
+    """The key under which one side effect happens at most once (DESIGN.md, Effects)."""
+    h = hashlib.sha256(_EFFECT_KEY_DOMAIN)
+    for part in (tenant, thread_id, run_id, step, tool_call_id, kind):
+        raw = part.encode()
+        # Length-prefix each part so ("ab","c") and ("a","bc") can never collide.
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    return "ek1_" + h.hexdigest()
+
+
+def payload_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,68 @@
+"""Effect intents: what the coordinator asks executors to do, written to ``effects``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.domain.model import Output
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Intent:
+    effect_key: str
+    run_id: str
+    tenant: str
+    thread_id: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateRunIntent(Intent):
+    assistant_id: str
+    input: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObserveRunIntent(Intent):
+    watch: int
+    provider_run_id: str
+    since_status: str
+    since_step: str | None
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallIntent(Intent):
+    step_id: str
+    tool_call_id: str
+    tool: str
+    arguments: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitOutputsIntent(Intent):
+    provider_run_id: str
+    step_id: str
+    outputs: tuple[Output, ...]
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRunIntent(Intent):
+    provider_run_id: str
+    reason: str
+
+
+EffectIntent = (
+    CreateRunIntent | ObserveRunIntent | ToolCallIntent | SubmitOutputsIntent | CancelRunIntent
+)
+
+# The `kind` header on `effects`, so each executor reads only its own kinds without decoding.
+KIND: dict[type[Intent], str] = {
+    CreateRunIntent: "create_run",
+    ObserveRunIntent: "observe_run",
+    ToolCallIntent: "tool_call",
+    SubmitOutputsIntent: "submit_outputs",
+    CancelRunIntent: "cancel_run",
+}
