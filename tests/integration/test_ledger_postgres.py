@@ -1,0 +1,267 @@
+"""The ledger contract against PostgreSQL, and against the Redis fast path in front of it;
+then what only real servers can show: reconnects after a dropped connection, and the cache
+answering correctly while Redis is cut off."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+from ledger_contract import LEASE_S, LedgerContract, meta, new_key
+from tcp_proxy import TcpProxy
+
+from effects.ledger import (
+    Acquired,
+    Busy,
+    CachedLedger,
+    EffectState,
+    Finished,
+    Ledger,
+    LedgerMisconfigured,
+    LedgerUnavailable,
+    PostgresLedger,
+    RedisGuard,
+    connect_redis,
+)
+from runcoord import db
+from runcoord.errors import Fatal, Retriable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ledger_dsn(pg_dsn: str) -> str:
+    db.migrate(pg_dsn)  # idempotent; other modules may have run it already
+    return pg_dsn
+
+
+class PostgresHarness:
+    def __init__(self, dsn: str, app: str) -> None:
+        self.dsn = dsn
+        self.app = app
+        self._opened: list[PostgresLedger] = []
+        self._admin = psycopg.connect(dsn, autocommit=True)
+        self.postgres = self.new_postgres()
+        self.ledger: Ledger = self.postgres
+
+    def new_postgres(self) -> PostgresLedger:
+        ledger = PostgresLedger(self.dsn, application_name=self.app)
+        self._opened.append(ledger)
+        return ledger
+
+    def new_ledger(self) -> Ledger:
+        return self.new_postgres()
+
+    def expire(self, key: str) -> None:
+        self._admin.execute(
+            "UPDATE effect_ledger SET lease_expires_at = now() - interval '1 ms'"
+            " WHERE effect_key = %s AND state = 'claimed'",
+            (key,),
+        )
+
+    def close(self) -> None:
+        for ledger in self._opened:
+            ledger.close()
+        self._admin.close()
+
+
+class CachedHarness(PostgresHarness):
+    def __init__(self, dsn: str, app: str, redis_url: str) -> None:
+        super().__init__(dsn, app)
+        self.redis = connect_redis(redis_url, timeout_s=2.0)
+        self.prefix = f"test:{app}:"
+        self.cached = self._wrap(self.postgres)
+        self.ledger = self.cached
+
+    def _wrap(self, inner: Ledger) -> CachedLedger:
+        return CachedLedger(inner, RedisGuard(self.redis), prefix=self.prefix)
+
+    def new_ledger(self) -> Ledger:
+        return self._wrap(self.new_postgres())
+
+    def expire(self, key: str) -> None:
+        super().expire(key)
+        self.redis.delete(self.cached.lease_key(key))
+
+    def close(self) -> None:
+        keys = list(self.redis.scan_iter(f"{self.prefix}*"))
+        if keys:
+            self.redis.delete(*keys)
+        self.redis.close()
+        super().close()
+
+
+class TestPostgresLedger(LedgerContract):
+    machine_settings = settings(
+        max_examples=60,
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+    @pytest.fixture
+    def harness(self, ledger_dsn: str, unique: str) -> Iterator[PostgresHarness]:
+        h = PostgresHarness(ledger_dsn, f"ledger-test-{unique}")
+        yield h
+        h.close()
+
+
+class TestCachedLedger(LedgerContract):
+    machine_settings = TestPostgresLedger.machine_settings
+
+    @pytest.fixture
+    def harness(self, ledger_dsn: str, redis_url: str, unique: str) -> Iterator[CachedHarness]:
+        h = CachedHarness(ledger_dsn, f"ledger-test-{unique}", redis_url)
+        yield h
+        h.close()
+
+
+# ---- reconnects ----------------------------------------------------------------------------
+
+
+def test_a_dropped_connection_is_retriable_and_the_next_call_reconnects(
+    ledger_dsn: str, unique: str
+) -> None:
+    app = f"ledger-drop-{unique}"
+    key = new_key()
+    with PostgresLedger(ledger_dsn, application_name=app) as ledger:
+        assert isinstance(ledger.claim(key, meta(), "a", LEASE_S), Acquired)
+        # What a PostgreSQL restart does to a client: its backend goes away under it.
+        with psycopg.connect(ledger_dsn, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (app,),
+            ).fetchone()
+        assert killed == (1,)
+        with pytest.raises(LedgerUnavailable) as caught:
+            ledger.mark_sent(key, 1)
+        assert isinstance(caught.value, Retriable)
+        # The executor's retry: same call, new connection, and mark_sent is idempotent.
+        assert ledger.mark_sent(key, 1)
+        assert ledger.complete(key, 1, EffectState.SUCCEEDED, {"ok": True})
+
+
+def test_an_unreachable_server_is_retriable() -> None:
+    dead = "postgresql://postgres@127.0.0.1:1/postgres"
+    with PostgresLedger(dead, connect_timeout_s=2) as ledger, pytest.raises(LedgerUnavailable):
+        ledger.get(new_key())
+
+
+def test_a_database_without_the_table_is_fatal(ledger_dsn: str) -> None:
+    dsn = psycopg.conninfo.make_conninfo(ledger_dsn, options="-c search_path=no_such_schema")
+    with PostgresLedger(dsn) as ledger:
+        with pytest.raises(LedgerMisconfigured) as caught:
+            ledger.get(new_key())
+        assert isinstance(caught.value, Fatal)
+
+
+def test_final_rows_cannot_be_rewritten_even_by_hand(ledger_dsn: str) -> None:
+    key = new_key()
+    with PostgresLedger(ledger_dsn) as ledger:
+        ledger.claim(key, meta(), "a", LEASE_S)
+        ledger.complete(key, 1, EffectState.SUCCEEDED, {"n": 1})
+    with (
+        psycopg.connect(ledger_dsn, autocommit=True) as admin,
+        pytest.raises(psycopg.errors.IntegrityConstraintViolation),
+    ):
+        admin.execute(
+            "UPDATE effect_ledger SET result = '{\"n\": 2}' WHERE effect_key = %s", (key,)
+        )
+
+
+# ---- the Redis fast path -------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
+    target = urlsplit(redis_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def _final_cached(client: redis.Redis, cached: CachedLedger, key: str) -> bool:
+    return bool(client.exists(cached.final_key(key)))
+
+
+def test_cache_serves_final_outcomes_and_falls_back_when_redis_is_cut(
+    ledger_dsn: str, redis_url: str, redis_proxy: TcpProxy, unique: str
+) -> None:
+    direct = connect_redis(redis_url, timeout_s=2.0)
+    proxied = connect_redis(f"redis://{redis_proxy.url_netloc}/0", timeout_s=0.2)
+    guard = RedisGuard(proxied, cooldown_s=0.0)  # no breaker: every call tries Redis
+    prefix = f"test:cut-{unique}:"
+    done, busy = new_key(), new_key()
+    with PostgresLedger(ledger_dsn) as pg:
+        cached = CachedLedger(pg, guard, prefix=prefix)
+        cached.claim(done, meta(), "a", LEASE_S)
+        cached.complete(done, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
+        expected = Finished(done, EffectState.SUCCEEDED, {"ticket": "T-1"}, None)
+        assert cached.claim(done, meta(), "b", LEASE_S) == expected
+        assert _final_cached(direct, cached, done), "the first read filled the cache"
+        assert isinstance(cached.claim(busy, meta(), "a", LEASE_S), Acquired)
+        assert direct.exists(cached.lease_key(busy))
+
+        redis_proxy.stop()  # Redis outage, mid-way
+        assert cached.claim(done, meta(), "c", LEASE_S) == expected
+        assert isinstance(cached.claim(busy, meta(), "b", LEASE_S), Busy)
+        fresh = new_key()
+        assert cached.claim(fresh, meta(), "a", LEASE_S) == Acquired(fresh, 1, 1, False)
+        assert cached.mark_sent(fresh, 1)
+        assert cached.complete(fresh, 1, EffectState.FAILED, None, "tool said no")
+        assert cached.claim(fresh, meta(), "b", LEASE_S) == Finished(
+            fresh, EffectState.FAILED, None, "tool said no"
+        )
+        assert guard.call(lambda r: bool(r.ping()), False) is False, "Redis is really down"
+        assert not _final_cached(direct, cached, fresh), "nothing reached Redis"
+
+        redis_proxy.start()  # back: the fast path fills in again
+        assert cached.claim(fresh, meta(), "c", LEASE_S) == Finished(
+            fresh, EffectState.FAILED, None, "tool said no"
+        )
+        assert _final_cached(direct, cached, fresh)
+    for k in direct.scan_iter(f"{prefix}*"):
+        direct.delete(k)
+    direct.close()
+    proxied.close()
+
+
+def test_a_lost_lease_hint_only_sends_the_claim_to_postgres(
+    ledger_dsn: str, redis_url: str, unique: str
+) -> None:
+    client = connect_redis(redis_url, timeout_s=2.0)
+    key = new_key()
+    with PostgresLedger(ledger_dsn) as pg:
+        cached = CachedLedger(pg, RedisGuard(client), prefix=f"test:hint-{unique}:")
+        cached.claim(key, meta(), "a", LEASE_S)
+        client.delete(cached.lease_key(key))  # Redis restarted empty, or evicted the key
+        assert isinstance(cached.claim(key, meta(), "b", LEASE_S), Busy)
+        client.delete(cached.final_key(key), cached.lease_key(key))
+    client.close()
+
+
+def test_the_breaker_skips_redis_after_a_failure() -> None:
+    dead = connect_redis("redis://127.0.0.1:1/0", timeout_s=0.2)
+    now = [0.0]
+    guard = RedisGuard(dead, cooldown_s=5.0, clock=lambda: now[0])
+    calls = []
+
+    def ping(r: redis.Redis) -> bool:
+        calls.append(1)
+        return bool(r.ping())
+
+    assert guard.call(ping, False) is False
+    assert not guard.available
+    started = time.monotonic()
+    assert guard.call(ping, False) is False
+    assert time.monotonic() - started < 0.05 and len(calls) == 1
+    now[0] = 5.0
+    assert guard.available
+    dead.close()
