@@ -1,0 +1,108 @@
+"""The wire mapping: every message round-trips through Avro, and schemas follow the classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.domain import events as ev
+from coordinator.domain import inputs as inp
+from coordinator.domain import intents as it
+from coordinator.domain.model import Output, RunState, Step, ToolCall
+from coordinator.domain.phases import Phase
+from coordinator.wire import CATEGORIES, MESSAGE_TYPES, avro_schema, from_record, to_record
+from runcoord.codec import AvroCodec
+from runcoord.deadletter import DeadLetter
+from runcoord.errors import SerializationError
+from schemas import SCHEMA_DIR
+
+CALL = ToolCall("call_1", "lookup", '{"q": "x"}')
+OUT = Output("call_1", "ok", False, "tool", "ab" * 32)
+SAMPLES: list[Any] = [
+    ev.RunAccepted(
+        run_id="r",
+        seq=1,
+        at_ms=5,
+        tenant="t",
+        thread_id="th",
+        assistant_id="a",
+        provider="assistants",
+        input="hi",
+        run_deadline_ms=9,
+        create_key="ek1_x",
+    ),
+    ev.StepOpened(
+        run_id="r", seq=3, at_ms=5, step_id="s", calls=(CALL,), deadline_ms=7, expires_at_ms=None
+    ),
+    ev.ToolOutputRecorded(run_id="r", seq=4, at_ms=5, step_id="s", output=OUT, effect_key=None),
+    ev.RunFinished(run_id="r", seq=9, at_ms=5, status="completed", reason=None),
+    inp.RunObserved("r", 3, "requires_action", "s", (CALL,), 10, None, True),
+    inp.ToolResult("r", "t", "s", "call_1", "out", True, "intake", "ek1_y"),
+    it.SubmitOutputsIntent(
+        effect_key="k",
+        run_id="r",
+        tenant="t",
+        thread_id="th",
+        provider="responses",
+        provider_run_id="p",
+        step_id="s",
+        outputs=(OUT, OUT),
+        deadline_ms=3,
+    ),
+    RunState(
+        run_id="r",
+        tenant="t",
+        thread_id="th",
+        assistant_id="a",
+        provider="assistants",
+        input="hi",
+        accepted_at_ms=1,
+        run_deadline_ms=2,
+        seq=4,
+        phase=Phase.REQUIRES_ACTION,
+        step=Step("s", (CALL,), 7, (OUT,), None, None),
+        closed_steps=("s0",),
+    ),
+    DeadLetter("runs.inbox", 2, 41, "r", "decode", "corrupt", None, b"\x00\xff", "coord-1", 7),
+]
+
+
+@pytest.fixture(scope="module")
+def codec() -> AvroCodec:
+    return AvroCodec()
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip_through_avro(codec: AvroCodec, message: Any) -> None:
+    name, datum = to_record(message)
+    decoded_name, decoded = codec.decode(codec.encode(name, datum))
+    assert decoded_name == name
+    assert from_record(decoded_name, decoded) == message
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGE_TYPES))
+def test_committed_current_schema_matches_the_class(codec: AvroCodec, name: str) -> None:
+    category = next(c for c, classes in CATEGORIES.items() if MESSAGE_TYPES[name] in classes)
+    files = sorted(
+        (SCHEMA_DIR / category).glob(f"{name}.v*.avsc"),
+        key=lambda p: int(p.name.split(".v")[1].split(".")[0]),
+    )
+    current = json.loads(Path(files[-1]).read_text())
+    assert current == avro_schema(MESSAGE_TYPES[name]), (
+        f"{name} changed: add schemas/{category}/{name}.v{len(files) + 1}.avsc "
+        "(python -m runcoord.codec lock) instead of editing a committed version"
+    )
+
+
+def test_every_message_type_has_a_schema(codec: AvroCodec) -> None:
+    assert set(MESSAGE_TYPES) <= codec.names()
+
+
+def test_a_record_that_does_not_fit_raises_serialization_error() -> None:
+    with pytest.raises(SerializationError, match="does not map"):
+        from_record("StartRun", {"run_id": "r"})
+    with pytest.raises(SerializationError, match="not a message"):
+        from_record("Nope", {})
