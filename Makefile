@@ -33,8 +33,11 @@ stack-down: $(STAMP)
 	$(BIN)/runcoord stack down
 
 # The README's test command: install, bring the real stack up, run every test.
+# pytest exits 5 when it collected nothing; that is a failure here, never a green run.
 test: $(STAMP) stack-up
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest ran no tests; failing" >&2; fi; \
+	exit $$rc
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
