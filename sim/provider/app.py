@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
-from sim.provider import admin, assistants
+from sim.provider import admin, assistants, conversations, responses
 from sim.provider.clock import Clock, SystemClock
 from sim.provider.config import SimConfig
 from sim.provider.errors import ApiError, install_error_handlers
@@ -30,6 +30,8 @@ def create_app(config: SimConfig | None = None, clock: Clock | None = None) -> F
     app.state.sim = SimState(config or SimConfig(), clock or SystemClock())
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
     v1.include_router(assistants.router)
+    v1.include_router(responses.router)
+    v1.include_router(conversations.router)
     app.include_router(v1)
     app.include_router(admin.router)
     install_error_handlers(app)

@@ -12,6 +12,7 @@ from sim.provider.config import SimConfig
 from sim.provider.faults import Faults
 from sim.provider.ids import Ids
 from sim.provider.records import CreateRecord, Records
+from sim.provider.responses_store import ResponsesStore
 
 
 class SimState:
@@ -34,6 +35,13 @@ class SimState:
             self.config.scripts,
             lambda: self.faults.slow_factor,
         )
+        self.responses = ResponsesStore(
+            self.ids,
+            self.clock,
+            self.config.timing,
+            self.config.scripts,
+            lambda: self.faults.slow_factor,
+        )
 
     def status_of(self, record: CreateRecord) -> str | None:
         if record.api == "assistants":
@@ -41,6 +49,8 @@ class SimState:
             if run is None or record.container_id is None:
                 return None
             return self.assistants.run(record.container_id, record.id)[1].status
+        if record.id in self.responses.responses:
+            return self.responses.response(record.id).status
         return None
 
 
