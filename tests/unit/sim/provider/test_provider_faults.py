@@ -9,8 +9,8 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import LiveServer, SimClient, SpecChecker, make_sim
 from openai import OpenAI
+from provider_harness import LiveServer, SimClient, SpecChecker, make_sim
 
 from runcoord.errors import ConfigError
 from sim.provider.config import load_config
@@ -105,7 +105,7 @@ def test_a_dropped_connection_in_process(sim: SimClient) -> None:
 
 
 def _h() -> dict[str, str]:
-    from conftest import HEADERS
+    from provider_harness import HEADERS
 
     return dict(HEADERS)
 

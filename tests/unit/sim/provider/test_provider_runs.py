@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import SimClient
+from provider_harness import SimClient
 
 WEATHER = {
     "type": "function",
@@ -209,7 +209,7 @@ def test_parallel_tool_calls_false_asks_one_call_per_step(sim: SimClient) -> Non
 
 
 def test_script_named_in_config_for_an_assistant(spec: Any) -> None:
-    from conftest import make_sim
+    from provider_harness import make_sim
 
     config = {
         "scripts": {"two": {"steps": [{"tool_calls": [{"name": "x"}, {"name": "y"}]}]}},
@@ -509,7 +509,7 @@ def test_not_found_and_headers(sim: SimClient) -> None:
 
 
 def sim_headers() -> dict[str, str]:
-    from conftest import HEADERS
+    from provider_harness import HEADERS
 
     return dict(HEADERS)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import SPEC_EXTRACT, SimClient, SpecChecker, make_sim
+from provider_harness import SPEC_EXTRACT, SimClient, SpecChecker, make_sim
 
 FULL_SPEC = Path(
     os.environ.get("RUNCOORD_OPENAI_SPEC", "/work/shared/reference/openai-openapi.yaml")
@@ -34,6 +34,7 @@ def test_every_endpoint_in_every_state_matches_the_spec(spec: SpecChecker) -> No
     checker = SpecChecker(spec.document)
     for sim in make_sim(checker):
         _scenario(sim)
+        _responses_scenario(sim)
     assert checker.seen == checker.operations(), checker.operations() - checker.seen
 
 
@@ -107,6 +108,58 @@ def _scenario(sim: SimClient) -> None:
     sim.error(404, "GET", "/assistants/asst_nope")
     sim.ok("DELETE", f"/threads/{tid}")
     sim.ok("DELETE", f"/assistants/{asst['id']}")
+
+
+def _responses_scenario(sim: SimClient) -> None:
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    conv = sim.ok(
+        "POST",
+        "/conversations",
+        {"metadata": {"k": "v"}, "items": [{"role": "user", "content": "hi"}]},
+    )
+    cid = conv["id"]
+    sim.ok("GET", f"/conversations/{cid}")
+    sim.ok("POST", f"/conversations/{cid}", {"metadata": {"k": "w"}})
+    first = sim.ok(
+        "POST",
+        "/responses",
+        {"model": "gpt-4o", "background": True, "tools": tools, "conversation": cid,
+         "input": [{"role": "developer", "content": "brief"}], "metadata": {"run_id": "r2"}},
+    )  # fmt: skip
+    sim.clock.advance(0.05)
+    sim.ok("GET", f"/responses/{first['id']}")  # in progress
+    sim.clock.advance(1)
+    first = sim.ok("GET", f"/responses/{first['id']}")
+    call_id = first["output"][0]["call_id"]
+    added = sim.ok(
+        "POST",
+        f"/conversations/{cid}/items",
+        {"items": [{"type": "function_call_output", "call_id": call_id, "output": "42"}]},
+    )
+    follow = sim.ok("POST", "/responses", {"model": "gpt-4o", "conversation": cid})
+    sim.ok("GET", f"/responses/{follow['id']}/input_items")
+    sim.ok("GET", f"/responses/{first['id']}/input_items")
+    sim.ok("GET", f"/conversations/{cid}/items")
+    sim.ok("GET", f"/conversations/{cid}/items/{added['data'][0]['id']}")
+    chained = sim.ok(
+        "POST",
+        "/responses",
+        {"model": "gpt-4o", "previous_response_id": follow["id"], "background": True,
+         "input": [{"role": "user", "content": [{"type": "input_text", "text": "more"}]},
+                   {"role": "assistant", "content": "noted"}]},
+    )  # fmt: skip
+    sim.ok("POST", f"/responses/{chained['id']}/cancel")
+    sim.ok("GET", f"/responses/{chained['id']}/input_items?order=asc")
+    for final in ({"status": "failed"}, {"status": "incomplete"}):
+        other = sim.ok(
+            "POST",
+            "/responses",
+            {"model": "m", "input": "x", "metadata": _script(final=final)},
+        )
+        sim.ok("GET", f"/responses/{other['id']}")
+    sim.error(400, "POST", "/responses", {"model": "m", "previous_response_id": "resp_nope"})
+    sim.error(404, "GET", f"/conversations/{cid}/items/msg_nope")
+    sim.ok("DELETE", f"/conversations/{cid}")
 
 
 def _valid_run(spec: SpecChecker) -> dict[str, Any]:

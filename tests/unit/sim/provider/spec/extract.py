@@ -43,6 +43,17 @@ OPERATIONS: list[tuple[str, str]] = [
     ("post", "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
     ("get", "/threads/{thread_id}/runs/{run_id}/steps"),
     ("get", "/threads/{thread_id}/runs/{run_id}/steps/{step_id}"),
+    ("post", "/responses"),
+    ("get", "/responses/{response_id}"),
+    ("post", "/responses/{response_id}/cancel"),
+    ("get", "/responses/{response_id}/input_items"),
+    ("post", "/conversations"),
+    ("get", "/conversations/{conversation_id}"),
+    ("post", "/conversations/{conversation_id}"),
+    ("delete", "/conversations/{conversation_id}"),
+    ("post", "/conversations/{conversation_id}/items"),
+    ("get", "/conversations/{conversation_id}/items"),
+    ("get", "/conversations/{conversation_id}/items/{item_id}"),
 ]
 EXTRA_SCHEMAS = ["ErrorResponse"]
 
