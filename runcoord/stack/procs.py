@@ -31,21 +31,15 @@ def cmdline(pid: int) -> str | None:
     """The process's command line joined by spaces, or None if it is gone (or a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        # The state letter follows the parenthesised command name; Z means exited, unreaped.
+        # The state letter follows the parenthesised command name. Z: exited but not yet
+        # waited for (a broker a fault test started and killed): it still answers
+        # kill(pid, 0), so "is it alive?" must read the state. Its parent reaps it.
         if stat[stat.rindex(")") + 2] == "Z":
-            _reap(pid)
             return None
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
         return None
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
-
-
-def _reap(pid: int) -> None:
-    # A child we spawned in this process (fault tests restart brokers) stays a zombie until
-    # waited for; a zombie still answers kill(pid, 0), so reap it or "is it dead?" lies.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def alive_pid(pid_file: Path, marker: str) -> int | None:
@@ -143,7 +137,9 @@ def who_listens(port: int) -> str | None:
             for fd in (proc / "fd").iterdir():
                 if os.readlink(fd) in inodes:
                     line = cmdline(int(proc.name)) or "?"
-                    return f"pid {proc.name}: {line[:160]}"
+                    # Both ends: a JVM's flags come first, what identifies it (a path) last.
+                    short = line if len(line) <= 200 else f"{line[:90]} … {line[-100:]}"
+                    return f"pid {proc.name}: {short}"
     return None
 
 
