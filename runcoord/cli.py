@@ -1,4 +1,4 @@
-"""The ``runcoord`` command. Each group lives beside the code it drives; this file only mounts them."""
+"""The ``runcoord`` command. Each group lives beside the code it drives; this file mounts them."""
 
 from __future__ import annotations
 
@@ -13,25 +13,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# (command group, module holding a `app: typer.Typer`, help). Imported lazily so that a
-# broken or heavy optional module cannot stop `runcoord stack up` from working.
+# (command group, module holding a `app: typer.Typer`, help). Imported at start-up: every
+# module is light; a command's heavy imports happen inside the command.
 _GROUPS: list[tuple[str, str, str]] = [
     ("stack", "runcoord.stack.cli", "The local stack: Kafka (KRaft), PostgreSQL, Redis."),
     ("topics", "runcoord.topics", "Create and verify the topics declared in topics.yaml."),
+    ("schemas", "runcoord.codec.cli", "Check and lock the Avro schemas."),
     ("sim", "sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
     ("db", "runcoord.db", "Database migrations."),
+]
+# (command, module, function): single commands.
+_COMMANDS: list[tuple[str, str, str]] = [
+    ("coordinator", "coordinator.cli", "coordinator"),
 ]
 
 
 def _mount() -> None:
     for name, module, help_text in _GROUPS:
-        try:
-            sub = importlib.import_module(module).app
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        app.add_typer(sub, name=name, help=help_text)
+        app.add_typer(importlib.import_module(module).app, name=name, help=help_text)
+    for name, module, function in _COMMANDS:
+        app.command(name)(getattr(importlib.import_module(module), function))
 
 
 _mount()
@@ -39,3 +40,7 @@ _mount()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

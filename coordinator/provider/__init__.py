@@ -1,0 +1,37 @@
+"""The provider port and its adapters over the official openai SDK (Assistants, Responses)."""
+
+from coordinator.provider.assistants import AssistantsProvider
+from coordinator.provider.errors import (
+    OutcomeUnknown,
+    ProviderRejected,
+    ProviderUnavailable,
+    Unreconcilable,
+)
+from coordinator.provider.polling import BackoffPolicy
+from coordinator.provider.port import (
+    RUN_ID_KEY,
+    STATUSES,
+    STEP_KEY,
+    TERMINAL_STATUSES,
+    ProviderRun,
+    RunProvider,
+    SubmitOutcome,
+    SubmitStatus,
+)
+
+__all__ = [
+    "RUN_ID_KEY",
+    "STATUSES",
+    "STEP_KEY",
+    "TERMINAL_STATUSES",
+    "AssistantsProvider",
+    "BackoffPolicy",
+    "OutcomeUnknown",
+    "ProviderRejected",
+    "ProviderRun",
+    "ProviderUnavailable",
+    "RunProvider",
+    "SubmitOutcome",
+    "SubmitStatus",
+    "Unreconcilable",
+]
