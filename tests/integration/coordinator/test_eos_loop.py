@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def scripts(n: int, seed: int, prefix: str = "run") -> dict[str, list[list[str]]]:
-    """1–3 steps of 1–4 tool calls each, as the issue asks; deterministic for a seed."""
+    """1 to 3 steps of 1 to 4 tool calls each, as the issue asks; deterministic for a seed."""
     rng = random.Random(seed)
     return {
         f"{prefix}-{i}": [
