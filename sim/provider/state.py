@@ -6,6 +6,7 @@ from typing import cast
 
 from starlette.requests import HTTPConnection
 
+from sim.provider.assistants_model import Thread
 from sim.provider.assistants_store import AssistantsStore
 from sim.provider.clock import Clock
 from sim.provider.config import SimConfig
@@ -44,14 +45,20 @@ class SimState:
         )
 
     def status_of(self, record: CreateRecord) -> str | None:
+        """The current status of what a create record made (its thread may be deleted)."""
         if record.api == "assistants":
             run = self.assistants.runs.get(record.id)
-            if run is None or record.container_id is None:
+            if run is None:
                 return None
-            return self.assistants.run(record.container_id, record.id)[1].status
-        if record.id in self.responses.responses:
-            return self.responses.response(record.id).status
-        return None
+            # A deleted thread's runs still move; their replies go nowhere.
+            thread = self.assistants.threads.get(run.thread_id) or Thread(run.thread_id, 0.0, {})
+            self.assistants.engine.advance(thread, run, self.clock.now())
+            return run.status
+        response = self.responses.responses.get(record.id)
+        if response is None:
+            return None
+        self.responses.advance(response)
+        return response.status
 
 
 def sim_of(connection: HTTPConnection) -> SimState:

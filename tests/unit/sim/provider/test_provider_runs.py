@@ -519,3 +519,11 @@ def test_reset_forgets_everything(sim: SimClient) -> None:
     sim.admin("POST", "/reset")
     assert sim.admin("GET", "/records")["runs"] == []
     sim.error(404, "GET", f"/threads/{thread_id}")
+
+
+def test_records_survive_a_deleted_thread(sim: SimClient) -> None:
+    thread_id, _ = setup_run(sim, metadata={"run_id": "gone"})
+    sim.clock.advance(1)
+    sim.ok("DELETE", f"/threads/{thread_id}")
+    (record,) = sim.admin("GET", "/records")["runs"]
+    assert (record["our_run_id"], record["status"]) == ("gone", "completed")
