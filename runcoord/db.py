@@ -31,7 +31,7 @@ MIGRATION_SETS: tuple[tuple[str, str], ...] = (
 )
 
 # Any constant shared by every runcoord process; "runcoord.migrate" as 8 bytes, big-endian.
-_ADVISORY_LOCK = int.from_bytes(
+ADVISORY_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"runcoord.migrate").digest()[:8], "big", signed=True
 )
 
@@ -117,7 +117,7 @@ def migrate(dsn: str, migrations: list[Migration] | None = None) -> list[str]:
     try:
         with _connect(dsn) as conn:
             # Released when this session ends, however it ends: no unlock to forget.
-            conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
             # Under the lock: concurrent CREATE TABLE IF NOT EXISTS can still collide.
             conn.execute(_CREATE_TABLE)
             recorded = _recorded(conn)
