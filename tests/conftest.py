@@ -1,4 +1,5 @@
-"""Shared fixtures. Integration tests talk to the real stack; they fail (never skip) when it is down.
+"""Shared fixtures. Integration tests talk to the real stack; they fail (never skip) when it
+is down.
 
 Point the suite at servers that are already running with RUNCOORD_BOOTSTRAP_SERVERS,
 RUNCOORD_POSTGRES_DSN and RUNCOORD_REDIS_URL; otherwise the local stack's defaults are used
@@ -108,8 +109,9 @@ def new_topic(bootstrap: str, kafka_admin: AdminClient, unique: str) -> Iterator
 
         def visible() -> str | None:
             found = kafka_admin.list_topics(topic, timeout=5).topics.get(topic)
-            ready = found is not None and found.error is None
-            return None if ready and len(found.partitions) == partitions else "not in metadata yet"
+            if found is None or found.error is not None:
+                return "not in metadata yet"
+            return None if len(found.partitions) == partitions else "partitions not all known yet"
 
         wait_until(visible, timeout=30, what=f"topic {topic}")
         return topic

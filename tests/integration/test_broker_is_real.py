@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import (
@@ -151,7 +152,7 @@ def test_offsets_from_a_removed_group_member_are_refused(
 
     group = f"t{unique}.zombie-group"
     # Small timeouts so the member that stops polling is removed in ~7 s (FACTS.md).
-    timeouts = {"session.timeout.ms": 6000, "max.poll.interval.ms": 7000}
+    timeouts: dict[str, Any] = {"session.timeout.ms": 6000, "max.poll.interval.ms": 7000}
     zombie_consumer = Consumer(consumer_config(bootstrap, group, **timeouts))
     consumers.append(zombie_consumer)
     zombie_consumer.subscribe([inputs])
