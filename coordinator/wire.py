@@ -70,6 +70,8 @@ def _avro_type(tp: Any, defined: set[str]) -> Any:
         return "string"  # strings, not Avro enums: a new phase must not break old readers
     if typing.get_origin(tp) is tuple:
         return {"type": "array", "items": _avro_type(typing.get_args(tp)[0], defined)}
+    if typing.get_origin(tp) in (Mapping, dict):
+        return {"type": "map", "values": _avro_type(typing.get_args(tp)[1], defined)}
     if _is_dataclass_type(tp):
         name = tp.__name__
         if name in defined:
@@ -83,10 +85,26 @@ def _avro_fields(cls: type[Any], defined: set[str]) -> list[dict[str, Any]]:
     out = []
     for name, tp in _fields(cls):
         field: dict[str, Any] = {"name": name, "type": _avro_type(tp, defined)}
-        if _optional(tp) is not None:
+        default = _default(cls, name)
+        if default is not _NO_DEFAULT:
+            field["default"] = default
+        elif _optional(tp) is not None:
             field["default"] = None
         out.append(field)
     return out
+
+
+_NO_DEFAULT = object()
+
+
+def _default(cls: type[Any], name: str) -> Any:
+    """The Avro default of a field: what old payloads without it decode to."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default is not dataclasses.MISSING:
+        return _to_datum(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return _to_datum(f.default_factory())
+    return _NO_DEFAULT
 
 
 def avro_schema(cls: type[Any]) -> dict[str, Any]:
@@ -105,6 +123,8 @@ def _to_datum(value: Any) -> Any:
         return value.value
     if isinstance(value, tuple):
         return [_to_datum(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
     return value
 
 
@@ -115,6 +135,8 @@ def _from_datum(tp: Any, value: Any) -> Any:
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
         return tuple(_from_datum(item, v) for v in value)
+    if typing.get_origin(tp) in (Mapping, dict):
+        return dict(value)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(value)
     if _is_dataclass_type(tp):

@@ -255,6 +255,7 @@ class _Decider:
             input=cmd.input,
             run_deadline_ms=self.now + self.policy.run_budget_ms,
             create_key=create_key,
+            metadata=dict(cmd.metadata),
         )
         self.intents.append(
             it.CreateRunIntent(
@@ -265,6 +266,7 @@ class _Decider:
                 provider=cmd.provider,
                 assistant_id=cmd.assistant_id,
                 input=cmd.input,
+                metadata=dict(cmd.metadata),
             )
         )
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from coordinator.domain.model import Output, ToolCall
 
@@ -23,6 +24,7 @@ class RunAccepted(Event):
     input: str
     run_deadline_ms: int
     create_key: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

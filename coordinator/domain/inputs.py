@@ -7,7 +7,8 @@ reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from coordinator.domain.model import ToolCall
 
@@ -21,6 +22,8 @@ class StartRun:
     provider: str
     input: str
     requested_at_ms: int
+    # Passed to the provider's run as its metadata (OpenAI: 16 keys, values up to 512 chars).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
