@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from coordinator.loop import FAULT_ACTIONS, FAULT_POINTS, Coordinator, LoopConfig
-from runcoord import logs
+from coordinator.loop import FAULT_POINTS, Coordinator, LoopConfig
+from runcoord import faults, logs
 from runcoord.config import REPO_ROOT, load
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
@@ -62,10 +62,10 @@ def coordinator(
     """Consume runs.inbox and apply it exactly once, one Kafka transaction per batch."""
     logs.setup()
     settings = load()
-    if fault_at:
-        action, _, where = fault_at.partition("@")
-        if action not in FAULT_ACTIONS or where.partition(":")[0] not in FAULT_POINTS:
-            raise typer.BadParameter(f"--fault-at {fault_at!r}: want kill|stop@POINT[:N]")
+    try:
+        faults.configure(fault_at)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     try:
         registry = load_registry(tools)
     except ConfigError as exc:
@@ -85,7 +85,6 @@ def coordinator(
         batch_wait_ms=batch_wait_ms,
         session_timeout_ms=session_timeout_ms,
         max_poll_interval_ms=max_poll_interval_ms,
-        fault_at=fault_at,
     )
     if instance_id:
         config = dataclasses.replace(config, instance_id=instance_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -29,6 +28,7 @@ from coordinator.wire import from_record
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Fatal, KafkaRetriable, SerializationError
+from runcoord.faults import fault_point
 from runcoord.kafka import (
     KafkaRetriableError,
     TopicNames,
@@ -50,11 +50,8 @@ INPUT_TYPES = (
     inp.SubmissionResult,
     inp.EffectFailed,
 )
-# Fault points for tests: RUNCOORD_FAULT_AT=ACTION@POINT[:N] makes the process kill itself
-# (SIGKILL) or freeze (SIGSTOP, a zombie holding an open transaction) the N-th time it
-# reaches POINT.
+# Where fault tests may kill or freeze a coordinator (runcoord.faults).
 FAULT_POINTS = ("after_produce", "before_commit", "after_commit")
-FAULT_ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,6 @@ class LoopConfig:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 60_000
     transaction_timeout_ms: int = 30_000
-    fault_at: str | None = None
 
 
 @dataclass
@@ -104,7 +100,6 @@ class Coordinator:
         self.stats = LoopStats()
         self.owned: dict[int, PartitionRuns] = {}
         self._partitions = 0
-        self._crash_count = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -206,7 +201,7 @@ class Coordinator:
             for p, state in staged:
                 outbox.snapshot(p, state)
             outbox.flush_into(lambda r: self._produce(producer, r))
-            self._crash("after_produce")
+            fault_point("after_produce")
             offsets = _next_offsets(inputs)
             if offsets:
                 self._call(
@@ -214,9 +209,9 @@ class Coordinator:
                         offsets, consumer.consumer_group_metadata(), 30
                     )
                 )
-            self._crash("before_commit")
+            fault_point("before_commit")
             self._commit(producer)
-            self._crash("after_commit")
+            fault_point("after_commit")
         except KafkaRetriable as exc:
             self._abort(producer, consumer, inputs, ticks, exc)
             return
@@ -381,18 +376,6 @@ class Coordinator:
             fn()
         except KafkaException as exc:
             raise translate(exc) from exc
-
-    def _crash(self, point: str) -> None:
-        if not self.config.fault_at:
-            return
-        action, _, where = self.config.fault_at.partition("@")
-        name, _, nth = where.partition(":")
-        if name != point:
-            return
-        self._crash_count += 1
-        if self._crash_count == int(nth or 1):
-            log.error("fault point %s reached: %s", point, action)
-            os.kill(os.getpid(), FAULT_ACTIONS[action])
 
 
 def _next_offsets(messages: list[Message]) -> list[TopicPartition]:

@@ -1,0 +1,57 @@
+"""Fault points for fault tests: a process kills or freezes itself at a named line.
+
+``RUNCOORD_FAULT_AT=ACTION@POINT[:N]``: the N-th time (default 1st) the process reaches
+``fault_point(POINT)`` it sends itself SIGKILL (``kill``: dies mid-operation, as kill -9
+does) or SIGSTOP (``stop``: a zombie that wakes up later, as after a GC pause). Off unless
+the variable is set; the check is one dict lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+log = logging.getLogger(__name__)
+
+ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+
+
+class FaultPlan:
+    def __init__(self, spec: str | None) -> None:
+        self.action: str | None = None
+        self.point: str | None = None
+        self.nth = 1
+        self._seen = 0
+        self._lock = threading.Lock()
+        if spec:
+            action, _, where = spec.partition("@")
+            point, _, nth = where.partition(":")
+            if action not in ACTIONS or not point:
+                raise ValueError(f"fault spec {spec!r}: want kill|stop@POINT[:N]")
+            self.action, self.point, self.nth = action, point, int(nth or 1)
+
+    def reached(self, point: str) -> None:
+        if point != self.point or self.action is None:
+            return
+        with self._lock:
+            self._seen += 1
+            fire = self._seen == self.nth
+        if fire:
+            log.error("fault point %s reached: %s", point, self.action)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), ACTIONS[self.action])
+
+
+_PLAN = FaultPlan(os.environ.get("RUNCOORD_FAULT_AT"))
+
+
+def fault_point(point: str) -> None:
+    _PLAN.reached(point)
+
+
+def configure(spec: str | None) -> None:
+    global _PLAN
+    _PLAN = FaultPlan(spec)
