@@ -30,7 +30,7 @@ MIGRATION_SETS: tuple[tuple[str, str], ...] = (
     ("sim_tools", "sim.tools"),
 )
 
-# Any constant shared by every runcoord process; "runcoord.migrate" as 8 bytes, big-endian.
+# One constant shared by every runcoord process (the first 8 bytes of sha256("runcoord.migrate")).
 ADVISORY_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"runcoord.migrate").digest()[:8], "big", signed=True
 )

@@ -250,6 +250,14 @@ class LedgerContract:
     def test_get_of_an_unknown_key_is_none(self, harness: LedgerHarness) -> None:
         assert harness.ledger.get(new_key()) is None
 
+    def test_a_lease_must_have_a_length(self, harness: LedgerHarness) -> None:
+        key = new_key()
+        with pytest.raises(ValueError):
+            harness.ledger.claim(key, meta(), "a", 0)
+        harness.ledger.claim(key, meta(), "a", LEASE_S)
+        with pytest.raises(ValueError):
+            harness.ledger.renew(key, 1, -1)
+
     # ---- real concurrency --------------------------------------------------------------
 
     def test_concurrent_first_claims_acquire_exactly_once(self, harness: LedgerHarness) -> None:
@@ -472,6 +480,12 @@ class LedgerMachine(RuleBasedStateMachine):
             else:
                 # Only a repeat of the stored outcome by the token that stored it is True.
                 assert ok == (token == m.token and m.outcome == (state, result, error))
+
+    @invariant()
+    def at_most_one_unfenced_holder(self) -> None:
+        for key, m in self.model.items():
+            unfenced = [o for o in OWNERS if m.open and self.held.get((o, key)) == m.token]
+            assert len(unfenced) <= 1, (key, unfenced)
 
     @invariant()
     def store_matches_model(self) -> None:

@@ -30,7 +30,7 @@ from effects.ledger.model import (
     EffectState,
     Finished,
 )
-from effects.ledger.port import Ledger
+from effects.ledger.port import Ledger, check_lease
 from effects.ledger.redis_guard import RedisGuard
 
 
@@ -55,6 +55,7 @@ class CachedLedger:
         return f"{self._prefix}lease:{key}"
 
     def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+        check_lease(lease_s)
         fast = self._fast_claim(key, meta)
         if fast is not None:
             return fast

@@ -20,7 +20,7 @@ from effects.ledger.model import (
     EffectRecord,
     EffectState,
 )
-from effects.ledger.port import check_final
+from effects.ledger.port import check_final, check_lease
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class InMemoryLedger:
         self._lock = threading.Lock()
 
     def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+        check_lease(lease_s)
         with self._lock:
             now = self._clock()
             row = self._rows.get(key)
@@ -97,6 +98,7 @@ class InMemoryLedger:
             return True
 
     def renew(self, key: str, token: int, lease_s: float) -> bool:
+        check_lease(lease_s)
         with self._lock:
             row = self._held(key, token)
             if row is None:

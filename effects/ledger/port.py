@@ -80,3 +80,8 @@ class Ledger(Protocol):
 def check_final(state: EffectState) -> None:
     if not state.final:
         raise ValueError(f"complete() needs a final state, not {state}")
+
+
+def check_lease(lease_s: float) -> None:
+    if not lease_s > 0:
+        raise ValueError(f"a lease must be longer than 0 s, not {lease_s}")

@@ -31,7 +31,7 @@ from effects.ledger.model import (
     EffectState,
     Finished,
 )
-from effects.ledger.port import check_final
+from effects.ledger.port import check_final, check_lease
 
 T = TypeVar("T")
 Conn = psycopg.Connection[DictRow]
@@ -105,10 +105,12 @@ class PostgresLedger:
         *,
         application_name: str = "runcoord-ledger",
         connect_timeout_s: int = 5,
+        statement_timeout_ms: int = 5000,
     ) -> None:
         self._dsn = dsn
         self._application_name = application_name
         self._connect_timeout_s = connect_timeout_s
+        self._statement_timeout_ms = statement_timeout_ms
         self._conn: Conn | None = None
         # psycopg serialises a connection's use anyway; the lock also guards (re)connecting.
         self._lock = threading.Lock()
@@ -137,6 +139,8 @@ class PostgresLedger:
             "owner": owner,
             "lease_s": lease_s,
         }
+
+        check_lease(lease_s)
 
         def run(conn: Conn) -> Claim:
             for _ in range(_CLAIM_ROUNDS):
@@ -173,6 +177,7 @@ class PostgresLedger:
         return self._update(_MARK_SENT, {"key": key, "token": token})
 
     def renew(self, key: str, token: int, lease_s: float) -> bool:
+        check_lease(lease_s)
         return self._update(_RENEW, {"key": key, "token": token, "lease_s": lease_s})
 
     def release(self, key: str, token: int) -> bool:
@@ -226,13 +231,7 @@ class PostgresLedger:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(
-                        self._dsn,
-                        autocommit=True,
-                        row_factory=dict_row,
-                        connect_timeout=self._connect_timeout_s,
-                        application_name=self._application_name,
-                    )
+                    self._conn = self._connect()
                 return fn(self._conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 # Connection-level trouble (restart, network, terminated backend, deadlock or
@@ -245,6 +244,28 @@ class PostgresLedger:
                 ) from exc
             except psycopg.Error as exc:
                 raise LedgerMisconfigured(f"effect ledger query failed: {exc}") from exc
+
+    def _connect(self) -> Conn:
+        conn = psycopg.connect(
+            self._dsn,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=self._connect_timeout_s,
+            application_name=self._application_name,
+            # A peer that vanished without a reset (partition, dead host) is noticed in
+            # about 20 s instead of hanging the executor on a read forever.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=3,
+            keepalives_count=3,
+        )
+        # Every ledger statement touches one row; one that waits this long is stuck on a
+        # lock or a sick server. Cancelled, it surfaces as LedgerUnavailable (Retriable).
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)",
+            (str(self._statement_timeout_ms),),
+        )
+        return conn
 
     def _discard(self) -> None:
         if self._conn is not None:

@@ -147,6 +147,17 @@ def test_a_dropped_connection_is_retriable_and_the_next_call_reconnects(
         assert ledger.complete(key, 1, EffectState.SUCCEEDED, {"ok": True})
 
 
+def test_a_statement_stuck_on_a_lock_times_out_as_retriable(ledger_dsn: str) -> None:
+    key = new_key()
+    with PostgresLedger(ledger_dsn, statement_timeout_ms=300) as ledger:
+        ledger.claim(key, meta(), "a", LEASE_S)
+        with psycopg.connect(ledger_dsn) as blocker:  # not autocommit: holds the row lock
+            blocker.execute("SELECT 1 FROM effect_ledger WHERE effect_key = %s FOR UPDATE", (key,))
+            with pytest.raises(LedgerUnavailable):
+                ledger.mark_sent(key, 1)
+        assert ledger.mark_sent(key, 1), "unblocked, the retry goes through"
+
+
 def test_an_unreachable_server_is_retriable() -> None:
     dead = "postgresql://postgres@127.0.0.1:1/postgres"
     with PostgresLedger(dead, connect_timeout_s=2) as ledger, pytest.raises(LedgerUnavailable):
