@@ -408,7 +408,11 @@ class _Decider:
                 step_id=step.step_id,
                 outcome=res.outcome,
                 attempts=res.attempts,
+                new_provider_run_id=res.new_provider_run_id,
             )
+            if res.new_provider_run_id and not self.run.terminal:
+                # The turn continues in the follow-up response: watch that one now.
+                self.renew("following the follow-up response")
             if (
                 res.outcome == "rejected"
                 and not self.run.terminal

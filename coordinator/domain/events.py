@@ -70,6 +70,7 @@ class StepSubmitted(Event):
     step_id: str
     outcome: str
     attempts: int
+    new_provider_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -116,7 +116,11 @@ def _apply(state: RunState, event: ev.JournalEvent) -> RunState:
             )
         case ev.StepSubmitted():
             step = _current(state, event.step_id)
-            return replace(state, step=replace(step, submitted=event.outcome))
+            return replace(
+                state,
+                step=replace(step, submitted=event.outcome),
+                provider_run_id=event.new_provider_run_id or state.provider_run_id,
+            )
         case ev.CancelRequested():
             return replace(
                 state,

@@ -80,6 +80,8 @@ class SubmissionResult:
     outcome: str
     attempts: int
     detail: str | None
+    # Responses: the follow-up response that carried the outputs is the turn's new run.
+    new_provider_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,3 +177,20 @@ def test_rejected_submission_requests_cancel_with_reason() -> None:
     d.feed(inp.SubmissionResult("r1", key, "s1", "rejected", 3, "400 bad ids"))
     assert d.run.phase is Phase.CANCELLING
     assert "400 bad ids" in (d.run.cancel_reason or "")
+
+
+def test_responses_follow_up_becomes_the_watched_run() -> None:
+    d = Driver()
+    d.feed(start())
+    d.created()
+    d.observe("requires_action", "resp_1", (call(1),))
+    d.result("call_1")
+    key = d.run.step.submission_key  # type: ignore[union-attr]
+    assert key is not None
+    out = d.feed(inp.SubmissionResult("r1", key, "resp_1", "submitted", 1, None, "resp_2"))
+    assert d.run.provider_run_id == "resp_2"
+    watches = [i for i in out.intents if isinstance(i, it.ObserveRunIntent)]
+    assert [w.provider_run_id for w in watches] == ["resp_2"]
+    assert watches[0].since_step == "resp_1"  # the step closes once the follow-up moves
+    d.observe("in_progress")
+    assert d.run.open_step is None
