@@ -1,0 +1,172 @@
+"""The watch loop and its backoff, on a fake clock: no time passes for real."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.provider.errors import ProviderRejected, ProviderUnavailable
+from coordinator.provider.polling import Backoff, BackoffPolicy, changed, watch
+from coordinator.provider.port import ProviderRun
+
+pytestmark = pytest.mark.anyio
+
+
+def run(status: str, step: str | None = None, hint: int | None = None) -> ProviderRun:
+    return ProviderRun("run_1", status, step, (), None, None, hint)
+
+
+@pytest.mark.parametrize(
+    ("policy", "hints", "delays"),
+    [
+        (BackoffPolicy(), [None] * 10, [100, 150, 225, 338, 506, 759, 1139, 1709, 2000, 2000]),
+        (BackoffPolicy(10, 2.0, 50), [None] * 5, [10, 20, 40, 50, 50]),
+        # The provider's openai-poll-after-ms is a floor, never a ceiling.
+        (BackoffPolicy(), [200, 200, 200, 200, None], [200, 200, 225, 338, 506]),
+        (BackoffPolicy(), [0, 5000], [100, 5000]),
+    ],
+)
+def test_backoff_schedule(
+    policy: BackoffPolicy, hints: list[int | None], delays: list[int]
+) -> None:
+    backoff = Backoff(policy)
+    assert [backoff.next_ms(hint) for hint in hints] == delays
+
+
+@pytest.mark.parametrize(
+    ("seen", "since", "expected"),
+    [
+        (run("queued"), ("queued", None), False),
+        (run("in_progress"), ("queued", None), True),
+        (run("requires_action", "s1"), ("requires_action", "s1"), False),
+        # A new step with the same status is a change: the next step needs outputs too.
+        (run("requires_action", "s2"), ("requires_action", "s1"), True),
+        (run("requires_action", "s1"), ("in_progress", None), True),
+    ],
+)
+def test_changed(seen: ProviderRun, since: tuple[str, str | None], expected: bool) -> None:
+    assert changed(seen, *since) is expected
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+class Script:
+    """Answers one retrieve after another from a list; an exception in it is raised."""
+
+    def __init__(self, *answers: ProviderRun | Exception) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def __call__(self) -> ProviderRun:
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+POLICY = BackoffPolicy(100, 2.0, 400)
+
+
+async def test_returns_at_once_when_already_changed() -> None:
+    time = FakeTime()
+    retrieve = Script(run("in_progress"))
+    result = await watch(
+        retrieve,
+        since_status="queued",
+        since_step=None,
+        timeout_ms=1000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert result == (run("in_progress"), True)
+    assert (retrieve.calls, time.slept) == (1, [])
+
+
+async def test_backs_off_until_the_change() -> None:
+    time = FakeTime()
+    retrieve = Script(run("queued"), run("queued"), run("queued", hint=300), run("completed"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="queued",
+        since_step=None,
+        timeout_ms=10_000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert (seen.status, moved) == ("completed", True)
+    assert time.slept == [0.1, 0.2, 0.4]
+
+
+async def test_times_out_with_the_last_run_seen() -> None:
+    time = FakeTime()
+    retrieve = Script(run("in_progress"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="in_progress",
+        since_step=None,
+        timeout_ms=1000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert (seen, moved) == (run("in_progress"), False)
+    # Never sleeps past the deadline; polls once more at it.
+    assert time.slept == [0.1, 0.2, 0.4, 0.3] and retrieve.calls == 5
+
+
+async def test_polls_through_a_retriable_error() -> None:
+    time = FakeTime()
+    retrieve = Script(run("queued"), ProviderUnavailable("503"), run("in_progress"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="queued",
+        since_step=None,
+        timeout_ms=1000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert (seen.status, moved) == ("in_progress", True)
+
+
+async def test_an_error_on_every_poll_is_raised_at_the_deadline() -> None:
+    time = FakeTime()
+    with pytest.raises(ProviderUnavailable):
+        await watch(
+            Script(ProviderUnavailable("down")),
+            since_status="queued",
+            since_step=None,
+            timeout_ms=500,
+            policy=POLICY,
+            clock=time.clock,
+            sleep=time.sleep,
+        )
+    assert sum(time.slept) == pytest.approx(0.5)
+
+
+async def test_a_fatal_error_is_raised_at_once() -> None:
+    time = FakeTime()
+    with pytest.raises(ProviderRejected):
+        await watch(
+            Script(ProviderRejected("gone", status_code=404)),
+            since_status="queued",
+            since_step=None,
+            timeout_ms=500,
+            policy=POLICY,
+            clock=time.clock,
+            sleep=time.sleep,
+        )
+    assert time.slept == []
