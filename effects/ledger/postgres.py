@@ -128,6 +128,7 @@ class PostgresLedger:
                 self._conn = None
 
     def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+        check_lease(lease_s)
         params: dict[str, Any] = {
             "key": key,
             "kind": meta.kind,
@@ -139,8 +140,6 @@ class PostgresLedger:
             "owner": owner,
             "lease_s": lease_s,
         }
-
-        check_lease(lease_s)
 
         def run(conn: Conn) -> Claim:
             for _ in range(_CLAIM_ROUNDS):

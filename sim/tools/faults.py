@@ -4,12 +4,15 @@ start or `POST /_sim/faults` (same shape, replaces the whole config) while runni
     seed: 7              # fault draws are a pure function of (seed, knob, tool, request, n)
     window_s: 30         # optional: everything switches itself off this long after being set
     global:              # every tool, unless the tool names the same knob itself
-      latency:          {rate: 0.1, ms: 800}      # hold the request before anything happens
+      latency:          {rate: 0.1, ms: 800}      # hold the request, then handle it
       error_before_act: {rate: 0.05, status: 503} # answer 5xx; nothing was done
     tools:
       create_ticket:
         slow_success:   {rate: 1.0, ms: 3000}  # act, then answer after ms (past the timeout)
         drop_after_act: {rate: 0.2}            # act, then close the connection, no answer
+
+A caller that gives up during a latency spike does not stop the request: a write tool still acts
+afterwards, as a real server would (one more way for a caller to meet an unknown outcome).
 
 A request is identified by its Idempotency-Key, else X-Tool-Call-Id, else its payload hash;
 `n` counts the gateway's deliveries of that identity, so the k-th retry of a call meets the same

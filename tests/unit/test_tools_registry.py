@@ -1,5 +1,6 @@
-"""tools.yaml (the product's registry) against the sandbox gateway's catalog: same tools, same
-idempotency, and every output the gateway gives validates against the declared schema."""
+"""tools.yaml (the product's registry) against the sandbox gateway's catalog: the loader accepts
+it, the same tools with the same idempotency, arguments the gateway takes fit `parameters`, and
+every output the gateway gives fits `output_schema` and `max_output_bytes`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from jsonschema import Draft202012Validator
 
+from runcoord.registry import ToolSpec, load_registry
 from sim.tools.catalog import TOOLS
 
-REGISTRY: dict[str, Any] = yaml.safe_load(
-    (Path(__file__).resolve().parents[2] / "tools.yaml").read_text(encoding="utf-8")
-)["tools"]
+REGISTRY: dict[str, ToolSpec] = load_registry(
+    Path(__file__).resolve().parents[2] / "tools.yaml"
+).tools
 
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "create_ticket": [{"subject": "Refund"}, {"subject": "x" * 500, "priority": "urgent"}],
@@ -35,12 +36,12 @@ def test_the_registry_and_the_gateway_list_the_same_tools() -> None:
 
 @pytest.mark.parametrize("name", sorted(TOOLS))
 def test_each_entry_matches_the_gateway(name: str) -> None:
-    entry, tool = REGISTRY[name], TOOLS[name]
-    assert entry["endpoint"] == f"/tools/{name}"
-    assert (entry["kind"], entry["idempotency"]) == (tool.kind, tool.idempotency)
-    assert (entry["reconcile"] is not None) == tool.lookup
-    assert entry["timeout_ms"] > 0 and entry["max_output_bytes"] > 0
-    tenants = set(entry["tenants"])
+    spec, tool = REGISTRY[name], TOOLS[name]
+    assert spec.endpoint == f"/tools/{name}"
+    assert (spec.kind, spec.idempotency) == (tool.kind, tool.idempotency)
+    assert (spec.lookup is not None) == tool.lookup
+    assert spec.description
+    tenants = set(spec.tenants)
     if tool.kind == "write":
         assert tenants <= {"t1", "t2", "t3", "t4", "t5"}, "write tools are opt-in per tenant"
     else:
@@ -48,11 +49,25 @@ def test_each_entry_matches_the_gateway(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(TOOLS))
+def test_parameters_describe_what_the_gateway_accepts(name: str) -> None:
+    spec, tool = REGISTRY[name], TOOLS[name]
+    assert spec.parameters is not None
+    Draft202012Validator.check_schema(spec.parameters)
+    declared = set(spec.parameters.get("required", []))
+    accepted = {f for f, info in tool.args.model_fields.items() if info.is_required()}
+    assert declared == accepted
+    for args in EXAMPLES[name]:
+        Draft202012Validator(spec.parameters).validate(args)
+        tool.args.model_validate(args)
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
 def test_gateway_outputs_fit_the_declared_schema_and_size(name: str) -> None:
-    entry, tool = REGISTRY[name], TOOLS[name]
-    Draft202012Validator.check_schema(entry["output_schema"])
-    validator = Draft202012Validator(entry["output_schema"])
+    spec, tool = REGISTRY[name], TOOLS[name]
+    assert spec.output_schema is not None
+    Draft202012Validator.check_schema(spec.output_schema)
+    validator = Draft202012Validator(spec.output_schema)
     for args in EXAMPLES[name]:
         output = tool.respond(tool.args.model_validate(args), 1234567)
         validator.validate(output)
-        assert len(json.dumps(output).encode()) <= entry["max_output_bytes"]
+        assert len(json.dumps(output).encode()) <= spec.max_output_bytes
