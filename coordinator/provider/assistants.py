@@ -10,7 +10,7 @@ the run and its steps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import openai
 from openai import AsyncOpenAI
@@ -21,10 +21,10 @@ from coordinator.provider import assistants_mapping as mapping
 from coordinator.provider.errors import Attempt, ProviderUnavailable, translate
 from coordinator.provider.polling import BackoffPolicy, watch
 from coordinator.provider.port import (
-    RUN_ID_KEY,
     TERMINAL_STATUSES,
     ProviderRun,
     SubmitOutcome,
+    run_metadata,
 )
 
 # Sent on every write. No OpenAI endpoint here documents honouring it, so nothing relies on
@@ -65,6 +65,7 @@ class AssistantsProvider:
         assistant_id: str,
         input: str,
         effect_key: str,
+        metadata: Mapping[str, str] | None = None,
         after_unknown_outcome: bool = False,
     ) -> tuple[ProviderRun, bool]:
         # Look first on every attempt, not only after a known unknown outcome: an executor
@@ -80,7 +81,7 @@ class AssistantsProvider:
                 assistant_id=assistant_id,
                 # The input goes in with the run, atomically: no message without its run.
                 additional_messages=[{"role": "user", "content": input}],
-                metadata={RUN_ID_KEY: run_id},
+                metadata=run_metadata(metadata, run_id),
                 extra_headers={IDEMPOTENCY_HEADER: effect_key},
             )
         except openai.BadRequestError as exc:

@@ -8,7 +8,7 @@ its writes after an unknown outcome (see README.md in this folder).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -36,6 +36,14 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 # of a run created by an earlier version looks for exactly these keys.
 RUN_ID_KEY = "runcoord_run_id"
 STEP_KEY = "runcoord_step"
+
+
+def run_metadata(
+    given: Mapping[str, str] | None, run_id: str, step: str | None = None
+) -> dict[str, str]:
+    """The turn's metadata with ours on top: a caller's tag never hides our run id."""
+    ours = {RUN_ID_KEY: run_id} if step is None else {RUN_ID_KEY: run_id, STEP_KEY: step}
+    return {**(given or {}), **ours}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +97,13 @@ class RunProvider(Protocol):
         assistant_id: str,
         input: str,
         effect_key: str,
+        metadata: Mapping[str, str] | None = None,
         after_unknown_outcome: bool = False,
     ) -> tuple[ProviderRun, bool]:
         """Start the turn, or find the one an earlier attempt started: (run, reconciled).
+
+        ``metadata`` (the turn's own tags) goes on the provider run next to ours; our keys
+        (RUN_ID_KEY, STEP_KEY) win over the caller's.
 
         Pass ``after_unknown_outcome=True`` when an earlier attempt with this effect key may
         have been applied (it raised OutcomeUnknown, or its executor died mid-call). Raises

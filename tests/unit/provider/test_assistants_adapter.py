@@ -159,6 +159,15 @@ async def test_the_input_goes_in_with_the_run(turn: Turn, client: AsyncOpenAI) -
     assert run.status == "queued"
 
 
+async def test_the_turns_metadata_goes_on_the_run_under_ours(turn: Turn, sim: Sim) -> None:
+    tags = {"tenant": "t1", "runcoord_run_id": "not-ours"}
+    await turn.create(metadata=tags)
+    (created,) = sim.records()["runs"]
+    assert created["metadata"] == {"tenant": "t1", "runcoord_run_id": "r-1"}
+    # ... and the run is still found by our id.
+    assert (await turn.create(metadata=tags))[1] is True
+
+
 async def test_creating_twice_makes_one_provider_run(turn: Turn, sim: Sim) -> None:
     first, reconciled_first = await turn.create()
     second, reconciled_second = await turn.create()
