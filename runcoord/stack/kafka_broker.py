@@ -305,7 +305,9 @@ class KafkaCluster:
                 running[index] = pid
         killed = stop_pids(list(running.values()), grace=30.0)
         for index, pid in running.items():
-            self._procs.pop(index, None)
+            proc = self._procs.pop(index, None)
+            if proc is not None:
+                proc.wait(timeout=10)  # reap what this process spawned (fault tests)
             how = "killed after 30 s" if pid in killed else "stopped"
             say(f"kafka: {how} broker {index} (pid {pid})")
         for index in self._existing_indexes():

@@ -93,6 +93,11 @@ def server_properties(broker: BrokerLayout, cluster: list[BrokerLayout]) -> str:
         "share.coordinator.state.topic.min.isr": min_isr,
         "default.replication.factor": rf,
         "min.insync.replicas": min_isr,
+        # A broker restarted after kill -9 re-registers only once its previous incarnation's
+        # session has expired: 9 s by default, measured 16.8 s to restart a single node vs
+        # 6.9 s with these. Loopback and 8 heartbeats per session leave room for GC pauses.
+        "broker.session.timeout.ms": 4000,
+        "broker.heartbeat.interval.ms": 500,
         # A new group's first member gets its partitions at once, not after 3 s.
         "group.initial.rebalance.delay.ms": 0,
         # Every topic is declared in topics.yaml: a typo must fail, not create a topic with
