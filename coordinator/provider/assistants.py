@@ -19,6 +19,7 @@ from openai.types.beta.threads import Run
 from coordinator.domain.model import Output
 from coordinator.provider import assistants_mapping as mapping
 from coordinator.provider.errors import Attempt, ProviderUnavailable, translate
+from coordinator.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from coordinator.provider.polling import BackoffPolicy, watch
 from coordinator.provider.port import (
     TERMINAL_STATUSES,
@@ -27,9 +28,6 @@ from coordinator.provider.port import (
     run_metadata,
 )
 
-# Sent on every write. No OpenAI endpoint here documents honouring it, so nothing relies on
-# it; a server that does honour it turns our retries into no-ops for free.
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 _STEP_CACHE_SIZE = 4096
 
 
@@ -117,7 +115,7 @@ class AssistantsProvider:
             )
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
-        return await self._observed(raw.parse(), mapping.poll_after_ms(raw.headers))
+        return await self._observed(raw.parse(), poll_after_ms(raw.headers))
 
     async def watch(
         self,

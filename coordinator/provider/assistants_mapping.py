@@ -8,26 +8,11 @@ step can be followed across systems. It costs one steps list per step, cached by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 
 from coordinator.domain.model import ToolCall
 from coordinator.provider.port import RUN_ID_KEY, TERMINAL_STATUSES, ProviderRun, SubmitOutcome
-
-POLL_AFTER_HEADER = "openai-poll-after-ms"
-
-
-def poll_after_ms(headers: Mapping[str, str]) -> int | None:
-    raw = headers.get(POLL_AFTER_HEADER)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        return None  # a hint we cannot read is no hint
-    return value if value >= 0 else None
 
 
 def ours(run: Run, run_id: str) -> bool:

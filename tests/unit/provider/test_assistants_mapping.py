@@ -10,6 +10,7 @@ from openai.types.beta.threads.runs import RunStep
 
 from coordinator.domain.model import ToolCall
 from coordinator.provider import assistants_mapping as mapping
+from coordinator.provider.headers import poll_after_ms
 
 
 def make_run(status: str, **fields: Any) -> Run:
@@ -137,7 +138,7 @@ def test_to_provider_run(
     ],
 )
 def test_poll_after_ms(headers: dict[str, str], expected: int | None) -> None:
-    assert mapping.poll_after_ms(headers) == expected
+    assert poll_after_ms(headers) == expected
 
 
 @pytest.mark.parametrize(
