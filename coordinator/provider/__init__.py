@@ -18,6 +18,7 @@ from coordinator.provider.port import (
     SubmitOutcome,
     SubmitStatus,
 )
+from coordinator.provider.responses import ResponsesProvider
 
 __all__ = [
     "RUN_ID_KEY",
@@ -30,6 +31,7 @@ __all__ = [
     "ProviderRejected",
     "ProviderRun",
     "ProviderUnavailable",
+    "ResponsesProvider",
     "RunProvider",
     "SubmitOutcome",
     "SubmitStatus",
