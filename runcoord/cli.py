@@ -21,6 +21,7 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("schemas", "runcoord.codec.cli", "Check and lock the Avro schemas."),
     ("sim", "sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
     ("db", "runcoord.db", "Database migrations."),
+    ("workload", "harness.workload.cli", "Workload traces for the evaluation harness."),
 ]
 # (command, module, function): single commands.
 _COMMANDS: list[tuple[str, str, str]] = [

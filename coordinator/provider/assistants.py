@@ -69,7 +69,7 @@ class AssistantsProvider:
         # Look first on every attempt, not only after a known unknown outcome: an executor
         # that died mid-call left no trace of its attempt, and a listing costs far less than
         # a second run. (So after_unknown_outcome changes nothing here.)
-        found = await self._find(thread_id, run_id)
+        found, _ = await self._find(thread_id, run_id)
         if found is not None:
             return await self._observed(found, None), True
         attempt = Attempt("create_run", thread_id, write=True, effect_key=effect_key)
@@ -85,25 +85,35 @@ class AssistantsProvider:
         except openai.BadRequestError as exc:
             # Another attempt may have created our run between the listing and this call
             # (a paused executor waking up); the thread then has an active run: ours.
-            found = await self._find(thread_id, run_id)
+            found, newest = await self._find(thread_id, run_id)
             if found is not None:
                 return await self._observed(found, None), True
+            if newest is not None and newest.status not in TERMINAL_STATUSES:
+                # Someone else's run still holds the thread (an earlier turn still
+                # cancelling, say): nothing was applied, and it will end by itself.
+                raise ProviderUnavailable(
+                    f"create_run {run_id}: thread {thread_id} is busy with run {newest.id}"
+                    f" ({newest.status}): {exc.message}"
+                ) from exc
             raise translate(exc, attempt) from exc
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
         return mapping.to_provider_run(run, step_id=None, poll_after=None), False
 
-    async def _find(self, thread_id: str, run_id: str) -> Run | None:
-        """Our run on the thread, by the run id in its metadata; newest first, every page."""
+    async def _find(self, thread_id: str, run_id: str) -> tuple[Run | None, Run | None]:
+        """(our run, the thread's newest run): ours by the run id in its metadata, looked
+        for newest first through every page."""
+        newest: Run | None = None
         try:
             async for run in self._read.beta.threads.runs.list(
                 thread_id, order="desc", limit=self._page_size
             ):
+                newest = newest or run
                 if mapping.ours(run, run_id):
-                    return run
+                    return run, newest
         except openai.APIError as exc:
             raise translate(exc, Attempt("list_runs", thread_id, write=False)) from exc
-        return None
+        return None, newest
 
     # -- observing ---------------------------------------------------------------------
 

@@ -175,6 +175,19 @@ class ResponsesProvider:
         state = mapping.status(step)
         if state != "requires_action":
             return SubmitOutcome("run_moved_on", f"response {step_id} is {state}")
+        # Look before sending, on every attempt: a follow-up for calls the conversation has
+        # already answered would run the model on them again, and OpenAI does not document
+        # refusing it. A partial answer is not ours: sending the rest would duplicate some.
+        scan = await self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
+        seen = scan.verdict(thread_id)
+        if seen is not None and seen.outcome in ("already_submitted", "run_moved_on"):
+            return seen
+        if scan.answered and seen is None:
+            return SubmitOutcome(
+                "rejected",
+                f"conversation {thread_id} already has outputs for {sorted(scan.answered)}"
+                " but not for every call of the step",
+            )
         metadata = dict(step.metadata or {})
         items: list[ResponseInputItemParam] = [
             {"type": "function_call_output", "call_id": o.tool_call_id, "output": o.output}
@@ -196,8 +209,8 @@ class ResponsesProvider:
                 extra_headers={IDEMPOTENCY_HEADER: effect_key},
             )
         except openai.BadRequestError as exc:
-            # A 400 for outputs already in the conversation (a lost answer, then a retry)
-            # looks like one for wrong call ids; the conversation tells which.
+            # Outputs may have landed since we looked (a racing attempt); a 400 for them
+            # looks like one for wrong call ids, and the conversation tells which.
             verdict = await self.reconcile_submission(
                 thread_id=thread_id,
                 provider_run_id=provider_run_id,

@@ -99,6 +99,13 @@ async def test_reconcile_pages_through_older_runs(world: World, client: AsyncOpe
     assert world.sim.records()["counts"]["creates_by_run_id"]["r-old"] == 1
 
 
+async def test_a_thread_busy_with_another_run_is_retriable(world: World) -> None:
+    other = await world.waiting("r-1")
+    with pytest.raises(ProviderUnavailable, match=f"busy with run {other.provider_run_id}"):
+        await world.create("r-2")
+    assert world.sim.records()["counts"]["creates_by_run_id"] == {"r-1": 1}
+
+
 @pytest.mark.parametrize("lost_mode", ["500", "drop"])
 async def test_a_lost_create_is_found_not_repeated(world: World, lost_mode: str) -> None:
     world.sim.faults({"endpoints": {"create": {"lost_rate": 1.0, "lost_mode": lost_mode}}})

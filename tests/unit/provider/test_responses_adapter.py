@@ -104,6 +104,23 @@ async def test_a_lost_submission_leaves_the_follow_up_unnamed(world: World) -> N
     assert verdict.detail is not None and "cannot be named" in verdict.detail
 
 
+async def test_outputs_partly_in_the_conversation_are_not_sent(
+    world: World, client: AsyncOpenAI
+) -> None:
+    two_calls = {"steps": [TWO_STEPS["steps"][1]]}
+    run = await world.waiting(script=two_calls)
+    first = run.tool_calls[0].id
+    await client.conversations.items.create(
+        world.thread_id,
+        items=[{"type": "function_call_output", "call_id": first, "output": "elsewhere"}],
+    )
+    outcome = await world.submit(run)
+    assert outcome.outcome == "rejected"
+    assert outcome.detail is not None and first in outcome.detail
+    (only,) = world.sim.records()["submissions"]  # the one made elsewhere; ours never left
+    assert only["tool_call_ids"] == [first]
+
+
 async def test_an_unanswered_step_blocks_the_conversations_next_turn(world: World) -> None:
     await world.waiting("r-1")
     with pytest.raises(ProviderRejected, match="No tool output found"):

@@ -1,0 +1,83 @@
+"""The report in the terminal: one table, a column per system compared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+Fmt = Callable[[Any], str]
+
+
+def _num(digits: int) -> Fmt:
+    return lambda v: "-" if v is None else f"{v:.{digits}f}"
+
+
+def _int(v: Any) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+ROWS: list[tuple[str, str, Fmt]] = [
+    ("turns sent (+ client resubmissions)", "turns_sent", _int),
+    ("client resubmissions", "resubmissions_sent", _int),
+    ("terminal rate (<= 120 s, system's report)", "terminal_rate", _pct),
+    ("provider shows run ended", "provider_terminal_rate", _pct),
+    ("provider runs per turn", "provider_runs_per_run", _num(3)),
+    ("steps needing outputs", "steps", _int),
+    ("no-stall rate (< 5 s in requires_action)", "no_stall_rate", _pct),
+    ("coordinator stalls (step never answered)", "coordinator_stalls", _int),
+    ("median model steps per turn", "median_steps_per_turn", _num(1)),
+    ("submission success", "submission_success", _pct),
+    ("submission attempts per step", "attempts_per_step", _num(3)),
+    ("time in requires_action p50 (ms)", "step_wait_p50_ms", _num(0)),
+    ("time in requires_action p99 (ms)", "step_wait_p99_ms", _num(0)),
+    ("turn latency p50 (s)", "p50_turn_s", _num(2)),
+    ("turn latency p95 (s)", "p95_turn_s", _num(2)),
+    ("turn latency p99 (s)", "p99_turn_s", _num(2)),
+    ("coordinator-added p50 (ms)", "coordinator_added_p50_ms", _num(0)),
+    ("coordinator-added p99 (ms)", "coordinator_added_p99_ms", _num(0)),
+    ("expected write actions", "expected_writes", _int),
+    ("observed write actions (audit log)", "observed_writes", _int),
+    ("observed / expected", "observed_expected_ratio", _num(3)),
+    ("missing writes", "missing_writes", _int),
+    ("duplicate-like clusters", "duplicate_clusters", _int),
+    ("system duplicates (extra actions)", "system_duplicates", _int),
+    ("system duplicates per 10k write-turns", "system_duplicates_per_10k_write_turns", _num(1)),
+    ("Redis ops per turn", "redis_ops_per_turn", _num(1)),
+    ("faults fired", "faults_fired", _int),
+]
+
+
+def table(report: dict[str, Any]) -> Table:
+    systems = report["systems"]
+    protocol = report["protocol"]
+    title = (
+        f"runcoord replay: {protocol.get('turns')} turns, plan {protocol.get('plan')}, "
+        f"{protocol.get('provider')} API, {protocol.get('rate')} turns/s"
+    )
+    out = Table(title=title, title_justify="left")
+    out.add_column("figure")
+    for name in systems:
+        out.add_column(name, justify="right")
+    for label, key, fmt in ROWS:
+        out.add_row(label, *(fmt(systems[name].get(key)) for name in systems))
+    for cause in ("client_resubmission", "legitimate_repeat", "unknown"):
+        out.add_row(
+            f"clusters: {cause.replace('_', ' ')}",
+            *(_int(systems[n]["clusters_by_cause"].get(cause)) for n in systems),
+        )
+    out.add_row(
+        "CPU seconds (all processes)",
+        *(_num(1)(sum(systems[n].get("cpu_s", {}).values()) or None) for n in systems),
+    )
+    return out
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(table(report))
