@@ -81,9 +81,9 @@ class Executor:
         self.tracker = OffsetTracker()
 
     def run(self, stop: threading.Event) -> None:
-        asyncio.run(self._main(stop))
+        asyncio.run(self.run_async(stop))
 
-    async def _main(self, stop: threading.Event) -> None:
+    async def run_async(self, stop: threading.Event) -> None:
         c = self.config
         loop = asyncio.get_running_loop()
         consumer_overrides = {

@@ -22,6 +22,7 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("sim", "sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
     ("db", "runcoord.db", "Database migrations."),
     ("workload", "harness.workload.cli", "Workload traces for the evaluation harness."),
+    ("executor", "effects.cli", "Effect executors: provider, tools, submissions."),
 ]
 # (command, module, function): single commands.
 _COMMANDS: list[tuple[str, str, str]] = [

@@ -48,6 +48,19 @@ class Registry(BaseModel):
     def policy(self, **overrides: Any) -> Policy:
         return Policy(tools=self.rules(), **overrides)
 
+    def function_tools(self) -> list[dict[str, Any]]:
+        """The tools as OpenAI function definitions (what a Responses turn offers the model)."""
+        return [
+            {
+                "type": "function",
+                "name": name,
+                "description": tool.description,
+                "parameters": tool.parameters or {"type": "object", "properties": {}},
+                "strict": False,
+            }
+            for name, tool in self.tools.items()
+        ]
+
 
 def load_registry(path: Path) -> Registry:
     try:

@@ -1,0 +1,174 @@
+"""`runcoord executor provider|tools|submissions`: one executor replica of a kind."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from openai import AsyncOpenAI
+
+from coordinator.provider.assistants import AssistantsProvider
+from coordinator.provider.port import RunProvider
+from coordinator.provider.responses import ResponsesProvider
+from effects.guard import LedgerGuard
+from effects.ledger import CachedLedger, PostgresLedger, RedisGuard, connect_redis
+from effects.limits import ConcurrencyLimiter, Limits
+from effects.provider_executor import KINDS as PROVIDER_KINDS
+from effects.provider_executor import ProviderEffects
+from effects.runtime import Executor, ExecutorConfig, Handler
+from effects.tool_executor import KINDS as TOOL_KINDS
+from effects.tool_executor import ToolCalls
+from runcoord import faults, logs
+from runcoord.config import REPO_ROOT, Settings, load
+from runcoord.kafka import TopicNames
+from runcoord.registry import Registry, load_registry
+from submitter.executor import KINDS as SUBMISSION_KINDS
+from submitter.executor import Submissions
+
+log = logging.getLogger("runcoord.executor")
+app = typer.Typer(no_args_is_help=True)
+
+InstanceOpt = Annotated[str | None, typer.Option(help="Replica name; default host-pid.")]
+PrefixOpt = Annotated[str, typer.Option(help="Prefix of every topic name.")]
+ProviderUrlOpt = Annotated[
+    str, typer.Option(envvar="RUNCOORD_PROVIDER_URL", help="The provider's base URL (…/v1).")
+]
+ApiKeyOpt = Annotated[str, typer.Option(envvar="OPENAI_API_KEY", help="The provider's API key.")]
+ConcurrencyOpt = Annotated[int, typer.Option(help="Intents in flight at most.")]
+FaultOpt = Annotated[
+    str | None, typer.Option(envvar="RUNCOORD_FAULT_AT", help="Test hook: kill|stop@POINT[:N].")
+]
+
+
+def provider(
+    instance_id: InstanceOpt = None,
+    topic_prefix: PrefixOpt = "",
+    provider_url: ProviderUrlOpt = "http://127.0.0.1:8390/v1",
+    api_key: ApiKeyOpt = "sk-local",
+    concurrency: ConcurrencyOpt = 512,
+    fault_at: FaultOpt = None,
+) -> None:
+    """Create provider runs (at most one per turn), watch them, cancel them."""
+
+    @asynccontextmanager
+    async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
+        async with _providers(provider_url, api_key) as providers:
+            yield ProviderEffects(providers, LedgerGuard(_ledger(settings), owner))
+
+    _serve("provider", PROVIDER_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at)
+
+
+def submissions(
+    instance_id: InstanceOpt = None,
+    topic_prefix: PrefixOpt = "",
+    provider_url: ProviderUrlOpt = "http://127.0.0.1:8390/v1",
+    api_key: ApiKeyOpt = "sk-local",
+    concurrency: ConcurrencyOpt = 256,
+    fault_at: FaultOpt = None,
+) -> None:
+    """Submit each step's outputs exactly once, reconciling after unknown outcomes."""
+
+    @asynccontextmanager
+    async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
+        async with _providers(provider_url, api_key) as providers:
+            yield Submissions(providers, LedgerGuard(_ledger(settings), owner))
+
+    _serve(
+        "submissions", SUBMISSION_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at
+    )
+
+
+def tools(
+    instance_id: InstanceOpt = None,
+    topic_prefix: PrefixOpt = "",
+    gateway_url: Annotated[
+        str, typer.Option(envvar="RUNCOORD_GATEWAY_URL", help="The tool gateway's base URL.")
+    ] = "http://127.0.0.1:8391",
+    registry: Annotated[Path, typer.Option(help="The tool registry.")] = REPO_ROOT / "tools.yaml",
+    per_tenant: Annotated[int, typer.Option(help="Tool calls in flight per tenant.")] = 32,
+    concurrency: ConcurrencyOpt = 256,
+    fault_at: FaultOpt = None,
+) -> None:
+    """Call tools at most once per tool call, with backpressure per tenant and tool."""
+    reg: Registry = load_registry(registry)
+
+    @asynccontextmanager
+    async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
+        redis_guard = RedisGuard(connect_redis(settings.redis))
+        limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant))
+        async with httpx.AsyncClient() as http:
+            yield ToolCalls(
+                reg, gateway_url, LedgerGuard(_ledger(settings), owner), http, limiter, owner
+            )
+
+    _serve("tools", TOOL_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at)
+
+
+app.command("provider")(provider)
+app.command("submissions")(submissions)
+app.command("tools")(tools)
+
+
+@asynccontextmanager
+async def _providers(url: str, api_key: str) -> AsyncIterator[dict[str, RunProvider]]:
+    """Both protocols; each intent names the one its run uses."""
+    tools = load_registry(REPO_ROOT / "tools.yaml").function_tools()
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(AsyncOpenAI(base_url=url, api_key=api_key))
+        yield {
+            "assistants": AssistantsProvider(client),
+            "responses": ResponsesProvider(client, tools=tools),  # type: ignore[arg-type]
+        }
+
+
+def _ledger(settings: Settings) -> CachedLedger:
+    # PostgreSQL is the record; Redis only a fast path that may be down.
+    return CachedLedger(PostgresLedger(settings.dsn), RedisGuard(connect_redis(settings.redis)))
+
+
+def _serve(
+    name: str,
+    kinds: frozenset[str],
+    make_handler: Callable[[Settings, str], Any],
+    instance_id: str | None,
+    topic_prefix: str,
+    concurrency: int,
+    fault_at: str | None,
+) -> None:
+    logs.setup()
+    faults.configure(fault_at)
+    settings = load()
+    owner = instance_id or f"{name}-{socket.gethostname()}-{os.getpid()}"
+    # A claim is never re-entrant, so the ledger owner must be unique per incarnation.
+    incarnation = f"{owner}/{os.getpid()}/{int(time.time())}"
+    config = ExecutorConfig(
+        bootstrap=settings.bootstrap,
+        name=name,
+        kinds=kinds,
+        topics=TopicNames.with_prefix(topic_prefix),
+        group_id=f"{topic_prefix}runcoord-executor-{name}",
+        instance_id=owner,
+        concurrency=concurrency,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    async def main() -> None:
+        async with make_handler(settings, incarnation) as handler:
+            executor = Executor(config, handler)
+            log.info("executor %s (%s) up, kinds %s", owner, name, sorted(kinds))
+            await executor.run_async(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,159 @@
+"""Provider effects: create the provider run, watch it, cancel it.
+
+create_run is guarded by the ledger, and the adapter reconciles by the run_id in the run's
+metadata, so neither a redelivery nor a crash after sending makes a second provider run.
+Watches and cancels change nothing that a repeat could duplicate, so they need no ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from coordinator.domain import inputs as inp
+from coordinator.domain import intents as it
+from coordinator.provider.errors import (
+    OutcomeUnknown,
+    ProviderRejected,
+    ProviderUnavailable,
+    Unreconcilable,
+)
+from coordinator.provider.port import RunProvider
+from effects.guard import LedgerGuard, Outcome, Sent
+from effects.ledger import Acquired, EffectMeta, EffectState, request_hash
+from runcoord.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KINDS = frozenset({"create_run", "observe_run", "cancel_run"})
+
+
+class ProviderEffects:
+    """The handler of the provider executor; one provider adapter per protocol name."""
+
+    def __init__(self, providers: dict[str, RunProvider], guard: LedgerGuard) -> None:
+        self.providers = providers
+        self.guard = guard
+
+    def provider(self, intent: it.Intent) -> RunProvider:
+        try:
+            return self.providers[intent.provider]
+        except KeyError:
+            raise ConfigError(f"no adapter configured for provider {intent.provider!r}") from None
+
+    async def __call__(self, intent: it.EffectIntent) -> Sequence[inp.Input]:
+        match intent:
+            case it.CreateRunIntent():
+                return await self.create(intent)
+            case it.ObserveRunIntent():
+                return await self.observe(intent)
+            case it.CancelRunIntent():
+                return await self.cancel(intent)
+        raise TypeError(f"{type(intent).__name__} is not a provider effect")
+
+    async def create(self, intent: it.CreateRunIntent) -> Sequence[inp.Input]:
+        provider = self.provider(intent)
+        meta = EffectMeta(
+            kind="create_run",
+            tenant=intent.tenant,
+            run_id=intent.run_id,
+            step_id=None,
+            tool_call_id=None,
+            request_hash=request_hash(
+                {
+                    "thread": intent.thread_id,
+                    "assistant": intent.assistant_id,
+                    "input": intent.input,
+                }
+            ),
+        )
+
+        async def act(claim: Acquired, sent: Sent) -> Outcome:
+            unknown = claim.previous_sent  # an earlier attempt may have created it
+            while True:
+                await sent()
+                try:
+                    run, reconciled = await provider.create_run(
+                        run_id=intent.run_id,
+                        thread_id=intent.thread_id,
+                        assistant_id=intent.assistant_id,
+                        input=intent.input,
+                        effect_key=intent.effect_key,
+                        after_unknown_outcome=unknown,
+                        metadata=dict(intent.metadata),
+                    )
+                except OutcomeUnknown as exc:
+                    log.info("%s: create-run outcome unknown (%s); reconciling", intent.run_id, exc)
+                    unknown = True
+                    await asyncio.sleep(0.2)
+                    continue
+                except ProviderUnavailable:
+                    await asyncio.sleep(0.5)
+                    continue
+                except ProviderRejected as exc:
+                    return Outcome(EffectState.FAILED, None, str(exc))
+                except Unreconcilable as exc:
+                    return Outcome(EffectState.UNKNOWN, None, str(exc))
+                return Outcome(
+                    EffectState.SUCCEEDED,
+                    {
+                        "provider_run_id": run.provider_run_id,
+                        "status": run.status,
+                        "expires_at_ms": run.expires_at_ms,
+                        "reconciled": reconciled,
+                    },
+                )
+
+        settled = await self.guard.run(intent.effect_key, meta, act)
+        if settled.state is EffectState.SUCCEEDED and isinstance(settled.result, dict):
+            r = settled.result
+            return [
+                inp.RunCreated(
+                    intent.run_id,
+                    intent.effect_key,
+                    str(r["provider_run_id"]),
+                    str(r["status"]),
+                    r.get("expires_at_ms"),
+                    bool(r.get("reconciled")) or settled.replayed,
+                )
+            ]
+        return [
+            inp.EffectFailed(
+                intent.run_id, intent.effect_key, "create_run", settled.error or settled.state.value
+            )
+        ]
+
+    async def observe(self, intent: it.ObserveRunIntent) -> Sequence[inp.Input]:
+        try:
+            run, changed = await self.provider(intent).watch(
+                thread_id=intent.thread_id,
+                provider_run_id=intent.provider_run_id,
+                since_status=intent.since_status,
+                since_step=intent.since_step,
+                timeout_ms=intent.timeout_ms,
+            )
+        except ProviderRejected as exc:  # the run is gone (404) or we may not read it
+            return [inp.EffectFailed(intent.run_id, intent.effect_key, "observe_run", str(exc))]
+        return [
+            inp.RunObserved(
+                intent.run_id,
+                intent.watch,
+                run.status,
+                run.step_id,
+                run.tool_calls,
+                run.expires_at_ms,
+                run.detail,
+                changed,
+            )
+        ]
+
+    async def cancel(self, intent: it.CancelRunIntent) -> Sequence[inp.Input]:
+        try:
+            status = await self.provider(intent).cancel(
+                thread_id=intent.thread_id, provider_run_id=intent.provider_run_id
+            )
+        except ProviderRejected as exc:
+            return [inp.EffectFailed(intent.run_id, intent.effect_key, "cancel_run", str(exc))]
+        log.info("%s: cancel asked (%s); provider says %s", intent.run_id, intent.reason, status)
+        return []  # the watch reports what the cancel did
