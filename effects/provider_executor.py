@@ -23,6 +23,7 @@ from coordinator.provider.port import RunProvider
 from effects.guard import LedgerGuard, Outcome, Sent
 from effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from runcoord.errors import ConfigError
+from runcoord.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class ProviderEffects:
                     return Outcome(EffectState.FAILED, None, str(exc))
                 except Unreconcilable as exc:
                     return Outcome(EffectState.UNKNOWN, None, str(exc))
+                # The provider has the run; our ledger does not know yet. A crash here is
+                # what reconciliation by run_id exists for.
+                fault_point("provider.after_create")
                 return Outcome(
                     EffectState.SUCCEEDED,
                     {

@@ -31,6 +31,7 @@ from effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from effects.limits import ConcurrencyLimiter, Permit
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Retriable
+from runcoord.faults import fault_point
 from runcoord.registry import Registry, ToolSpec
 from submitter.intake import accept
 
@@ -181,6 +182,7 @@ class ToolCalls:
             raise _NotSent(f"HTTP {response.status_code}")
         if response.status_code >= 400:
             return _Answer(error_output("tool_error", _message(response)), True)
+        fault_point("tool.after_send")  # the tool acted and answered; nothing recorded yet
         intake = accept(spec, response.content)
         return _Answer(intake.output, intake.is_error, intake.rejection)
 

@@ -21,6 +21,7 @@ from coordinator.provider.port import RunProvider, SubmitOutcome
 from effects.guard import LedgerGuard, Outcome, Sent
 from effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from runcoord.errors import ConfigError
+from runcoord.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Submissions:
                         outputs=intent.outputs,
                         effect_key=intent.effect_key,
                     )
+                    fault_point("submit.after_send")  # accepted, not yet recorded
                     return _outcome(out)
                 except OutcomeUnknown as exc:
                     log.info(

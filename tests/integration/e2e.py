@@ -1,0 +1,275 @@
+"""The whole product as separate processes on the real stack, for end-to-end and fault tests.
+
+`launch` starts the simulated provider (driven by the official SDK), the sandbox gateway (its
+audit log is the ground truth), a coordinator and one executor of each kind, each with its
+own log; `Stack` drives turns into runs.inbox and reads the journal back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer
+from openai import OpenAI
+
+from coordinator.domain import inputs as inp
+from coordinator.wire import from_record, to_record
+from runcoord.codec import AvroCodec
+from runcoord.config import REPO_ROOT
+from runcoord.db import migrate
+from runcoord.kafka import TopicNames, consumer_config, producer_config
+from runcoord.registry import load_registry
+from tests.integration.processes import Proc, free_port, running
+
+# The SDK marks its whole Assistants surface deprecated (OpenAI's hosted API is gone);
+# Assistants-compatible servers are exactly what that adapter is for.
+SDK_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning"),
+]
+
+WRITE_TOOLS = {"create_ticket", "send_email", "charge_card", "update_crm", "post_note"}
+
+
+@dataclass
+class Stack:
+    topics: TopicNames
+    provider: str
+    gateway: str
+    sdk: OpenAI
+    assistant_id: str
+    procs: dict[str, Proc]
+    codec: AvroCodec
+    bootstrap: str
+    # From the journal: (run_id, tool_call_id) -> tool name, and -> the output recorded.
+    calls: dict[tuple[str, str], str] = field(default_factory=dict)
+    outputs: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def start_turns(self, scripts: dict[str, dict[str, Any]], tenant: str = "t1") -> None:
+        producer = Producer(producer_config(self.bootstrap))
+        for run_id, script in scripts.items():
+            thread = self.sdk.beta.threads.create()
+            start = inp.StartRun(
+                run_id,
+                tenant,
+                thread.id,
+                self.assistant_id,
+                "assistants",
+                "help me",
+                0,
+                {"sim_script": json.dumps(script)},
+            )
+            name, datum = to_record(start)
+            producer.produce(self.topics.inbox, self.codec.encode(name, datum), run_id.encode())
+        producer.flush(10)
+
+    def wait_finished(self, run_ids: set[str], timeout: float) -> dict[str, tuple[str, str]]:
+        consumer = Consumer(consumer_config(self.bootstrap, f"e2e-{time.monotonic_ns()}"))
+        consumer.subscribe([self.topics.events])
+        finished: dict[str, tuple[str, str]] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while set(finished) < run_ids and time.monotonic() < deadline:
+                for msg in consumer.consume(500, 0.5):
+                    if msg.error() is None:
+                        name, datum = self.codec.decode(msg.value())
+                        ev = from_record(name, datum)
+                        if name == "RunFinished":
+                            finished[ev.run_id] = (ev.status, ev.reason or "")
+                        elif name == "StepOpened":
+                            for c in ev.calls:
+                                self.calls[(ev.run_id, c.id)] = c.name
+                        elif name == "ToolOutputRecorded":
+                            key = (ev.run_id, ev.output.tool_call_id)
+                            self.outputs[key] = ev.output.output
+                for p in self.procs.values():
+                    assert p.alive(), f"{p.name} died:\n{p.tail()}"
+        finally:
+            consumer.close()
+        return finished
+
+    def records(self) -> dict[str, Any]:
+        return dict(httpx.get(self.provider.removesuffix("/v1") + "/_sim/records").json())
+
+    def audit(self) -> list[dict[str, Any]]:
+        rows = httpx.get(self.gateway + "/_sim/audit").json()
+        return list(rows["rows"] if isinstance(rows, dict) else rows)
+
+    def gateway_faults(self, faults: dict[str, Any]) -> None:
+        httpx.post(self.gateway + "/_sim/faults", json=faults).raise_for_status()
+
+
+@contextmanager
+def launch(
+    bootstrap: str,
+    pg_dsn: str,
+    topics: TopicNames,
+    tmp_path: Path,
+    env: dict[str, dict[str, str]] | None = None,
+) -> Iterator[Stack]:
+    """Everything up; ``env`` adds environment variables per process name (fault points)."""
+    env = env or {}
+    migrate(pg_dsn)
+    prefix = topics.inbox.removesuffix("runs.inbox")
+    sim_port, gw_port = free_port(), free_port()
+    sim_config = tmp_path / "sim.yaml"
+    sim_config.write_text(
+        yaml.safe_dump(
+            {
+                "records": {"run_id_key": "runcoord_run_id"},
+                "timing": {"queue_ms": 5, "step_ms": 30, "poll_after_ms": 50},
+            }
+        )
+    )
+    provider_url = f"http://127.0.0.1:{sim_port}/v1"
+    gateway_url = f"http://127.0.0.1:{gw_port}"
+    common = ["--topic-prefix", prefix]
+    procs = [
+        Proc(
+            "provider-sim",
+            [
+                "sim",
+                "provider",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(sim_port),
+                "--config",
+                str(sim_config),
+            ],
+            tmp_path / "sim.log",
+        ),
+        Proc(
+            "gateway",
+            ["sim", "tools", "--host", "127.0.0.1", "--port", str(gw_port), "--dsn", pg_dsn],
+            tmp_path / "gateway.log",
+        ),
+        Proc(
+            "coordinator",
+            [
+                "coordinator",
+                "--instance-id",
+                "coord-0",
+                "--group",
+                f"{prefix}coord",
+                "--step-budget-ms",
+                "20000",
+                "--watch-timeout-ms",
+                "5000",
+                *common,
+            ],
+            tmp_path / "coord.log",
+        ),
+        Proc(
+            "provider-exec",
+            [
+                "executor",
+                "provider",
+                "--instance-id",
+                "prov-0",
+                "--provider-url",
+                provider_url,
+                *common,
+            ],
+            tmp_path / "prov.log",
+        ),
+        Proc(
+            "tools-exec",
+            [
+                "executor",
+                "tools",
+                "--instance-id",
+                "tools-0",
+                "--gateway-url",
+                gateway_url,
+                *common,
+            ],
+            tmp_path / "tools.log",
+        ),
+        Proc(
+            "submit-exec",
+            [
+                "executor",
+                "submissions",
+                "--instance-id",
+                "sub-0",
+                "--provider-url",
+                provider_url,
+                *common,
+            ],
+            tmp_path / "sub.log",
+        ),
+    ]
+    for p in procs:
+        p.env.update(env.get(p.name, {}))
+    with running(*procs):
+        procs[0].wait_http(provider_url.removesuffix("/v1") + "/_sim/health")
+        procs[1].wait_http(gateway_url + "/_sim/health")
+        httpx.post(gateway_url + "/_sim/reset").raise_for_status()
+        sdk = OpenAI(base_url=provider_url, api_key="sk-test")
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    k: v for k, v in t.items() if k in ("name", "description", "parameters")
+                },
+            }
+            for t in load_registry(REPO_ROOT / "tools.yaml").function_tools()
+        ]
+        assistant = sdk.beta.assistants.create(model="sim-1", tools=tools)  # type: ignore[arg-type]
+        yield Stack(
+            topics,
+            provider_url,
+            gateway_url,
+            sdk,
+            assistant.id,
+            {p.name: p for p in procs},
+            AvroCodec(),
+            bootstrap,
+        )
+        sdk.close()
+
+
+def script(*steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        "steps": [
+            {"tool_calls": [{"name": n, "arguments": a} for n, a in step], "latency_ms": 20}
+            for step in steps
+        ],
+        "final": {"message": "done", "latency_ms": 10},
+        "queue_ms": 5,
+    }
+
+
+def turns(n: int, tag: str) -> dict[str, dict[str, Any]]:
+    return {
+        f"{tag}-{i}": script(
+            [
+                ("create_ticket", {"subject": f"late order {i}"}),
+                ("lookup_customer", {"customer_id": f"C-{i}"}),
+            ],
+            [("update_crm", {"customer_id": f"C-{i}", "fields": {"tier": "gold"}})],
+        )
+        for i in range(n)
+    }
+
+
+def assert_one_action_per_call(stack: Stack, runs: set[str]) -> None:
+    rows = [r for r in stack.audit() if r["run_id"] in runs]
+    per_call = Counter((r["run_id"], r["tool_call_id"]) for r in rows)
+    assert per_call and max(per_call.values()) == 1, per_call.most_common(3)
+    records = stack.records()
+    creates = records["counts"]["creates_by_run_id"]
+    assert {r: creates.get(r) for r in runs} == dict.fromkeys(runs, 1)
+    accepted = records["counts"]["accepted_by_step"]
+    assert accepted and set(accepted.values()) == {1}
