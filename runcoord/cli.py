@@ -14,6 +14,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Exactly-once coordination of agent runs whose tools have real side effects."""
+    # A callback keeps `runcoord` a group when main() mounts a single command; without it
+    # Typer runs that command as the program itself and reads its name as an argument.
+
 # (command group, module holding a `app: typer.Typer`, help). Only the module of the command
 # being run is imported (all of them for --help): importing every group (FastAPI, the openai
 # SDK, matplotlib…) cost seconds per start, and replicas restart after every kill -9.
