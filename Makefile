@@ -42,8 +42,20 @@ test: $(STAMP) stack-up
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# The main job (harness/README.md): ~2,000 turns with the seeds' incident (provider latency
+# spike, replica churn, slow successes) against runcoord and the variant-A baseline, side by
+# side; the table is printed, the HTML report lands in $(DEMO)/report/index.html.
+DEMO ?= .state/demo
+DEMO_TURNS ?= 2000
+DEMO_RATE ?= 20
 demo: $(STAMP) stack-up
 	$(BIN)/runcoord topics apply
+	$(BIN)/runcoord db migrate
+	@mkdir -p $(DEMO)
+	$(BIN)/runcoord workload generate --turns $(DEMO_TURNS) --seed 7 --out $(DEMO)/trace.jsonl
+	$(BIN)/runcoord replay $(DEMO)/trace.jsonl --faults incident --system both \
+		--rate $(DEMO_RATE) --coordinators 2 --executors 1 \
+		--out $(DEMO)/replay-$$(date +%Y%m%d-%H%M%S) --html $(DEMO)/report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -64,3 +64,20 @@ def create_topics(
 
 def delete_topics(settings: Settings, names: list[str]) -> None:
     delete(settings.bootstrap, names)
+
+
+def groups_settled(bootstrap: str, groups: dict[str, int]) -> str | None:
+    """None once each group is stable with its members and every partition assigned."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    futures = admin.describe_consumer_groups(list(groups))
+    for group, expected in groups.items():
+        try:
+            description = futures[group].result(timeout=10)
+        except Exception as exc:  # not known to the coordinator yet
+            return f"{group}: {exc}"
+        members = description.members or []
+        if str(description.state).split(".")[-1] != "STABLE" or len(members) != expected:
+            return f"{group}: {description.state}, {len(members)}/{expected} members"
+        if any(not m.assignment.topic_partitions for m in members):
+            return f"{group}: a member has no partitions yet"
+    return None

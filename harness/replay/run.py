@@ -20,7 +20,13 @@ from openai import OpenAI
 
 from harness.faultplan import FaultPlan, expand
 from harness.replay.driver import Driver, DriverConfig
-from harness.replay.env import create_database, create_topics, delete_topics, drop_database
+from harness.replay.env import (
+    create_database,
+    create_topics,
+    delete_topics,
+    drop_database,
+    groups_settled,
+)
 from harness.replay.faults import FaultRunner
 from harness.replay.procs import Replica, Supervisor
 from harness.replay.progress import Progress
@@ -157,7 +163,13 @@ def replay_system(
             marker = markers.get(replica.role.partition("-")[0])
             if marker:
                 _wait_up(replica, marker, 120)
-        say(f"[{name}] {len(supervisor.replicas)} processes up")
+        wait_until(
+            lambda: groups_settled(settings.bootstrap, system.groups()),
+            timeout=180,
+            what=f"{name}'s consumer groups",
+            interval=1.0,
+        )
+        say(f"[{name}] {len(supervisor.replicas)} processes up, consumer groups settled")
         client = OpenAI(base_url=sims.provider_url, api_key="sk-harness", max_retries=8)
         if config.provider == "assistants":
             assistant_id = client.beta.assistants.create(model="sim", name="harness").id

@@ -31,6 +31,9 @@ class BaselineSystem:
     def topics(self) -> dict[str, int]:
         return {"baseline.turns": 6, "baseline.done": 1}
 
+    def groups(self) -> dict[str, int]:
+        return {f"{self.prefix}baseline": self.coordinators}
+
     def replicas(self, supervisor: Supervisor) -> None:
         for i in range(self.coordinators):
             name = f"base-{i}"

@@ -57,3 +57,7 @@ class System(Protocol):
     def topics(self) -> dict[str, int]:
         """Extra topics (name without prefix -> partitions) the system needs."""
         ...
+
+    def groups(self) -> dict[str, int]:
+        """Consumer group -> members expected once every replica has joined."""
+        ...

@@ -39,6 +39,12 @@ class RuncoordSystem:
     def topics(self) -> dict[str, int]:
         return {}
 
+    def groups(self) -> dict[str, int]:
+        # Names as coordinator/cli.py (--group) and effects/cli.py (_serve) make them.
+        out = {f"{self.prefix}coordinator": self.coordinators}
+        out |= {f"{self.prefix}runcoord-executor-{k}": self.executors for k in EXECUTOR_KINDS}
+        return out
+
     def replicas(self, supervisor: Supervisor) -> None:
         env = {"RUNCOORD_POSTGRES_DSN": self.dsn}
         logs = self.folder / "logs"
