@@ -32,6 +32,8 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("db", "runcoord.db", "Database migrations."),
     ("workload", "harness.workload.cli", "Workload traces for the evaluation harness."),
     ("executor", "effects.cli", "Effect executors: provider, tools, submissions."),
+    ("forensics", "forensics.cli", "The run projection, one run's story, anomaly scans."),
+    ("api", "api.cli", "The agent API, its outbox relay and its API keys."),
 ]
 # (command, module, function): single commands.
 _COMMANDS: list[tuple[str, str, str]] = [

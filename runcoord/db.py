@@ -28,6 +28,8 @@ app = typer.Typer(no_args_is_help=True)
 MIGRATION_SETS: tuple[tuple[str, str], ...] = (
     ("effects", "effects"),
     ("sim_tools", "sim.tools"),
+    ("forensics", "forensics"),
+    ("api", "api"),
 )
 
 # One constant shared by every runcoord process (the first 8 bytes of sha256("runcoord.migrate")).
