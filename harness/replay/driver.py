@@ -59,6 +59,7 @@ class Driver:
         self.inflight: dict[str, RunRecord] = {}
         self._conversations: dict[str, _Conversation] = {}
         self._next = 0
+        self._budget_check_at = 0.0
         self._by_id = {t.turn_id: t for t in trace}
         self._timers: list[tuple[float, int, TraceTurn]] = []  # resubmissions due
         self._seq = itertools.count()
@@ -143,7 +144,11 @@ class Driver:
             )
             self.inflight.pop(finish.run_id, None)
             self._release(record, now)
-        # A run past its budget no longer holds its conversation.
+        # A run past its budget no longer holds its conversation (checked once a second:
+        # a 50k-turn trace has tens of thousands of conversations).
+        if now < self._budget_check_at:
+            return
+        self._budget_check_at = now + 1.0
         for conversation in self._conversations.values():
             busy = conversation.busy
             if busy in self.runs and now - conversation.busy_since > self.config.budget_s:
