@@ -120,6 +120,7 @@ def explain_call(f: CallFacts) -> CallStory:
     n = len(f.actions)
     duplicate = False
     if write:
+        unknown = led is not None and led.state == "unknown"
         if n == 0:
             parts.append(f"the gateway's audit log shows no {noun} was made")
         elif n == 1:
@@ -127,7 +128,10 @@ def explain_call(f: CallFacts) -> CallStory:
             if retried and spec is not None and spec.idempotency == "key":
                 returned = f" ({ident})" if ident else ""
                 parts.append(f"the gateway returned the first {noun}{returned}")
-            parts.append(f"one {noun} exists")
+            if unknown:
+                parts.append(f"the gateway's audit log shows it did act: one {noun} exists")
+            else:
+                parts.append(f"one {noun} exists")
         else:
             duplicate = True
             keys = {a.idempotency_key for a in f.actions}

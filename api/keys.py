@@ -1,0 +1,64 @@
+"""Per-tenant API keys: minted once, shown once, stored only as a hash.
+
+A key reads ``rk_<key_id>_<secret>``: the key id finds the row without scanning, the secret
+(32 random bytes) is compared by hash in constant time. Keys this random need no slow KDF:
+there is no dictionary to try against a stolen hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import psycopg
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+PREFIX = "rk_"
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def mint(tenant: str) -> tuple[str, str, str]:
+    """(key_id, the key to hand out, its hash). Nothing is stored here."""
+    key_id = secrets.token_hex(6)
+    key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return key_id, key, _hash(key)
+
+
+def create(conn: Conn, tenant: str) -> str:
+    """Store a new key for ``tenant`` and return it: the only time it is ever visible."""
+    if not tenant:
+        raise ValueError("a key needs a tenant")
+    key_id, key, digest = mint(tenant)
+    conn.execute(
+        "INSERT INTO api_keys (key_id, tenant, key_hash) VALUES (%s, %s, %s)",
+        (key_id, tenant, digest),
+    )
+    return key
+
+
+def tenant_for(conn: Conn, key: str) -> str | None:
+    """The tenant of a valid, unrevoked key; None otherwise (whatever was wrong with it)."""
+    if not key.startswith(PREFIX) or key.count("_") < 2:
+        return None
+    key_id = key[len(PREFIX) :].split("_", 1)[0]
+    row = conn.execute(
+        "SELECT tenant, key_hash FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
+        (key_id,),
+    ).fetchone()
+    if row is None or not hmac.compare_digest(str(row[1]), _hash(key)):
+        return None
+    return str(row[0])
+
+
+def revoke(conn: Conn, key_id: str) -> bool:
+    cur = conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
+        (key_id,),
+    )
+    return cur.rowcount == 1
