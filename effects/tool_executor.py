@@ -32,8 +32,8 @@ from effects.limits import ConcurrencyLimiter, Permit
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Retriable
 from runcoord.faults import fault_point
-from runcoord.registry import Registry, ToolSpec
-from submitter.intake import accept
+from runcoord.registry import MAX_OUTPUT_BYTES, Registry, ToolSpec
+from submitter.intake import Intake, accept
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class _Answer:
     output: str
     is_error: bool
     rejection: str | None = None
+    # The tool's own bytes when intake refused them: for the dead letter, never the ledger.
+    original: bytes | None = None
 
     def outcome(self, state: EffectState = EffectState.SUCCEEDED) -> Outcome:
         result = {"output": self.output, "is_error": self.is_error, "rejection": self.rejection}
@@ -95,8 +97,15 @@ class ToolCalls:
             request_hash=request_hash({"tool": intent.tool, "arguments": intent.arguments}),
         )
 
+        refused: list[bytes] = []  # what the tool answered, when intake refused it
+
         async def act(claim: Acquired, sent: Sent) -> Outcome:
-            return await self._act(intent, spec, claim, sent)
+            answer = await self._act(intent, spec, claim, sent)
+            if isinstance(answer, _Answer):
+                if answer.original is not None:
+                    refused.append(answer.original)
+                return answer.outcome()
+            return answer
 
         settled = await self.guard.run(intent.effect_key, meta, act)
         result = settled.result if isinstance(settled.result, dict) else {}
@@ -104,12 +113,13 @@ class ToolCalls:
         reports: list[Any] = [self._result(intent, output, bool(result.get("is_error", True)))]
         rejection = result.get("rejection")
         if rejection and not settled.replayed:
-            reports.append(self._dead_letter(intent, str(rejection)))
+            original = refused[-1] if refused else None
+            reports.append(self._dead_letter(intent, str(rejection), original))
         return reports
 
     async def _act(
         self, intent: it.ToolCallIntent, spec: ToolSpec, claim: Acquired, sent: Sent
-    ) -> Outcome:
+    ) -> Outcome | _Answer:
         permit = await self._permit(intent)
         try:
             unknown = claim.previous_sent and spec.write
@@ -122,13 +132,13 @@ class ToolCalls:
                         )
                     found = await self._lookup(intent, spec)
                     if found is not None:
-                        return found.outcome()
+                        return found
                     unknown = False  # the lookup says it did not act: sending is safe
                 if time.time() * 1000 >= intent.deadline_ms:
                     return self._late(intent, spec, unknown)
                 await sent()
                 try:
-                    return (await self._send(intent, spec, claim.token)).outcome()
+                    return await self._send(intent, spec, claim.token)
                 except _Unknown as exc:
                     log.info("%s %s: outcome unknown (%s)", intent.tool_call_id, spec.name, exc)
                     unknown = spec.write
@@ -184,7 +194,7 @@ class ToolCalls:
             return _Answer(error_output("tool_error", _message(response)), True)
         fault_point("tool.after_send")  # the tool acted and answered; nothing recorded yet
         intake = accept(spec, response.content)
-        return _Answer(intake.output, intake.is_error, intake.rejection)
+        return _refused_or_not(intake, response.content)
 
     async def _lookup(self, intent: it.ToolCallIntent, spec: ToolSpec) -> _Answer | None:
         assert spec.lookup is not None
@@ -202,7 +212,7 @@ class ToolCalls:
         found = actions[0].get("response")
         body = json.dumps(found if found is not None else actions[0]).encode()
         intake = accept(spec, body)
-        return _Answer(intake.output, intake.is_error, intake.rejection)
+        return _refused_or_not(intake, body)
 
     async def _permit(self, intent: it.ToolCallIntent) -> Permit | None:
         if self.limiter is None:
@@ -229,7 +239,16 @@ class ToolCalls:
             intent.effect_key,
         )
 
-    def _dead_letter(self, intent: it.ToolCallIntent, reason: str) -> DeadLetter:
+    def _dead_letter(
+        self, intent: it.ToolCallIntent, reason: str, original: bytes | None
+    ) -> DeadLetter:
+        # The tool's own answer, so triage sees what was refused (the effect key names the
+        # call if there is none). Capped: a dead letter must still fit one Kafka record, and
+        # an oversize answer may be of any size.
+        payload = original if original is not None else intent.effect_key.encode()
+        if len(payload) > MAX_OUTPUT_BYTES:
+            reason = f"{reason} (first {MAX_OUTPUT_BYTES} of {len(payload)} bytes kept)"
+            payload = payload[:MAX_OUTPUT_BYTES]
         return DeadLetter(
             source_topic="effects",
             partition=0,
@@ -238,10 +257,15 @@ class ToolCalls:
             kind="validation",
             reason=reason,
             record_name="ToolCallIntent",
-            payload=intent.effect_key.encode(),
+            payload=payload,
             consumer=self.instance_id,
             at_ms=int(time.time() * 1000),
         )
+
+
+def _refused_or_not(intake: Intake, body: bytes) -> _Answer:
+    original = body if intake.rejection is not None else None
+    return _Answer(intake.output, intake.is_error, intake.rejection, original)
 
 
 class LookupUnavailable(Retriable):
