@@ -1,11 +1,15 @@
 """Everything one batch writes, encoded before anything is produced.
 
 Encoding a whole decision first means an encoding bug dead-letters the one input that
-caused it instead of leaving half its outputs in the transaction.
+caused it instead of leaving half its outputs in the transaction. The same holds for size:
+a record Kafka would refuse fails its whole transaction again on every retry, stalling the
+partition for good, so a decision that would write one (its run's snapshot included) is
+refused here, before anything of it is added, and its input is dead-lettered instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +19,19 @@ from coordinator.domain.intents import KIND
 from coordinator.wire import to_record
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
+from runcoord.errors import SerializationError
 from runcoord.kafka import TopicNames
 
 Headers = list[tuple[str, str | bytes | None]]
+
+# librdkafka refuses a record whose value, key and headers together exceed its
+# message.max.bytes (1,000,000 by default, under the broker's 1 MiB); the margin covers its
+# framing of the headers.
+MAX_RECORD_BYTES = 1_000_000 - 1024
+
+
+class RecordTooLarge(SerializationError):
+    """A record this batch would write is over Kafka's size limit for one record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +49,20 @@ class Outbox:
     topics: TopicNames
     records: list[Record] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    max_record_bytes: int = MAX_RECORD_BYTES
+    # run_id -> (state, its encoded snapshot): checked with the decision that made the state,
+    # reused when the batch writes the run's final snapshot.
+    _snapshots: dict[str, tuple[RunState, bytes]] = field(default_factory=dict)
 
     def encode(self, message: Any) -> tuple[str, bytes]:
         name, datum = to_record(message)
         return name, self.codec.encode(name, datum)
 
     def decision(self, partition: int, decision: Decision) -> None:
-        """Add a decision's events and intents (raises SerializationError before adding any)."""
+        """Add a decision's events and intents (raises SerializationError before adding any).
+
+        Its state's snapshot is encoded and checked too (RecordTooLarge), not yet added.
+        """
         staged: list[Record] = []
         for event in decision.events:
             name, value = self.encode(event)
@@ -63,26 +84,56 @@ class Outbox:
             staged.append(
                 Record(self.topics.effects, intent.run_id.encode(), value, partition, headers)
             )
+        for record in staged:
+            self._check_size(record)
+        if decision.state is not None:
+            snapshot = self._snapshot_record(partition, decision.state)
+            self._check_size(snapshot)
+            assert snapshot.value is not None
+            self._snapshots[decision.state.run_id] = (decision.state, snapshot.value)
         self.records.extend(staged)
         self._count("events", len(decision.events))
         self._count("intents", len(decision.intents))
 
     def snapshot(self, partition: int, state: RunState) -> None:
-        _, value = self.encode(state)
-        self.records.append(
-            Record(
-                self.topics.state, state.run_id.encode(), value, partition, [("type", b"RunState")]
-            )
-        )
+        self.records.append(self._snapshot_record(partition, state))
         self._count("snapshots", 1)
 
+    def _snapshot_record(self, partition: int, state: RunState) -> Record:
+        cached = self._snapshots.get(state.run_id)
+        value = cached[1] if cached is not None and cached[0] is state else self.encode(state)[1]
+        return Record(
+            self.topics.state, state.run_id.encode(), value, partition, [("type", b"RunState")]
+        )
+
     def dead_letter(self, letter: DeadLetter) -> None:
+        record = self._letter_record(letter)
+        excess = _size(record) - self.max_record_bytes
+        if excess > 0:
+            # The input itself was near the limit. Keep what fits: its topic, partition and
+            # offset say where the whole of it stays for the topic's retention.
+            keep = max(0, len(letter.payload) - excess - 256)
+            letter = dataclasses.replace(
+                letter,
+                payload=letter.payload[:keep],
+                reason=f"{letter.reason} (first {keep} of {len(letter.payload)} bytes kept)",
+            )
+            record = self._letter_record(letter)
+        self.records.append(record)
+        self._count("dead_letters", 1)
+
+    def _letter_record(self, letter: DeadLetter) -> Record:
         _, value = self.encode(letter)
         key = (letter.key or "").encode()
-        self.records.append(
-            Record(self.topics.dlq, key, value, None, [("reason", letter.reason[:200].encode())])
-        )
-        self._count("dead_letters", 1)
+        return Record(self.topics.dlq, key, value, None, [("reason", letter.reason[:200].encode())])
+
+    def _check_size(self, record: Record) -> None:
+        size = _size(record)
+        if size > self.max_record_bytes:
+            raise RecordTooLarge(
+                f"a record for {record.topic} of run {record.key.decode(errors='replace')} "
+                f"would be {size} bytes; one Kafka record holds at most {self.max_record_bytes}"
+            )
 
     def _count(self, what: str, n: int) -> None:
         self.counts[what] = self.counts.get(what, 0) + n
@@ -91,3 +142,9 @@ class Outbox:
         for record in self.records:
             produce(record)
         return len(self.records)
+
+
+def _size(record: Record) -> int:
+    """What librdkafka counts against message.max.bytes: value, key and headers."""
+    headers = sum(len(k) + len(v or b"") for k, v in record.headers)
+    return len(record.value or b"") + len(record.key) + headers
