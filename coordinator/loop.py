@@ -146,9 +146,13 @@ class Coordinator:
                 self._batch(consumer, producer)
         finally:
             self.owned.clear()
-            reader.close()
-            consumer.close()  # leaves the group now, so the partitions move without waiting
-            producer.flush(5)
+            # Cleanup must not turn a fenced session into a dead thread: a fenced producer
+            # raises its fatal error again on flush, and we are rebuilding anyway.
+            for cleanup in (reader.close, consumer.close, lambda: producer.flush(5)):
+                try:
+                    cleanup()  # consumer.close leaves the group now: partitions move at once
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("closing after session end: %s", exc)
 
     def _partition_count(self, consumer: Consumer) -> int:
         meta = consumer.list_topics(self.config.topics.inbox, timeout=10)

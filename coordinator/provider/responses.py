@@ -129,7 +129,27 @@ class ResponsesProvider:
             raw = await self._read.responses.with_raw_response.retrieve(provider_run_id)
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
-        return mapping.to_provider_run(raw.parse(), poll_after=poll_after_ms(raw.headers))
+        run = mapping.to_provider_run(raw.parse(), poll_after=poll_after_ms(raw.headers))
+        if run.status == "requires_action":
+            # Parked on a step the conversation already answered: the turn went on in a
+            # follow-up whose id we lost. Follow it through the conversation instead.
+            moved = await self._progress(thread_id, run)
+            if moved is not None:
+                return moved
+        return run
+
+    async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
+        scan = mapping.ProgressScan(frozenset(c.id for c in run.tool_calls))
+        attempt = Attempt("list_items", thread_id, write=False)
+        try:
+            async for item in self._read.conversations.items.list(
+                thread_id, order="desc", limit=self._page_size
+            ):
+                if scan.see(item):
+                    break
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return scan.run(run.provider_run_id)
 
     async def watch(
         self,
@@ -170,11 +190,13 @@ class ResponsesProvider:
         effect_key: str,
     ) -> SubmitOutcome:
         """The follow-up response, carrying every output; it becomes the turn's current run."""
-        # The step's response gives the follow-up its model and the turn's metadata.
-        step = await self._get(thread_id, step_id)
+        # The step's response gives the follow-up its model and the turn's metadata. A step
+        # found in the conversation (see retrieve) has the response we follow as its base.
+        base = mapping.base_response_id(step_id)
+        step = await self._get(thread_id, base)
         state = mapping.status(step)
         if state != "requires_action":
-            return SubmitOutcome("run_moved_on", f"response {step_id} is {state}")
+            return SubmitOutcome("run_moved_on", f"response {base} is {state}")
         # Look before sending, on every attempt: a follow-up for calls the conversation has
         # already answered would run the model on them again, and OpenAI does not document
         # refusing it. A partial answer is not ours: sending the rest would duplicate some.

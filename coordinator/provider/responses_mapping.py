@@ -156,3 +156,59 @@ class OutputsScan:
             )
         # One request carries every output of a step, so a partial answer is not ours.
         return None
+
+
+# A step found in the conversation rather than in a response we can name: the response we
+# follow, "+", the first new call id. Stable across polls; submit_outputs takes the model
+# and metadata from the base response.
+DERIVED_STEP_SEPARATOR = "+"
+
+
+def base_response_id(step_id: str) -> str:
+    return step_id.split(DERIVED_STEP_SEPARATOR, 1)[0]
+
+
+@dataclass
+class ProgressScan:
+    """Reads a conversation newest first, down to the outputs of a step we answered: how
+    has the turn moved on since, in a follow-up response whose id is lost?
+
+    After a lost answer (or a crash between sending and recording) the follow-up cannot be
+    named: conversation items carry no response id and responses cannot be listed. Its
+    effects are in the conversation all the same: new function calls, or a message.
+    """
+
+    answered_calls: frozenset[str]
+    calls: list[ToolCall] = field(default_factory=list)  # newer than our outputs, newest first
+    outputs: set[str] = field(default_factory=set)
+    ends_with_message: bool | None = None  # is the newest item of the turn a reply?
+    reached: bool = False
+
+    def see(self, item: ConversationItem) -> bool:
+        if isinstance(item, ResponseFunctionToolCallOutputItem):
+            if item.call_id in self.answered_calls:
+                self.reached = True
+                return True
+            if item.call_id:
+                self.outputs.add(item.call_id)
+        elif isinstance(item, ResponseFunctionToolCallItem):
+            self.calls.append(ToolCall(item.call_id, item.name, item.arguments))
+        elif (
+            isinstance(item, Message)
+            and item.role == "assistant"
+            and self.ends_with_message is None
+        ):
+            self.ends_with_message = not self.calls and not self.outputs
+        return False
+
+    def run(self, followed: str) -> ProviderRun | None:
+        """The turn's state as the conversation shows it; None if our outputs are not there."""
+        if not self.reached:
+            return None
+        open_calls = tuple(c for c in reversed(self.calls) if c.id not in self.outputs)
+        if open_calls:
+            step = f"{followed}{DERIVED_STEP_SEPARATOR}{open_calls[0].id}"
+            return ProviderRun(followed, "requires_action", step, open_calls, None, None, None)
+        if self.ends_with_message:
+            return ProviderRun(followed, "completed", None, (), None, None, None)
+        return ProviderRun(followed, "in_progress", None, (), None, None, None)

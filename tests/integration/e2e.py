@@ -55,16 +55,23 @@ class Stack:
     calls: dict[tuple[str, str], str] = field(default_factory=dict)
     outputs: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def start_turns(self, scripts: dict[str, dict[str, Any]], tenant: str = "t1") -> None:
+    def start_turns(
+        self, scripts: dict[str, dict[str, Any]], tenant: str = "t1", protocol: str = "assistants"
+    ) -> None:
+        """One turn per script, each in a new thread (Assistants) or conversation (Responses)."""
         producer = Producer(producer_config(self.bootstrap))
         for run_id, script in scripts.items():
-            thread = self.sdk.beta.threads.create()
+            if protocol == "responses":
+                # A turn is a background response in a conversation; the "assistant" is a model.
+                thread_id, assistant = self.sdk.conversations.create().id, "sim-1"
+            else:
+                thread_id, assistant = self.sdk.beta.threads.create().id, self.assistant_id
             start = inp.StartRun(
                 run_id,
                 tenant,
-                thread.id,
-                self.assistant_id,
-                "assistants",
+                thread_id,
+                assistant,
+                protocol,
                 "help me",
                 0,
                 {"sim_script": json.dumps(script)},
@@ -116,6 +123,7 @@ def launch(
     topics: TopicNames,
     tmp_path: Path,
     env: dict[str, dict[str, str]] | None = None,
+    coordinator_args: list[str] | None = None,
 ) -> Iterator[Stack]:
     """Everything up; ``env`` adds environment variables per process name (fault points)."""
     env = env or {}
@@ -167,6 +175,7 @@ def launch(
                 "--watch-timeout-ms",
                 "5000",
                 *common,
+                *(coordinator_args or []),
             ],
             tmp_path / "coord.log",
         ),

@@ -188,3 +188,69 @@ def test_outputs_scan_stops_once_every_call_is_seen() -> None:
     assert not scan.see(item(output_item("c1")))
     assert not scan.see(item(call_item("c2")))
     assert scan.see(item(call_item("c1")))
+
+
+# -- following a turn through the conversation after a lost follow-up id ----------------
+
+
+def _call(call_id: str) -> Any:
+    return ResponseFunctionToolCallItem.model_construct(
+        type="function_call",
+        id=f"fc_{call_id}",
+        call_id=call_id,
+        name="lookup_customer",
+        arguments="{}",
+        status="completed",
+    )
+
+
+def _output(call_id: str) -> Any:
+    return ResponseFunctionToolCallOutputItem.model_construct(
+        type="function_call_output",
+        id=f"fco_{call_id}",
+        call_id=call_id,
+        output="ok",
+        status="completed",
+    )
+
+
+def _reply() -> Any:
+    return Message.model_construct(
+        type="message", id="msg_1", role="assistant", content=[], status="completed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("newest_first", "status", "step", "calls"),
+    [
+        ([_output("a")], "in_progress", None, ()),
+        ([_call("b"), _output("a")], "requires_action", "resp_1+b", ("b",)),
+        ([_call("c"), _call("b"), _output("a")], "requires_action", "resp_1+b", ("b", "c")),
+        ([_reply(), _output("a")], "completed", None, ()),
+        ([_reply(), _output("b"), _call("b"), _output("a")], "completed", None, ()),
+        ([_output("b"), _call("b"), _output("a")], "in_progress", None, ()),
+    ],
+)
+def test_progress_after_our_outputs(
+    newest_first: list[Any], status: str, step: str | None, calls: tuple[str, ...]
+) -> None:
+    scan = mapping.ProgressScan(frozenset({"a"}))
+    for item in [*newest_first, _call("a")]:
+        if scan.see(item):
+            break
+    run = scan.run("resp_1")
+    assert run is not None
+    assert (run.status, run.step_id, tuple(c.id for c in run.tool_calls)) == (status, step, calls)
+    assert run.provider_run_id == "resp_1"
+
+
+def test_no_progress_verdict_when_our_outputs_are_not_there() -> None:
+    scan = mapping.ProgressScan(frozenset({"a"}))
+    for item in [_call("b"), _call("a")]:
+        scan.see(item)
+    assert scan.run("resp_1") is None
+
+
+def test_derived_steps_name_their_base_response() -> None:
+    assert mapping.base_response_id("resp_1+call_9") == "resp_1"
+    assert mapping.base_response_id("resp_2") == "resp_2"

@@ -1,0 +1,51 @@
+"""Which run protocol a turn uses: `assistants` or `responses`, chosen per assistant.
+
+OpenAI's hosted Assistants API is gone (sunset 2026-08-26), so a turn aimed at OpenAI's own
+base URL uses the Responses API unless configured otherwise; any other base URL is taken to
+be an Assistants-compatible server. ``providers.yaml`` overrides either, per assistant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import yaml
+
+from runcoord.errors import ConfigError
+
+Protocol = Literal["assistants", "responses"]
+PROTOCOLS: frozenset[str] = frozenset({"assistants", "responses"})
+OPENAI_HOSTS = frozenset({"api.openai.com"})
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    default: str = "auto"  # auto | assistants | responses
+    assistants: Mapping[str, str] = field(default_factory=dict)
+
+    def protocol_for(self, assistant_id: str, base_url: str) -> str:
+        chosen = self.assistants.get(assistant_id) or self.default
+        if chosen != "auto":
+            return chosen
+        host = urlparse(base_url).hostname or ""
+        return "responses" if host in OPENAI_HOSTS else "assistants"
+
+
+def load_choice(path: Path) -> ProviderChoice:
+    """The configured choice; a missing file means every default."""
+    if not path.exists():
+        return ProviderChoice()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    default = str(raw.get("default", "auto"))
+    per = {str(k): str(v) for k, v in (raw.get("assistants") or {}).items()}
+    for where, value in [("default", default), *per.items()]:
+        if value not in PROTOCOLS | {"auto"}:
+            raise ConfigError(f"{path}: {where}: {value!r} is not assistants|responses|auto")
+    return ProviderChoice(default, per)
