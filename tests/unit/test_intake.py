@@ -10,7 +10,10 @@ from runcoord.registry import ToolSpec
 from submitter.intake import accept
 
 SPEC = ToolSpec(
-    endpoint="/tools/t", kind="write", idempotency="key", max_output_bytes=200,
+    endpoint="/tools/t",
+    kind="write",
+    idempotency="key",
+    max_output_bytes=200,
     output_schema={"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
 )
 TEXT = ToolSpec(endpoint="/tools/x", kind="read", idempotency="none", max_output_bytes=64)
