@@ -47,7 +47,7 @@ test-unit: $(STAMP)
 # side; the table is printed, the HTML report lands in $(DEMO)/report/index.html.
 DEMO ?= .state/demo
 DEMO_TURNS ?= 2000
-DEMO_RATE ?= 20
+DEMO_RATE ?= 8
 demo: $(STAMP) stack-up
 	$(BIN)/runcoord topics apply
 	$(BIN)/runcoord db migrate
