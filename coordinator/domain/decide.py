@@ -383,6 +383,19 @@ class _Decider:
             self.ignore("ToolResult", ref, "step already submitted", dead_letter=True)
         elif r.phase is Phase.CANCELLING:
             self.ignore("ToolResult", ref, "run is being cancelled", dead_letter=True)
+        elif (too_large := self.oversize(step, res.output)) is not None:
+            # The model is told instead of the step waiting for its deadline; the original
+            # goes to the dead letters.
+            self.record_output(
+                step,
+                res.tool_call_id,
+                error_output("output_too_large", too_large),
+                error=True,
+                source="intake",
+                key=res.effect_key,
+            )
+            self.reject(too_large)
+            self.submit_if_complete("complete")
         else:
             self.record_output(
                 step,
@@ -393,6 +406,19 @@ class _Decider:
                 key=res.effect_key,
             )
             self.submit_if_complete("complete")
+
+    def oversize(self, step: Step, output: str) -> str | None:
+        """Why this output cannot be submitted with its step, or None when it can."""
+        size = len(output.encode())
+        if size > self.policy.max_output_bytes:
+            return f"tool output is {size} bytes; the limit is {self.policy.max_output_bytes}"
+        total = size + sum(len(o.output.encode()) for o in step.outputs)
+        if total > self.policy.max_step_output_bytes:
+            return (
+                f"tool output is {size} bytes; with the step's other outputs that makes {total},"
+                f" and one submission carries at most {self.policy.max_step_output_bytes}"
+            )
+        return None
 
     def submission(self, res: inp.SubmissionResult) -> None:
         r = self.run

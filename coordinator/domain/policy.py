@@ -30,6 +30,12 @@ class Policy:
     # An executor's watch reports at the latest after this; past it plus grace we renew it.
     watch_timeout_ms: int = 20_000
     watch_grace_ms: int = 10_000
+    # OpenAI's limit on one tool output; a larger one is refused with an explicit error.
+    max_output_bytes: int = 512 * 1024
+    # A step's outputs all travel in one submission intent and in the run's snapshot, each
+    # one Kafka record (1 MB by default): an output that would take them past this is
+    # refused the same way, so the step is still answered.
+    max_step_output_bytes: int = 768 * 1024
 
     def refusal(self, tenant: str, tool: str) -> str | None:
         """Why this tenant may not call this tool, or None when it may."""
