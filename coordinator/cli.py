@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from coordinator.loop import FAULT_POINTS, Coordinator, LoopConfig
-from runcoord import faults, logs
+from runcoord import faults, logs, metrics
 from runcoord.config import REPO_ROOT, load
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
@@ -51,6 +51,10 @@ def coordinator(
     session_timeout_ms: Annotated[int, typer.Option(help="Group session timeout.")] = 10_000,
     max_poll_interval_ms: Annotated[int, typer.Option(help="Group max poll interval.")] = 60_000,
     stats_every_s: Annotated[float, typer.Option(help="Print loop figures this often.")] = 10.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+    ] = None,
     fault_at: Annotated[
         str | None,
         typer.Option(
@@ -89,6 +93,7 @@ def coordinator(
     if instance_id:
         config = dataclasses.replace(config, instance_id=instance_id)
     loop = Coordinator(config, policy)
+    metrics.serve(metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -98,6 +103,7 @@ def coordinator(
     last = time.monotonic()
     while worker.is_alive():
         worker.join(0.5)
+        loop.update_run_gauges()
         if time.monotonic() - last >= stats_every_s:
             _print_stats(loop, time.monotonic() - last)
             last = time.monotonic()

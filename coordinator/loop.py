@@ -13,18 +13,20 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from coordinator.domain import Policy, decide
+from coordinator.domain import Phase, Policy, decide
 from coordinator.domain import inputs as inp
 from coordinator.domain.evolve import JournalError
 from coordinator.outbox import Outbox, Record
 from coordinator.partitions import PartitionRuns, Staged
 from coordinator.rebuild import StateReader
 from coordinator.wire import from_record
+from runcoord import metrics
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Fatal, KafkaRetriable, SerializationError
@@ -220,6 +222,7 @@ class Coordinator:
             self._abort(producer, consumer, inputs, ticks, exc)
             return
         staged.apply(self.policy)
+        self._observe(outbox, inputs, time.perf_counter() - started)
         s = self.stats
         s.batches += 1
         s.inputs += len(inputs)
@@ -227,6 +230,28 @@ class Coordinator:
         s.records_out += len(outbox.records)
         s.dead_letters += outbox.counts.get("dead_letters", 0)
         s.txn_ms.append((time.perf_counter() - started) * 1000)
+
+    def _observe(self, outbox: Outbox, inputs: list[Message], seconds: float) -> None:
+        metrics.TXN_SECONDS.observe(seconds)
+        for name, n in outbox.event_types.items():
+            metrics.EVENTS.labels(name).inc(n)
+        for kind, n in outbox.intent_kinds.items():
+            metrics.INTENTS.labels(kind).inc(n)
+        for kind, n in outbox.dead_letter_kinds.items():
+            metrics.DEAD_LETTERS.labels("coordinator", kind).inc(n)
+        if outbox.deadline_outputs:
+            metrics.DEADLINES.inc(outbox.deadline_outputs)
+        metrics.INPUTS.labels("inbox").inc(len(inputs))
+
+    def update_run_gauges(self) -> None:
+        """Runs by phase; called from the stats thread, so it reads copies and may skip."""
+        try:
+            states = [st for runs in list(self.owned.values()) for st in list(runs.runs.values())]
+        except RuntimeError:  # a rebalance changed the dicts under us: next time
+            return
+        phases = Counter(state.phase.value for state in states)
+        for phase in Phase:
+            metrics.RUNS.labels(phase.value).set(phases.get(phase.value, 0))
 
     def _usable(self, msg: Message) -> bool:
         err = msg.error()
@@ -361,6 +386,7 @@ class Coordinator:
         exc: Exception,
     ) -> None:
         self.stats.aborts += 1
+        metrics.TXN_ABORTS.inc()
         log.warning("aborting batch of %d inputs: %s", len(inputs), exc)
         self._call(lambda: producer.abort_transaction(30))
         # Rewind to the first input of the batch; it will be read and decided again.

@@ -10,11 +10,13 @@ refused here, before anything of it is added, and its input is dead-lettered ins
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.domain import Decision, RunState
+from coordinator.domain.events import ToolOutputRecorded
 from coordinator.domain.intents import KIND
 from coordinator.wire import to_record
 from runcoord.codec import AvroCodec
@@ -49,6 +51,10 @@ class Outbox:
     topics: TopicNames
     records: list[Record] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    event_types: Counter[str] = field(default_factory=Counter)
+    intent_kinds: Counter[str] = field(default_factory=Counter)
+    dead_letter_kinds: Counter[str] = field(default_factory=Counter)
+    deadline_outputs: int = 0
     max_record_bytes: int = MAX_RECORD_BYTES
     # run_id -> (state, its encoded snapshot): checked with the decision that made the state,
     # reused when the batch writes the run's final snapshot.
@@ -92,6 +98,12 @@ class Outbox:
             assert snapshot.value is not None
             self._snapshots[decision.state.run_id] = (decision.state, snapshot.value)
         self.records.extend(staged)
+        for event in decision.events:
+            self.event_types[type(event).__name__] += 1
+            if isinstance(event, ToolOutputRecorded) and event.output.source == "deadline":
+                self.deadline_outputs += 1
+        for intent in decision.intents:
+            self.intent_kinds[KIND[type(intent)]] += 1
         self._count("events", len(decision.events))
         self._count("intents", len(decision.intents))
 
@@ -121,6 +133,7 @@ class Outbox:
             record = self._letter_record(letter)
         self.records.append(record)
         self._count("dead_letters", 1)
+        self.dead_letter_kinds[letter.kind] += 1
 
     def _letter_record(self, letter: DeadLetter) -> Record:
         _, value = self.encode(letter)

@@ -29,7 +29,7 @@ from effects.provider_executor import ProviderEffects
 from effects.runtime import Executor, ExecutorConfig, Handler
 from effects.tool_executor import KINDS as TOOL_KINDS
 from effects.tool_executor import ToolCalls
-from runcoord import faults, logs
+from runcoord import faults, logs, metrics
 from runcoord.config import REPO_ROOT, Settings, load
 from runcoord.kafka import TopicNames
 from runcoord.registry import Registry, load_registry
@@ -46,6 +46,10 @@ ProviderUrlOpt = Annotated[
 ]
 ApiKeyOpt = Annotated[str, typer.Option(envvar="OPENAI_API_KEY", help="The provider's API key.")]
 ConcurrencyOpt = Annotated[int, typer.Option(help="Intents in flight at most.")]
+MetricsOpt = Annotated[
+    int | None,
+    typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+]
 FaultOpt = Annotated[
     str | None, typer.Option(envvar="RUNCOORD_FAULT_AT", help="Test hook: kill|stop@POINT[:N].")
 ]
@@ -58,6 +62,7 @@ def provider(
     api_key: ApiKeyOpt = "sk-local",
     concurrency: ConcurrencyOpt = 512,
     fault_at: FaultOpt = None,
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Create provider runs (at most one per turn), watch them, cancel them."""
 
@@ -66,7 +71,16 @@ def provider(
         async with _providers(provider_url, api_key) as providers:
             yield ProviderEffects(providers, LedgerGuard(_ledger(settings), owner))
 
-    _serve("provider", PROVIDER_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at)
+    _serve(
+        "provider",
+        PROVIDER_KINDS,
+        handler,
+        instance_id,
+        topic_prefix,
+        concurrency,
+        fault_at,
+        metrics_port,
+    )
 
 
 def submissions(
@@ -76,6 +90,7 @@ def submissions(
     api_key: ApiKeyOpt = "sk-local",
     concurrency: ConcurrencyOpt = 256,
     fault_at: FaultOpt = None,
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Submit each step's outputs exactly once, reconciling after unknown outcomes."""
 
@@ -85,7 +100,14 @@ def submissions(
             yield Submissions(providers, LedgerGuard(_ledger(settings), owner))
 
     _serve(
-        "submissions", SUBMISSION_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at
+        "submissions",
+        SUBMISSION_KINDS,
+        handler,
+        instance_id,
+        topic_prefix,
+        concurrency,
+        fault_at,
+        metrics_port,
     )
 
 
@@ -99,6 +121,7 @@ def tools(
     per_tenant: Annotated[int, typer.Option(help="Tool calls in flight per tenant.")] = 32,
     concurrency: ConcurrencyOpt = 256,
     fault_at: FaultOpt = None,
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Call tools at most once per tool call, with backpressure per tenant and tool."""
     reg: Registry = load_registry(registry)
@@ -112,7 +135,9 @@ def tools(
                 reg, gateway_url, LedgerGuard(_ledger(settings), owner), http, limiter, owner
             )
 
-    _serve("tools", TOOL_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at)
+    _serve(
+        "tools", TOOL_KINDS, handler, instance_id, topic_prefix, concurrency, fault_at, metrics_port
+    )
 
 
 app.command("provider")(provider)
@@ -145,8 +170,10 @@ def _serve(
     topic_prefix: str,
     concurrency: int,
     fault_at: str | None,
+    metrics_port: int | None,
 ) -> None:
     logs.setup()
+    metrics.serve(metrics_port)
     faults.configure(fault_at)
     settings = load()
     owner = instance_id or f"{name}-{socket.gethostname()}-{os.getpid()}"

@@ -85,7 +85,12 @@ class ProviderEffects:
                         metadata=dict(intent.metadata),
                     )
                 except OutcomeUnknown as exc:
-                    log.info("%s: create-run outcome unknown (%s); reconciling", intent.run_id, exc)
+                    log.info(
+                        "%s: create-run outcome unknown (%s); reconciling",
+                        intent.run_id,
+                        exc,
+                        extra=it.log_ids(intent),
+                    )
                     unknown = True
                     await asyncio.sleep(0.2)
                     continue

@@ -27,6 +27,7 @@ from coordinator.domain import inputs as inp
 from coordinator.domain import intents as it
 from coordinator.wire import from_record, to_record
 from effects.offsets import OffsetTracker
+from runcoord import metrics
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Fatal, Retriable, SerializationError
@@ -183,6 +184,7 @@ class Executor:
         self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
     ) -> None:
         self.stats.started += 1
+        began = time.perf_counter()
         try:
             name, datum = self.codec.decode(msg.value() or b"")
             intent = from_record(name, datum)
@@ -191,6 +193,7 @@ class Executor:
         except SerializationError as exc:
             await self._deliver(producer, [self._dead_letter(msg, str(exc))], stop)
             self.stats.dead_letters += 1
+            metrics.DEAD_LETTERS.labels(self.config.name, "decode").inc()
             self.tracker.finished(p, o, gen)
             return
         reports = await self._execute(intent, stop)
@@ -199,6 +202,10 @@ class Executor:
         await self._deliver(producer, reports, stop)
         self.tracker.finished(p, o, gen)
         self.stats.finished += 1
+        kind = it.KIND[type(intent)]
+        metrics.EFFECT_SECONDS.labels(kind).observe(time.perf_counter() - began)
+        for report in reports:
+            metrics.EFFECTS.labels(kind, _outcome(report)).inc()
 
     async def _execute(
         self, intent: it.EffectIntent, stop: threading.Event
@@ -209,12 +216,14 @@ class Executor:
                 return await self.handler(intent)
             except Retriable as exc:
                 self.stats.retries += 1
+                metrics.EFFECT_RETRIES.labels(it.KIND[type(intent)]).inc()
                 log.info(
                     "%s %s: %s; retrying in %.1fs",
                     intent.run_id,
                     type(intent).__name__,
                     exc,
                     backoff,
+                    extra=it.log_ids(intent),
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.config.retry_cap_s)
@@ -222,7 +231,9 @@ class Executor:
                 # A bug or a permanent failure nobody classified: the run must not wait on
                 # it forever, so it is told, with the reason.
                 self.stats.failures += 1
-                log.exception("%s %s failed", intent.run_id, type(intent).__name__)
+                log.exception(
+                    "%s %s failed", intent.run_id, type(intent).__name__, extra=it.log_ids(intent)
+                )
                 kind = it.KIND[type(intent)]
                 return [
                     inp.EffectFailed(
@@ -282,6 +293,14 @@ class Executor:
             consumer=self.config.instance_id,
             at_ms=int(time.time() * 1000),
         )
+
+
+def _outcome(report: Any) -> str:
+    if isinstance(report, inp.ToolResult):
+        return "error_output" if report.is_error else "ok"
+    if isinstance(report, inp.SubmissionResult):
+        return report.outcome
+    return type(report).__name__
 
 
 def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:

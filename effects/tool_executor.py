@@ -140,10 +140,22 @@ class ToolCalls:
                 try:
                     return await self._send(intent, spec, claim.token)
                 except _Unknown as exc:
-                    log.info("%s %s: outcome unknown (%s)", intent.tool_call_id, spec.name, exc)
+                    log.info(
+                        "%s %s: outcome unknown (%s)",
+                        intent.tool_call_id,
+                        spec.name,
+                        exc,
+                        extra=it.log_ids(intent),
+                    )
                     unknown = spec.write
                 except _NotSent as exc:
-                    log.info("%s %s: not sent (%s)", intent.tool_call_id, spec.name, exc)
+                    log.info(
+                        "%s %s: not sent (%s)",
+                        intent.tool_call_id,
+                        spec.name,
+                        exc,
+                        extra=it.log_ids(intent),
+                    )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
         finally:

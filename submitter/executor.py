@@ -76,6 +76,7 @@ class Submissions:
                         intent.run_id,
                         intent.step_id,
                         exc,
+                        extra=it.log_ids(intent),
                     )
                     decided = await self._reconcile(provider, intent)
                     if decided is not None:

@@ -56,6 +56,15 @@ class CancelRunIntent(Intent):
     reason: str
 
 
+def log_ids(intent: Intent) -> dict[str, str]:
+    """The correlation ids a log line about an intent carries (see runcoord.logs)."""
+    ids = {"run_id": intent.run_id, "thread_id": intent.thread_id, "effect_key": intent.effect_key}
+    tool_call_id = getattr(intent, "tool_call_id", None)
+    if tool_call_id:
+        ids["tool_call_id"] = tool_call_id
+    return ids
+
+
 EffectIntent = (
     CreateRunIntent | ObserveRunIntent | ToolCallIntent | SubmitOutputsIntent | CancelRunIntent
 )

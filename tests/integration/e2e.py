@@ -52,6 +52,7 @@ class Stack:
     codec: AvroCodec
     bootstrap: str
     # From the journal: (run_id, tool_call_id) -> tool name, and -> the output recorded.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     calls: dict[tuple[str, str], str] = field(default_factory=dict)
     outputs: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -105,6 +106,10 @@ class Stack:
             consumer.close()
         return finished
 
+    def metrics(self, process: str) -> str:
+        port = self.metrics_ports[process]
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
     def records(self) -> dict[str, Any]:
         return dict(httpx.get(self.provider.removesuffix("/v1") + "/_sim/records").json())
 
@@ -130,6 +135,7 @@ def launch(
     migrate(pg_dsn)
     prefix = topics.inbox.removesuffix("runs.inbox")
     sim_port, gw_port = free_port(), free_port()
+    metrics_ports = {"coordinator": free_port(), "tools-exec": free_port()}
     sim_config = tmp_path / "sim.yaml"
     sim_config.write_text(
         yaml.safe_dump(
@@ -175,6 +181,8 @@ def launch(
                 "--watch-timeout-ms",
                 "5000",
                 *common,
+                "--metrics-port",
+                str(metrics_ports["coordinator"]),
                 *(coordinator_args or []),
             ],
             tmp_path / "coord.log",
@@ -201,6 +209,8 @@ def launch(
                 "tools-0",
                 "--gateway-url",
                 gateway_url,
+                "--metrics-port",
+                str(metrics_ports["tools-exec"]),
                 *common,
             ],
             tmp_path / "tools.log",
@@ -245,6 +255,7 @@ def launch(
             {p.name: p for p in procs},
             AvroCodec(),
             bootstrap,
+            metrics_ports,
         )
         sdk.close()
 

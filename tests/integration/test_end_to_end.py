@@ -36,6 +36,12 @@ def test_turns_complete_with_exactly_one_action_per_tool_call(stack: Stack) -> N
     assert_one_action_per_call(stack, set(runs))
     writes = [r for r in stack.audit() if r["run_id"] in runs]
     assert len(writes) == 2 * len(runs)  # create_ticket and update_crm, once each
+    # Metrics scrape cleanly and count what happened.
+    coordinator = stack.metrics("coordinator")
+    assert 'runcoord_events_total{type="RunFinished"} 12.0' in coordinator
+    assert "runcoord_txn_seconds_count" in coordinator
+    tools = stack.metrics("tools-exec")
+    assert 'runcoord_effects_total{kind="tool_call",outcome="ok"}' in tools
 
 
 def test_the_incident_slow_success_creates_one_ticket_and_never_guesses(stack: Stack) -> None:
