@@ -196,6 +196,10 @@ class Driver(World):
         self.until(done, f"run {run_id} finished", timeout)
         return self.finished[run_id]
 
+    def finish_or_none(self, run_id: str) -> str | None:
+        self.pump_once()
+        return self.finished.get(run_id)
+
     def recorded(self, run_id: str, tool_call_id: str, timeout: float = 60) -> ev.Event:
         def output() -> ev.ToolOutputRecorded | None:
             for e in self.events_of[run_id]:
