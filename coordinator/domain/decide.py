@@ -57,6 +57,16 @@ class _Decider:
         self.events.append(event)  # type: ignore[arg-type]
         return event
 
+    def common(self) -> dict[str, str]:
+        """The fields every intent of this run carries."""
+        r = self.run
+        return {
+            "run_id": r.run_id,
+            "tenant": r.tenant,
+            "thread_id": r.thread_id,
+            "provider": r.provider,
+        }
+
     def key(self, *, step: str = "", tool_call_id: str = "", kind: str) -> str:
         r = self.run
         return effect_key(
@@ -88,10 +98,7 @@ class _Decider:
         self.intents.append(
             it.ObserveRunIntent(
                 effect_key=self.key(step=f"watch:{r.watch}", kind="observe_run"),
-                run_id=r.run_id,
-                tenant=r.tenant,
-                thread_id=r.thread_id,
-                provider=r.provider,
+                **self.common(),
                 watch=r.watch,
                 provider_run_id=r.provider_run_id,
                 since_status=r.provider_status,
@@ -101,14 +108,10 @@ class _Decider:
         )
 
     def cancel_intent(self, provider_run_id: str, reason: str) -> None:
-        r = self.run
         self.intents.append(
             it.CancelRunIntent(
                 effect_key=self.key(kind="cancel_run"),
-                run_id=r.run_id,
-                tenant=r.tenant,
-                thread_id=r.thread_id,
-                provider=r.provider,
+                **self.common(),
                 provider_run_id=provider_run_id,
                 reason=reason,
             )
@@ -156,10 +159,7 @@ class _Decider:
         self.intents.append(
             it.SubmitOutputsIntent(
                 effect_key=key,
-                run_id=r.run_id,
-                tenant=r.tenant,
-                thread_id=r.thread_id,
-                provider=r.provider,
+                **self.common(),
                 provider_run_id=r.provider_run_id,
                 step_id=step.step_id,
                 outputs=r.step.outputs,
@@ -201,13 +201,9 @@ class _Decider:
         self.submit_if_complete("complete")
 
     def tool_intent(self, step: Step, call: ToolCall) -> it.ToolCallIntent:
-        r = self.run
         return it.ToolCallIntent(
             effect_key=self.key(step=step.step_id, tool_call_id=call.id, kind="tool_call"),
-            run_id=r.run_id,
-            tenant=r.tenant,
-            thread_id=r.thread_id,
-            provider=r.provider,
+            **self.common(),
             step_id=step.step_id,
             tool_call_id=call.id,
             tool=call.name,
