@@ -1,0 +1,189 @@
+"""G1 under forced duplicate delivery and a Redis outage, on the whole product.
+
+The ground truth is the outside world's own records: the sandbox gateway's audit log (one
+row per real action) and the simulated provider's runs and accepted submissions. Each test
+has its own database, so no other test's reset can empty that evidence.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from runcoord.kafka import TopicNames, consumer_config, producer_config
+from runcoord.stack.polling import wait_until
+from tests.integration.e2e import (
+    SDK_WARNINGS,
+    WRITE_TOOLS,
+    Stack,
+    assert_one_action_per_call,
+    launch,
+)
+from tests.integration.faultkit import (
+    Journal,
+    PrivateRedis,
+    mixed_turns,
+    now_ms,
+    private_database,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault, *SDK_WARNINGS]
+
+EXECUTORS = ("provider-exec", "tools-exec", "submit-exec")
+
+
+def executors_env(**env: str) -> dict[str, dict[str, str]]:
+    return {name: dict(env) for name in EXECUTORS}
+
+
+class Duplicator:
+    """Delivers every intent twice: each record read from ``effects`` is produced again, to
+    the same partition with the same key and headers, marked as a copy (never copied again).
+    """
+
+    def __init__(self, bootstrap: str, topics: TopicNames) -> None:
+        self.topics = topics
+        self.consumer = Consumer(consumer_config(bootstrap, f"dup-{uuid.uuid4().hex}"))
+        self.producer = Producer(producer_config(bootstrap))
+        self.copies: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="duplicator")
+
+    @contextmanager
+    def running(self) -> Iterator[Duplicator]:
+        self.thread.start()
+        try:
+            yield self
+        finally:
+            self.stop.set()
+            self.thread.join(30)
+            assert not self.thread.is_alive()
+
+    def _run(self) -> None:
+        self.consumer.subscribe([self.topics.effects])
+        try:
+            while not self.stop.is_set():
+                for msg in self.consumer.consume(500, 0.2):
+                    if msg.error() is not None:
+                        continue
+                    headers: list[tuple[str, Any]] = list(msg.headers() or [])
+                    if any(k == "copy" for k, _ in headers):
+                        continue
+                    self.producer.produce(
+                        msg.topic() or "",
+                        msg.value(),
+                        msg.key(),
+                        partition=msg.partition() or 0,
+                        headers=[*headers, ("copy", b"1")],
+                    )
+                    kind = dict(headers).get("kind") or b"?"
+                    self.copies[kind.decode()] += 1
+                self.producer.poll(0)
+        finally:
+            self.producer.flush(10)
+            self.consumer.close()
+
+
+def alive(stack: Stack) -> None:
+    for p in stack.procs.values():
+        assert p.alive(), f"{p.name} died:\n{p.tail()}"
+
+
+def writes_of(stack: Stack, runs: set[str]) -> list[dict[str, Any]]:
+    return [r for r in stack.audit() if r["run_id"] in runs and r["tool"] in WRITE_TOOLS]
+
+
+def test_every_effect_delivered_twice_acts_once(
+    bootstrap: str, pg_dsn: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    # post_note too: with no key and no lookup, only the ledger stands between a duplicate
+    # delivery and a second note.
+    runs, expected = mixed_turns(10, seed=11, tag=f"dup-{uuid.uuid4().hex[:6]}", unknowable=True)
+    steps = sum(len(s["steps"]) for s in runs.values())
+    calls = sum(len(step["tool_calls"]) for s in runs.values() for step in s["steps"])
+    with (
+        private_database(pg_dsn) as dsn,
+        launch(bootstrap, dsn, topics, tmp_path, executors_env(RUNCOORD_POSTGRES_DSN=dsn)) as stack,
+        Duplicator(bootstrap, topics).running() as dup,
+    ):
+        journal = Journal(bootstrap, topics)
+        try:
+            stack.start_turns(runs)
+            statuses = journal.until_finished(set(runs), 180, meanwhile=lambda: alive(stack))
+        finally:
+            journal.close()
+        assert statuses == dict.fromkeys(runs, "completed")
+        # Every intent of every kind really was delivered twice.
+        assert dup.copies["create_run"] >= len(runs)
+        assert dup.copies["tool_call"] >= calls
+        assert dup.copies["submit_outputs"] >= steps
+        assert dup.copies["observe_run"] >= len(runs)
+        # One audit row per tool call, one provider run per turn, one accepted submission
+        # per step; and every write the scripts make happened.
+        assert_one_action_per_call(stack, set(runs))
+        assert len(writes_of(stack, set(runs))) == expected
+
+
+def test_redis_killed_mid_run_then_back_no_duplicate_every_run_finishes(
+    bootstrap: str, pg_dsn: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    tag = f"redis-{uuid.uuid4().hex[:6]}"
+    before, before_writes = mixed_turns(10, seed=21, tag=f"{tag}-a")
+    during, during_writes = mixed_turns(5, seed=22, tag=f"{tag}-b")
+    after, after_writes = mixed_turns(5, seed=23, tag=f"{tag}-c")
+    redis = PrivateRedis(tmp_path / "redis.log").start()
+    try:
+        with (
+            private_database(pg_dsn) as dsn,
+            launch(
+                bootstrap,
+                dsn,
+                topics,
+                tmp_path,
+                executors_env(RUNCOORD_POSTGRES_DSN=dsn, RUNCOORD_REDIS_URL=redis.url),
+            ) as stack,
+        ):
+            journal = Journal(bootstrap, topics)
+            try:
+                stack.start_turns(before)
+
+                def acting() -> str | None:
+                    return None if writes_of(stack, set(before)) else "no write yet"
+
+                # Mid-run: the first write happened, and the executors are using Redis.
+                wait_until(acting, timeout=120, what="the first write of the batch")
+                assert redis.served(), "the executors were using this Redis"
+                redis.kill9()
+                killed_at = now_ms()
+
+                # Degraded path: the runs in flight finish, and new ones too, without Redis.
+                statuses = journal.until_finished(set(before), 180, meanwhile=lambda: alive(stack))
+                assert statuses == dict.fromkeys(before, "completed")
+                late = [r for r in before if journal.finished[r].at_ms > killed_at]
+                assert late, "Redis died while the batch was running"
+                assert "redis unavailable" in stack.procs["tools-exec"].tail(1_000_000)
+                stack.start_turns(during)
+                statuses = journal.until_finished(set(during), 180, meanwhile=lambda: alive(stack))
+                assert statuses == dict.fromkeys(during, "completed")
+
+                # Redis back (empty, as after a crash): the executors use it again.
+                redis.start()
+                stack.start_turns(after)
+                statuses = journal.until_finished(set(after), 180, meanwhile=lambda: alive(stack))
+                assert statuses == dict.fromkeys(after, "completed")
+                assert redis.served(), "the executors came back to Redis"
+            finally:
+                journal.close()
+            every = set(before) | set(during) | set(after)
+            assert_one_action_per_call(stack, every)
+            assert len(writes_of(stack, every)) == before_writes + during_writes + after_writes
+    finally:
+        redis.stop()
