@@ -173,7 +173,7 @@ class Projector:
         with conn.transaction():
             before = store.load_runs(conn, self.journal, list(by_run))
             runs: list[RunRow] = []
-            new_runs: list[str] = []
+            new_runs: list[RunRow] = []
             rows: list[EventRow] = []
             steps: list[StepRow] = []
             for run_id, items in by_run.items():
@@ -190,7 +190,7 @@ class Projector:
                 if row != before.get(run_id):
                     runs.append(row)
                 if run_id not in before:
-                    new_runs.append(run_id)
+                    new_runs.append(row)
             store.write_batch(
                 conn,
                 self.journal,

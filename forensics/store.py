@@ -60,50 +60,6 @@ _RUN_COLUMNS = (
     "watch_seq, steps, outcome, finished_at"
 )
 
-_UPSERT_RUN = f"""
-INSERT INTO forensics_runs (journal, {_RUN_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (journal, run_id) DO UPDATE SET
-    last_offset = EXCLUDED.last_offset, last_seq = EXCLUDED.last_seq, phase = EXCLUDED.phase,
-    updated_at = EXCLUDED.updated_at, provider_status = EXCLUDED.provider_status,
-    provider_run_id = EXCLUDED.provider_run_id, watch_seq = EXCLUDED.watch_seq,
-    steps = EXCLUDED.steps, outcome = EXCLUDED.outcome, finished_at = EXCLUDED.finished_at
-WHERE forensics_runs.last_seq < EXCLUDED.last_seq
-"""
-
-_INSERT_EVENT = """
-INSERT INTO forensics_events
-    (journal, run_id, seq, kafka_partition, kafka_offset, event_type, at, note)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (journal, run_id, seq) DO NOTHING
-"""
-
-_STEP_OPENED = """
-INSERT INTO forensics_steps (journal, run_id, step_id, opened_at, deadline_at, calls)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT (journal, run_id, step_id) DO NOTHING
-"""
-
-_STEP_SUBMISSION = """
-UPDATE forensics_steps
-SET submission_at = coalesce(submission_at, %s),
-    submission_reason = coalesce(submission_reason, %s)
-WHERE journal = %s AND run_id = %s AND step_id = %s
-"""
-
-_STEP_SUBMITTED = """
-UPDATE forensics_steps
-SET submitted_at = coalesce(submitted_at, %s), outcome = coalesce(outcome, %s)
-WHERE journal = %s AND run_id = %s AND step_id = %s
-"""
-
-_INSERT_INTENT = """
-INSERT INTO forensics_intents
-    (journal, kafka_partition, kafka_offset, run_id, effect_key, kind, at)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (journal, kafka_partition, kafka_offset) DO NOTHING
-"""
-
 _INSERT_LETTER = """
 INSERT INTO forensics_dead_letters
     (journal, kafka_partition, kafka_offset, run_id, kind, reason, source_topic, record_name, at)
@@ -113,15 +69,25 @@ ON CONFLICT (journal, kafka_partition, kafka_offset) DO NOTHING
 
 # Set once, when the run is first projected; a later earlier-run cannot appear (accepted_at
 # only grows along a thread), so recomputing it on redelivery gives the same answer.
+# Set once, when the run is first projected; a later earlier-run cannot appear (accepted_at
+# only grows along a thread), so recomputing it on redelivery gives the same answer. Only the
+# few runs that have an earlier twin are written.
 _RESUBMISSIONS = f"""
-UPDATE forensics_runs r SET resubmission_of = (
-    SELECT p.run_id FROM forensics_runs p
-    WHERE p.journal = r.journal AND p.tenant = r.tenant AND p.thread_id = r.thread_id
-      AND p.input_hash = r.input_hash AND p.run_id <> r.run_id
-      AND p.accepted_at <= r.accepted_at
-      AND p.accepted_at >= r.accepted_at - interval '{RESUBMISSION_WINDOW}'
-    ORDER BY p.accepted_at DESC, p.run_id DESC LIMIT 1)
-WHERE r.journal = %s AND r.run_id = ANY(%s) AND r.resubmission_of IS NULL
+UPDATE forensics_runs r SET resubmission_of = x.earlier
+FROM (
+    SELECT n.run_id, e.run_id AS earlier
+    FROM unnest(%(run_ids)s::text[], %(tenants)s::text[], %(threads)s::text[],
+                %(inputs)s::text[], %(accepted)s::timestamptz[])
+         AS n(run_id, tenant, thread_id, input_hash, accepted_at)
+    CROSS JOIN LATERAL (
+        SELECT p.run_id FROM forensics_runs p
+        WHERE p.journal = %(journal)s AND p.tenant = n.tenant AND p.thread_id = n.thread_id
+          AND p.input_hash = n.input_hash AND p.run_id <> n.run_id
+          AND p.accepted_at <= n.accepted_at
+          AND p.accepted_at >= n.accepted_at - interval '{RESUBMISSION_WINDOW}'
+        ORDER BY p.accepted_at DESC, p.run_id DESC LIMIT 1) e
+) x
+WHERE r.journal = %(journal)s AND r.run_id = x.run_id AND r.resubmission_of IS NULL
 """
 
 
@@ -158,12 +124,54 @@ def run_from_sql(r: Sequence[Any]) -> RunRow:
     )
 
 
+# Batches go through session temp tables filled with COPY, then one set-based statement per
+# target: an order of magnitude faster than row-by-row statements at a million events.
+_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS _fx_events (LIKE forensics_events) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _fx_intents (LIKE forensics_intents) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _fx_runs (LIKE forensics_runs) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _fx_steps (
+    run_id text, step_id text, at timestamptz, opened boolean, deadline_at timestamptz,
+    calls integer, submission_reason text, outcome text
+) ON COMMIT DELETE ROWS;
+"""
+
+_MERGE_EVENTS = "INSERT INTO forensics_events SELECT * FROM _fx_events ON CONFLICT DO NOTHING"
+_MERGE_INTENTS = "INSERT INTO forensics_intents SELECT * FROM _fx_intents ON CONFLICT DO NOTHING"
+_MERGE_RUNS = f"""
+INSERT INTO forensics_runs (journal, {_RUN_COLUMNS})
+SELECT journal, {_RUN_COLUMNS} FROM _fx_runs
+ON CONFLICT (journal, run_id) DO UPDATE SET
+    last_offset = EXCLUDED.last_offset, last_seq = EXCLUDED.last_seq, phase = EXCLUDED.phase,
+    updated_at = EXCLUDED.updated_at, provider_status = EXCLUDED.provider_status,
+    provider_run_id = EXCLUDED.provider_run_id, watch_seq = EXCLUDED.watch_seq,
+    steps = EXCLUDED.steps, outcome = EXCLUDED.outcome, finished_at = EXCLUDED.finished_at
+WHERE forensics_runs.last_seq < EXCLUDED.last_seq
+"""
+_MERGE_STEPS = (
+    """INSERT INTO forensics_steps (journal, run_id, step_id, opened_at, deadline_at, calls)
+    SELECT %s, run_id, step_id, at, deadline_at, calls FROM _fx_steps WHERE opened
+    ON CONFLICT (journal, run_id, step_id) DO NOTHING""",
+    """UPDATE forensics_steps s
+    SET submission_at = coalesce(s.submission_at, t.at),
+        submission_reason = coalesce(s.submission_reason, t.submission_reason)
+    FROM _fx_steps t
+    WHERE t.submission_reason IS NOT NULL
+      AND s.journal = %s AND s.run_id = t.run_id AND s.step_id = t.step_id""",
+    """UPDATE forensics_steps s
+    SET submitted_at = coalesce(s.submitted_at, t.at), outcome = coalesce(s.outcome, t.outcome)
+    FROM _fx_steps t
+    WHERE t.outcome IS NOT NULL
+      AND s.journal = %s AND s.run_id = t.run_id AND s.step_id = t.step_id""",
+)
+
+
 def write_batch(
     conn: Conn,
     journal: str,
     *,
     runs: Iterable[RunRow],
-    new_runs: Sequence[str],
+    new_runs: Sequence[RunRow],
     events: Iterable[EventRow],
     steps: Iterable[StepRow],
     intents: Iterable[IntentRow],
@@ -171,16 +179,21 @@ def write_batch(
 ) -> None:
     """Write one batch in the caller's transaction."""
     with conn.cursor() as cur:
-        cur.executemany(
-            _INSERT_EVENT,
-            [
+        cur.execute(_TEMP.encode())
+        _copy(
+            cur,
+            "_fx_events",
+            "journal, run_id, seq, kafka_partition, kafka_offset, event_type, at, note",
+            (
                 (journal, e.run_id, e.seq, e.partition, e.offset, e.event_type, ts(e.at_ms), e.note)
                 for e in events
-            ],
+            ),
         )
-        cur.executemany(
-            _UPSERT_RUN,
-            [
+        _copy(
+            cur,
+            "_fx_runs",
+            f"journal, {_RUN_COLUMNS}",
+            (
                 (
                     journal,
                     r.run_id,
@@ -203,16 +216,41 @@ def write_batch(
                     ts(r.finished_at_ms),
                 )
                 for r in runs
-            ],
+            ),
         )
-        _write_steps(cur, journal, steps)
-        cur.executemany(
-            _INSERT_INTENT,
-            [
+        _copy(
+            cur,
+            "_fx_steps",
+            "run_id, step_id, at, opened, deadline_at, calls, submission_reason, outcome",
+            (
+                (
+                    s.run_id,
+                    s.step_id,
+                    ts(s.at_ms),
+                    s.opened,
+                    ts(s.deadline_ms),
+                    s.calls,
+                    s.submission_reason,
+                    s.outcome,
+                )
+                for s in steps
+            ),
+        )
+        _copy(
+            cur,
+            "_fx_intents",
+            "journal, kafka_partition, kafka_offset, run_id, effect_key, kind, at",
+            (
                 (journal, i.partition, i.offset, i.run_id, i.effect_key, i.kind, ts(i.at_ms))
                 for i in intents
-            ],
+            ),
         )
+        # Events first: a run's row never points past events that are not stored.
+        cur.execute(_MERGE_EVENTS)
+        cur.execute(_MERGE_RUNS)
+        for statement in _MERGE_STEPS:
+            cur.execute(statement, (journal,))
+        cur.execute(_MERGE_INTENTS)
         cur.executemany(
             _INSERT_LETTER,
             [
@@ -231,21 +269,22 @@ def write_batch(
             ],
         )
         if new_runs:
-            cur.execute(_RESUBMISSIONS, (journal, list(new_runs)))
+            cur.execute(
+                _RESUBMISSIONS,
+                {
+                    "journal": journal,
+                    "run_ids": [r.run_id for r in new_runs],
+                    "tenants": [r.tenant for r in new_runs],
+                    "threads": [r.thread_id for r in new_runs],
+                    "inputs": [r.input_hash for r in new_runs],
+                    "accepted": [ts(r.accepted_at_ms) for r in new_runs],
+                },
+            )
 
 
-def _write_steps(
-    cur: psycopg.Cursor[tuple[Any, ...]], journal: str, steps: Iterable[StepRow]
+def _copy(
+    cur: psycopg.Cursor[tuple[Any, ...]], table: str, columns: str, rows: Iterable[tuple[Any, ...]]
 ) -> None:
-    # In journal order: a step is opened before its submission is requested or confirmed.
-    opened, submissions, submitted = [], [], []
-    for s in steps:
-        if s.opened:
-            opened.append((journal, s.run_id, s.step_id, ts(s.at_ms), ts(s.deadline_ms), s.calls))
-        elif s.submission_reason is not None:
-            submissions.append((ts(s.at_ms), s.submission_reason, journal, s.run_id, s.step_id))
-        elif s.outcome is not None:
-            submitted.append((ts(s.at_ms), s.outcome, journal, s.run_id, s.step_id))
-    cur.executemany(_STEP_OPENED, opened)
-    cur.executemany(_STEP_SUBMISSION, submissions)
-    cur.executemany(_STEP_SUBMITTED, submitted)
+    with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
