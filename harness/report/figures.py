@@ -76,7 +76,15 @@ def system_figures(
     ]
     step_waits = [w.wait_s for w in waits]
     answered = [w for w in waits if w.answered]
-    stalls = [w for w in waits if not w.answered and provider_status.get(w.run_id) != "cancelled"]
+    # A stall: never answered, not cancelled with a reason, and either the provider expired
+    # the run or it waited the whole terminal budget. A step the replay's end caught waiting
+    # for less than that is "unresolved": too young to call (a backlog, not a verdict).
+    unanswered = [
+        w for w in waits if not w.answered and provider_status.get(w.run_id) != "cancelled"
+    ]
+    stalls = [
+        w for w in unanswered if provider_status.get(w.run_id) == "expired" or w.wait_s >= budget
+    ]
     attempts = [w.attempts for w in waits]
     subs = data.sim_records.get("submissions", [])
     ours = {v.provider_run_id for v in views}
@@ -110,6 +118,7 @@ def system_figures(
             sum(1 for w in step_waits if w < stall_s) / len(waits) if waits else None, 4
         ),
         "coordinator_stalls": len(stalls),
+        "unresolved_steps": len(unanswered) - len(stalls),
         "median_steps_per_turn": statistics.median(model_steps) if model_steps else None,
         "submission_attempts": len(our_subs),
         "submission_success": _round(

@@ -174,7 +174,8 @@ def test_stalls_and_time_in_requires_action_from_the_provider_records() -> None:
     f = system_figures(data, trace, protocol, WRITE_TOOLS)
     assert f["steps"] == 4
     assert f["no_stall_rate"] == pytest.approx(2 / 4)  # r1's two steps; r2 9 s; r3 99 s
-    assert f["coordinator_stalls"] == 1
+    assert f["coordinator_stalls"] == 1  # expired at the provider
+    assert f["unresolved_steps"] == 0
     assert f["attempts_per_step"] == pytest.approx((1 + 2 + 1 + 1) / 4)
     assert f["submission_success"] == pytest.approx(3 / 5)
     assert f["terminal_rate"] == pytest.approx(2 / 3, abs=1e-3)
@@ -184,6 +185,31 @@ def test_stalls_and_time_in_requires_action_from_the_provider_records() -> None:
     # r1: 6.2 s end to end, 3 s of it the model's; r2: 11.2 s, 2 s of it the model's.
     assert f["coordinator_added_p50_ms"] == pytest.approx(3200)
     assert f["coordinator_added_p99_ms"] == pytest.approx(9200)
+
+
+def test_a_young_unanswered_step_is_unresolved_and_an_old_one_a_stall() -> None:
+    one_step = turn("u1", "t1", [[("create_ticket", TICKET)]], 1000)
+    trace = {"u1": one_step, "u2": one_step.model_copy(update={"turn_id": "u2"})}
+    sim = records(
+        [
+            {"id": "run_a", "our_run_id": "r1", "created_at": 100.0, "status": "requires_action"},
+            {"id": "run_b", "our_run_id": "r2", "created_at": 379.0, "status": "requires_action"},
+        ],
+        [],
+    )
+    data = SystemData(
+        system="x",
+        runs=[
+            run("r1", "u1", sent=100.0, finished=None, status=None),
+            run("r2", "u2", sent=379.0, finished=None, status=None),
+        ],
+        audit=[],
+        sim_records=sim,
+        info={"ended_at": 400.0},
+    )
+    f = system_figures(data, trace, {"queue_ms": 0.0, "terminal_budget_s": 120}, WRITE_TOOLS)
+    assert f["coordinator_stalls"] == 1  # r1: waiting 299 s
+    assert f["unresolved_steps"] == 1  # r2: waiting 20 s when the replay ended
 
 
 def test_a_cancel_with_a_reason_is_not_a_stall() -> None:
