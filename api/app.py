@@ -2,7 +2,8 @@
 API key (``Authorization: Bearer rk_…``); a run or thread of another tenant answers 404,
 exactly like one that does not exist."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the routes' Annotated
+# dependencies at runtime, and they name aliases local to create_app.
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
