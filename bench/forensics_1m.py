@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from forensics.gather import gather
 from forensics.projector import ProjectorConfig, projecting
@@ -37,7 +37,7 @@ from forensics.timeline import build_story
 from runcoord.codec import AvroCodec
 from runcoord.config import REPO_ROOT, load
 from runcoord.db import migrate
-from runcoord.kafka import TopicNames, producer_config
+from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry
 from runcoord.stack.polling import wait_until
 from runcoord.topics import apply, delete, load_specs
@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs to explain")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the topics and rows")
+    parser.add_argument(
+        "--reuse", action="store_true", help="the topics are filled: finish projecting, time"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "forensics_1m.json")
     args = parser.parse_args()
     settings = load()
@@ -118,8 +121,12 @@ def main() -> None:
     migrate(settings.dsn)
     apply(settings.bootstrap, load_specs(settings.topics_file), args.prefix)
     try:
-        events, records, fill_s = fill(settings.bootstrap, topics, args.events, args.seed)
-        print(f"filled {events} events ({records} records) in {fill_s:.1f} s", flush=True)
+        if args.reuse:
+            events, records, fill_s = _on_topics(settings.bootstrap, topics), 0, 0.0
+            print(f"reusing {events} events", flush=True)
+        else:
+            events, records, fill_s = fill(settings.bootstrap, topics, args.events, args.seed)
+            print(f"filled {events} events ({records} records) in {fill_s:.1f} s", flush=True)
 
         def projected() -> str | None:
             with psycopg.connect(settings.dsn) as conn:
@@ -189,6 +196,17 @@ def main() -> None:
         if not args.keep:
             delete(settings.bootstrap, list(topics.all()))
             _drop_rows(settings.dsn, topics.events)
+
+
+def _on_topics(bootstrap: str, topics: TopicNames) -> int:
+    consumer = Consumer(consumer_config(bootstrap, "bench-count"))
+    try:
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topics.events, p), timeout=10)[1]
+            for p in range(6)
+        )
+    finally:
+        consumer.close()
 
 
 def _drop_rows(dsn: str, journal: str) -> None:
