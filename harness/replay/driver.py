@@ -184,7 +184,8 @@ class Driver:
         return all(now - r.sent_at > self.config.budget_s for r in self.inflight.values())
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        # Sends not started yet are dropped: the replay is over (or was interrupted).
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ figures
     def counts(self) -> dict[str, int]:
