@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,7 +85,9 @@ def fill(bootstrap: str, topics: TopicNames, target: int, seed: int) -> tuple[in
     return events, records, time.monotonic() - started
 
 
-def timed_cli(run_id: str, prefix: str) -> tuple[float, str]:
+def timed_cli(run_id: str, prefix: str) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the child, its output)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done = subprocess.run(
         [
@@ -101,7 +105,10 @@ def timed_cli(run_id: str, prefix: str) -> tuple[float, str]:
         check=True,
         timeout=120,
     )
-    return time.monotonic() - started, done.stdout
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
 
 
 def main() -> None:
@@ -129,13 +136,10 @@ def main() -> None:
             print(f"filled {events} events ({records} records) in {fill_s:.1f} s", flush=True)
 
         def projected() -> str | None:
-            with psycopg.connect(settings.dsn) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM forensics_events WHERE journal = %s", (topics.events,)
-                ).fetchone()
-            n = int(row[0]) if row else 0
+            n = _projected(settings.dsn, topics.events)
             return None if n >= events else f"{n} of {events} events projected"
 
+        already = _projected(settings.dsn, topics.events)
         started = time.monotonic()
         config = ProjectorConfig(
             settings.bootstrap, settings.dsn, topics, group_id=f"{args.prefix}projector",
@@ -144,7 +148,8 @@ def main() -> None:
         with projecting(config):
             wait_until(projected, timeout=3600, what="the projection", interval=2.0)
         project_s = time.monotonic() - started
-        print(f"projected in {project_s:.1f} s ({events / project_s:.0f} events/s)", flush=True)
+        rate = (events - already) / project_s
+        print(f"projected {events - already} in {project_s:.1f} s ({rate:.0f}/s)", flush=True)
 
         with psycopg.connect(settings.dsn) as conn:
             picks = [
@@ -156,10 +161,11 @@ def main() -> None:
                 ).fetchall()
             ]
         codec, registry = AvroCodec(), load_registry(REPO_ROOT / "tools.yaml")
-        cli_s, core_s, spans = [], [], []
+        cli_s, cli_cpu_s, core_s, spans = [], [], [], []
         for run_id in picks:
-            took, text = timed_cli(run_id, args.prefix)
+            took, cpu, text = timed_cli(run_id, args.prefix)
             cli_s.append(took)
+            cli_cpu_s.append(cpu)
             started = time.monotonic()
             with (
                 psycopg.connect(settings.dsn) as conn,
@@ -172,7 +178,7 @@ def main() -> None:
             spans.append(facts.run.last_offset - facts.run.first_offset)
             assert story.headline.split(" ")[1] == run_id and "completed" in text
             print(
-                f"  {run_id}: cli {took:.2f} s, in-process {core_s[-1]:.2f} s, "
+                f"  {run_id}: cli {took:.2f} s ({cpu:.2f} s CPU), in-process {core_s[-1]:.2f} s, "
                 f"{len(facts.events)} events spread over {spans[-1]} offsets",
                 flush=True,
             )
@@ -181,8 +187,16 @@ def main() -> None:
             "records": records,
             "fill_s": round(fill_s, 1),
             "project_s": round(project_s, 1),
-            "project_events_per_s": round(events / project_s),
+            "projected_now": events - already,
+            "project_events_per_s": round(rate),
             "cli_s": {"median": round(statistics.median(cli_s), 2), "max": round(max(cli_s), 2)},
+            "cli_cpu_s": {
+                "median": round(statistics.median(cli_cpu_s), 2),
+                "max": round(max(cli_cpu_s), 2),
+            },
+            # The machine is shared: wall times mean little without the load they ran under.
+            "load_average_1m": round(os.getloadavg()[0], 1),
+            "cpus": os.cpu_count(),
             "in_process_s": {
                 "median": round(statistics.median(core_s), 3),
                 "max": round(max(core_s), 3),
@@ -196,6 +210,14 @@ def main() -> None:
         if not args.keep:
             delete(settings.bootstrap, list(topics.all()))
             _drop_rows(settings.dsn, topics.events)
+
+
+def _projected(dsn: str, journal: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM forensics_events WHERE journal = %s", (journal,)
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _on_topics(bootstrap: str, topics: TopicNames) -> int:
