@@ -213,6 +213,36 @@ class LedgerContract:
         claim = harness.ledger.claim(key, meta(), "b", LEASE_S)
         assert claim == Acquired(key=key, token=2, attempt=2, previous_sent=False)
 
+    def test_reclaim_lapses_only_the_leases_of_a_replicas_earlier_incarnations(
+        self, harness: LedgerHarness
+    ) -> None:
+        replica = f"group/tools-{uuid.uuid4().hex[:8]}"
+        dead, alive = f"{replica}/100/1", f"{replica}/200/2"  # the replica, before and now
+        sent, unsent, mine, others, alike, done = (new_key() for _ in range(6))
+        harness.ledger.claim(sent, meta(), dead, LEASE_S)
+        assert harness.ledger.mark_sent(sent, 1)
+        harness.ledger.claim(unsent, meta(), dead, LEASE_S)
+        harness.ledger.claim(mine, meta(), alive, LEASE_S)
+        harness.ledger.claim(others, meta(), "group/tools-other/100/1", LEASE_S)
+        harness.ledger.claim(alike, meta(), f"{replica}0/100/1", LEASE_S)  # a longer name
+        harness.ledger.claim(done, meta(), dead, LEASE_S)
+        assert harness.ledger.complete(done, 1, EffectState.SUCCEEDED, {"ok": True})
+
+        assert sorted(harness.ledger.reclaim(replica, alive)) == sorted([sent, unsent])
+        assert harness.ledger.reclaim(replica, alive) == [], "nothing live is left to lapse"
+        # The dead incarnation is fenced; the restarted one takes over at once, and knows
+        # whether its predecessor may have acted.
+        assert not harness.ledger.mark_sent(sent, 1)
+        assert harness.ledger.claim(sent, meta(), alive, LEASE_S) == Acquired(
+            key=sent, token=2, attempt=2, previous_sent=True
+        )
+        assert harness.ledger.claim(unsent, meta(), alive, LEASE_S) == Acquired(
+            key=unsent, token=2, attempt=2, previous_sent=False
+        )
+        for key in (mine, others, alike):
+            assert isinstance(harness.ledger.claim(key, meta(), "z", LEASE_S), Busy), key
+        assert isinstance(harness.ledger.claim(done, meta(), "z", LEASE_S), Finished)
+
     # ---- complete ----------------------------------------------------------------------
 
     def test_complete_is_idempotent_for_the_same_outcome_only(self, harness: LedgerHarness) -> None:

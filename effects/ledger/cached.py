@@ -97,6 +97,13 @@ class CachedLedger:
             self._guard.call(lambda r: r.delete(self.lease_key(key)), None)
         return done
 
+    def reclaim(self, replica: str, incarnation: str) -> list[str]:
+        lapsed = self.inner.reclaim(replica, incarnation)
+        if lapsed:  # their hints would still answer Busy for the dead holder
+            hints = [self.lease_key(k) for k in lapsed]
+            self._guard.call(lambda r: r.delete(*hints), None)
+        return lapsed
+
     def get(self, key: str) -> EffectRecord | None:
         record = self.inner.get(key)
         if record is not None and record.state.final:

@@ -145,6 +145,21 @@ class InMemoryLedger:
             row = self._rows.get(key)
             return None if row is None else self._record(key, row)
 
+    def reclaim(self, replica: str, incarnation: str) -> list[str]:
+        with self._lock:
+            now = self._clock()
+            lapsed = [
+                key
+                for key, row in self._rows.items()
+                if not row.state.final
+                and row.lease_until > now
+                and row.owner.startswith(f"{replica}/")
+                and row.owner != incarnation
+            ]
+            for key in lapsed:
+                self._rows[key] = replace(self._rows[key], lease_until=now)
+            return lapsed
+
     def expire_lease(self, key: str) -> None:
         """Test hook: make the key's lease lapse now, as if its holder had stalled."""
         with self._lock:

@@ -76,6 +76,18 @@ class Ledger(Protocol):
 
     def get(self, key: str) -> EffectRecord | None: ...
 
+    def reclaim(self, replica: str, incarnation: str) -> list[str]:
+        """Lapse the live leases held by earlier incarnations of a replica that restarted.
+
+        Owners are named ``<replica>/<incarnation details>``; a replica's name is unique among
+        the live executors of its store (as a static consumer-group member's id is), so when
+        it starts again its earlier incarnations are dead, and waiting out their leases would
+        only hold their effects back. After this, the next claim takes each over at once,
+        with the usual fencing and `previous_sent` (a zombie's mark_sent is refused, as after
+        any lapse). Leases of `incarnation` itself are kept. Returns the keys lapsed.
+        """
+        ...
+
 
 def check_final(state: EffectState) -> None:
     if not state.final:

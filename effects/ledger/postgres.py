@@ -89,6 +89,14 @@ SET state = %(state)s, result = %(result)s, error = %(error)s,
 WHERE effect_key = %(key)s AND fencing_token = %(token)s AND state = 'claimed'
 """
 
+# The predecessors of a restarted replica: their live leases lapse now (see Ledger.reclaim).
+_RECLAIM = """
+UPDATE effect_ledger SET lease_expires_at = now(), updated_at = now()
+WHERE state = 'claimed' AND lease_expires_at > now()
+  AND starts_with(lease_owner, %(prefix)s) AND lease_owner <> %(incarnation)s
+RETURNING effect_key
+"""
+
 _OUTCOME = (
     "SELECT fencing_token, state, result, error FROM effect_ledger WHERE effect_key = %(key)s"
 )
@@ -221,6 +229,12 @@ class PostgresLedger:
             return None if row is None else _record(row)
 
         return self._run(run)
+
+    def reclaim(self, replica: str, incarnation: str) -> list[str]:
+        params = {"prefix": f"{replica}/", "incarnation": incarnation}
+        return self._run(
+            lambda conn: [row["effect_key"] for row in conn.execute(_RECLAIM, params).fetchall()]
+        )
 
     def _update(self, sql: str, params: dict[str, Any]) -> bool:
         return self._run(lambda conn: conn.execute(sql, params).rowcount == 1)

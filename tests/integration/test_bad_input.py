@@ -494,7 +494,7 @@ def test_bad_tool_output_becomes_an_error_output_and_a_dead_letter(
         "ToolCallIntent",
         True,
     )
-    assert letter.consumer.split("/")[0] == TOOL_EXECUTOR
+    assert TOOL_EXECUTOR in letter.consumer.split("/")
     # Nothing lost: the tool's own bytes are kept for triage (intake's documented policy).
     assert letter.payload == ToolServer.BODIES[tool]
     # The model was told, the run did not stall, and the bad answer was not asked for again.
@@ -534,7 +534,7 @@ def test_corrupt_intent_is_dead_lettered_by_the_tool_executor(tools: ToolsStack)
     partition = d.produce(d.topics.effects, value, tag.encode(), headers=[("kind", b"tool_call")])
     letter = d.letter(tag)
     assert (letter.kind, letter.payload) == ("decode", value)
-    assert letter.consumer.split("/")[0] == TOOL_EXECUTOR
+    assert TOOL_EXECUTOR in letter.consumer.split("/")
     assert "unknown writer schema fingerprint" in letter.reason
     assert_executor_goes_on(tools, partition, tag)
 
