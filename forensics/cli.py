@@ -65,6 +65,9 @@ def project(
                 s.skipped,
             )
             last = time.monotonic()
+    if projector.failure is not None:
+        log.error("projector stopped: %s", projector.failure)
+        raise typer.Exit(1)
 
 
 @app.command("run")

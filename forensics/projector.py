@@ -69,9 +69,17 @@ class Projector:
         self.codec = codec or AvroCodec()
         self.stats = ProjectorStats()
         self.journal = config.topics.events
+        self.failure: BaseException | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop: threading.Event) -> None:
+        try:
+            self._run(stop)
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    def _run(self, stop: threading.Event) -> None:
         c = self.config
         consumer = Consumer(consumer_config(c.bootstrap, c.group_id))
         consumer.subscribe([c.topics.events, c.topics.effects, c.topics.dlq])
@@ -88,7 +96,8 @@ class Projector:
                     if conn is None or conn.closed:
                         conn = psycopg.connect(c.dsn, connect_timeout=10)
                     batch = self.decode(pending)
-                    self.apply(conn, batch)
+                    if batch.events or batch.intents or batch.letters:
+                        self.apply(conn, batch)
                 except (psycopg.OperationalError, Retriable) as exc:
                     # Keep the batch and try it again: its offsets were not committed.
                     self.stats.retries += 1
@@ -123,11 +132,12 @@ class Projector:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                translated = error_for(err)
-                if isinstance(translated, Retriable):
-                    log.info("projector: %s", translated)
-                    continue
-                raise translated
+                # Only a fatal client error stops us; a per-partition one (a topic not created
+                # yet, an EOF, a transient broker error) is a report, not a reason to stop.
+                if err.fatal():
+                    raise error_for(err)
+                log.warning("projector: %s", error_for(err))
+                continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             batch.offsets[(topic, partition)] = offset
             try:

@@ -90,7 +90,9 @@ def inbox_records(bootstrap: str, topic: str) -> list[tuple[bytes, Any]]:
                 for msg in consumer.consume(500, 0.5):
                     if msg.error() is None:
                         seen = (msg.offset() or 0) + 1
-                        out.append((msg.key() or b"", from_record(*codec.decode(msg.value()))))
+                        out.append(
+                            (msg.key() or b"", from_record(*codec.decode(msg.value() or b"")))
+                        )
     finally:
         consumer.close()
     return out
