@@ -12,8 +12,6 @@ import psycopg
 import pytest
 import redis
 from hypothesis import HealthCheck, settings
-from ledger_contract import LEASE_S, LedgerContract, meta, new_key
-from tcp_proxy import TcpProxy
 
 from effects.ledger import (
     Acquired,
@@ -30,6 +28,8 @@ from effects.ledger import (
 )
 from runcoord import db
 from runcoord.errors import Fatal, Retriable
+from tests.ledger_contract import LEASE_S, LedgerContract, meta, new_key
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 

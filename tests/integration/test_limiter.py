@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from tcp_proxy import TcpProxy
 
 from effects.ledger import RedisGuard, connect_redis
 from effects.limits import ConcurrencyLimiter, Limits, Permit
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from ledger_contract import LedgerContract, meta, new_key
 
 from effects.ledger import Acquired, Busy, InMemoryLedger, Ledger
+from tests.ledger_contract import LedgerContract, meta, new_key
 
 
 class MemoryHarness:
