@@ -126,6 +126,8 @@ def main() -> None:
     settings = load()
     topics = TopicNames.with_prefix(args.prefix)
     migrate(settings.dsn)
+    if not args.reuse:
+        _drop_rows(settings.dsn, topics.events)  # a run that was interrupted before cleaning up
     apply(settings.bootstrap, load_specs(settings.topics_file), args.prefix)
     try:
         if args.reuse:
@@ -136,7 +138,10 @@ def main() -> None:
             print(f"filled {events} events ({records} records) in {fill_s:.1f} s", flush=True)
 
         def projected() -> str | None:
-            n = _projected(settings.dsn, topics.events)
+            try:
+                n = _projected(settings.dsn, topics.events)
+            except psycopg.OperationalError as exc:  # the shared stack is restarted by others
+                return f"PostgreSQL unavailable: {exc}"
             return None if n >= events else f"{n} of {events} events projected"
 
         already = _projected(settings.dsn, topics.events)
