@@ -217,6 +217,7 @@ def _serve(
         group_id=group,
         instance_id=owner,
         concurrency=concurrency,
+        static_membership=instance_id is not None,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -56,6 +56,10 @@ class ExecutorConfig:
     concurrency: int = 256
     session_timeout_ms: int = 10_000
     retry_cap_s: float = 10.0
+    # Join as a static member named instance_id (KIP-345): a replica restarted under its name
+    # gets its partitions back at once instead of after the dead one's session timed out and
+    # a rebalance. Only for names unique among live replicas (a twin is fenced).
+    static_membership: bool = False
 
     @property
     def group(self) -> str:
@@ -87,10 +91,12 @@ class Executor:
     async def run_async(self, stop: threading.Event) -> None:
         c = self.config
         loop = asyncio.get_running_loop()
-        consumer_overrides = {
+        consumer_overrides: dict[str, object] = {
             "client.id": c.instance_id,
             "session.timeout.ms": c.session_timeout_ms,
         }
+        if c.static_membership:
+            consumer_overrides["group.instance.id"] = c.instance_id
         consumer = Consumer(consumer_config(c.bootstrap, c.group) | consumer_overrides)
         producer = Producer(producer_config(c.bootstrap, client_id=c.instance_id))
         # librdkafka clients are used from one thread each: the consumer from this pool's
