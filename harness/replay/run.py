@@ -245,8 +245,9 @@ def replay_system(
             "wall_s": round(ended_at - driver.t0, 1),
             "cpu_s": {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in cpu_after.items()},
             "restarts": {r.name: r.starts - 1 for r in supervisor.replicas.values()},
+            # None when unknown, or when a Redis restart (a plan's outage) reset the counter.
             "redis_ops": (redis_after - redis_before)
-            if redis_after is not None and redis_before is not None
+            if redis_after is not None and redis_before is not None and redis_after >= redis_before
             else None,
             "faults_fired_by_sims": sims.fired(),
             "send_errors": driver.send_errors[:50],
