@@ -136,7 +136,7 @@ def tools(
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         redis_guard = RedisGuard(connect_redis(settings.redis))
-        limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant))
+        limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
         async with httpx.AsyncClient() as http:
             yield ToolCalls(
                 reg, gateway_url, LedgerGuard(_ledger(settings), owner), http, limiter, owner
@@ -170,16 +170,20 @@ def _ledger(settings: Settings) -> CachedLedger:
 
 
 def _reclaim(settings: Settings, replica: str, incarnation: str) -> None:
-    """Take back what this replica held when it died: its leases lapse now, not in 30 s.
+    """Take back what this replica held when it died: its effects' leases lapse and its
+    concurrency slots are freed now, not in 30 s.
 
-    Only leases of this replica's own name are touched, and a replica is restarted only once
-    it is dead, so none of them has a live holder; the take-over that follows fences and
+    Only what this replica's own name holds is touched, and a replica is restarted only once
+    it is dead, so none of it has a live holder; the take-over that follows fences and
     reconciles exactly as after a lease that ran out. Best effort: without it they lapse.
     """
+    guard = RedisGuard(connect_redis(settings.redis))
+    freed = ConcurrencyLimiter(guard, Limits()).reclaim(replica, incarnation)
+    if freed:
+        log.info("%s: freed %d concurrency permits of its earlier incarnations", replica, freed)
     ledger = PostgresLedger(settings.dsn)
     try:
-        cached = CachedLedger(ledger, RedisGuard(connect_redis(settings.redis)))
-        lapsed = cached.reclaim(replica, incarnation)
+        lapsed = CachedLedger(ledger, guard).reclaim(replica, incarnation)
     except LedgerError as exc:
         log.warning("%s: earlier leases not reclaimed (%s); they lapse on their own", replica, exc)
         return

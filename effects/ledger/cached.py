@@ -99,9 +99,22 @@ class CachedLedger:
 
     def reclaim(self, replica: str, incarnation: str) -> list[str]:
         lapsed = self.inner.reclaim(replica, incarnation)
-        if lapsed:  # their hints would still answer Busy for the dead holder
-            hints = [self.lease_key(k) for k in lapsed]
-            self._guard.call(lambda r: r.delete(*hints), None)
+
+        # Their hints would still answer Busy for the dead holders, and so would a hint the
+        # dead one left behind when it died between the store and Redis (after a release or
+        # a complete): drop every hint of an earlier incarnation.
+        def drop(r: redis.Redis) -> None:
+            stale = [self.lease_key(k) for k in lapsed]
+            for hint_key in r.scan_iter(match=self.lease_key("*"), count=1000):
+                raw = r.get(hint_key)
+                owner = (_load(raw if isinstance(raw, str) else None) or {}).get("owner")
+                mine = isinstance(owner, str) and owner.startswith(f"{replica}/")
+                if mine and owner != incarnation:
+                    stale.append(hint_key)
+            if stale:
+                r.delete(*stale)
+
+        self._guard.call(drop, None)
         return lapsed
 
     def get(self, key: str) -> EffectRecord | None:
