@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 def _free_base() -> int:
-    for base in range(39092, 39900, 7):
+    # Below the kernel's ephemeral range (32768-60999): there, any process's outgoing
+    # connection can take the port between this check and the broker's bind.
+    for base in range(29092, 29900, 7):
         if not port_in_use(base) and not port_in_use(base + CONTROLLER_PORT_OFFSET):
             return base
     raise AssertionError("no free pair of ports for a second broker")

@@ -46,7 +46,12 @@ def test_a_pid_is_ours_only_while_its_command_line_has_the_marker(tmp_path: Path
         cwd=tmp_path,
     )
     try:
-        assert alive_pid(pid_file, str(tmp_path)) == proc.pid
+        # Until the child has exec'd, /proc shows the parent's command line: wait for it.
+        wait_until(
+            lambda: None if alive_pid(pid_file, str(tmp_path)) == proc.pid else "not exec'd",
+            timeout=10,
+            what="the child to exec",
+        )
         assert alive_pid(pid_file, "/somewhere/else") is None
         assert "starting at" in (tmp_path / "x.log").read_text()
     finally:
