@@ -114,6 +114,14 @@ class PrivateRedis:
                 self.popen.wait(10)
 
 
+@contextmanager
+def stopping(redis: PrivateRedis) -> Iterator[PrivateRedis]:
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
 class Journal:
     """Every event of ``runs.events`` read so far, by run, in journal order."""
 

@@ -33,6 +33,7 @@ from tests.integration.faultkit import (
     mixed_turns,
     now_ms,
     private_database,
+    stopping,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, *SDK_WARNINGS]
@@ -74,7 +75,8 @@ class Duplicator:
                 for msg in self.consumer.consume(500, 0.2):
                     if msg.error() is not None:
                         continue
-                    headers: list[tuple[str, Any]] = list(msg.headers() or [])
+                    raw: Any = msg.headers() or []
+                    headers: list[tuple[str, Any]] = list(raw)
                     if any(k == "copy" for k, _ in headers):
                         continue
                     self.producer.produce(
@@ -111,7 +113,14 @@ def test_every_effect_delivered_twice_acts_once(
     calls = sum(len(step["tool_calls"]) for s in runs.values() for step in s["steps"])
     with (
         private_database(pg_dsn) as dsn,
-        launch(bootstrap, dsn, topics, tmp_path, executors_env(RUNCOORD_POSTGRES_DSN=dsn)) as stack,
+        stopping(PrivateRedis(tmp_path / "redis.log").start()) as redis,
+        launch(
+            bootstrap,
+            dsn,
+            topics,
+            tmp_path,
+            executors_env(RUNCOORD_POSTGRES_DSN=dsn, RUNCOORD_REDIS_URL=redis.url),
+        ) as stack,
         Duplicator(bootstrap, topics).running() as dup,
     ):
         journal = Journal(bootstrap, topics)
@@ -139,51 +148,48 @@ def test_redis_killed_mid_run_then_back_no_duplicate_every_run_finishes(
     before, before_writes = mixed_turns(10, seed=21, tag=f"{tag}-a")
     during, during_writes = mixed_turns(5, seed=22, tag=f"{tag}-b")
     after, after_writes = mixed_turns(5, seed=23, tag=f"{tag}-c")
-    redis = PrivateRedis(tmp_path / "redis.log").start()
-    try:
-        with (
-            private_database(pg_dsn) as dsn,
-            launch(
-                bootstrap,
-                dsn,
-                topics,
-                tmp_path,
-                executors_env(RUNCOORD_POSTGRES_DSN=dsn, RUNCOORD_REDIS_URL=redis.url),
-            ) as stack,
-        ):
-            journal = Journal(bootstrap, topics)
-            try:
-                stack.start_turns(before)
+    with (
+        stopping(PrivateRedis(tmp_path / "redis.log").start()) as redis,
+        private_database(pg_dsn) as dsn,
+        launch(
+            bootstrap,
+            dsn,
+            topics,
+            tmp_path,
+            executors_env(RUNCOORD_POSTGRES_DSN=dsn, RUNCOORD_REDIS_URL=redis.url),
+        ) as stack,
+    ):
+        journal = Journal(bootstrap, topics)
+        try:
+            stack.start_turns(before)
 
-                def acting() -> str | None:
-                    return None if writes_of(stack, set(before)) else "no write yet"
+            def acting() -> str | None:
+                return None if writes_of(stack, set(before)) else "no write yet"
 
-                # Mid-run: the first write happened, and the executors are using Redis.
-                wait_until(acting, timeout=120, what="the first write of the batch")
-                assert redis.served(), "the executors were using this Redis"
-                redis.kill9()
-                killed_at = now_ms()
+            # Mid-run: the first write happened, and the executors are using Redis.
+            wait_until(acting, timeout=120, what="the first write of the batch")
+            assert redis.served(), "the executors were using this Redis"
+            redis.kill9()
+            killed_at = now_ms()
 
-                # Degraded path: the runs in flight finish, and new ones too, without Redis.
-                statuses = journal.until_finished(set(before), 180, meanwhile=lambda: alive(stack))
-                assert statuses == dict.fromkeys(before, "completed")
-                late = [r for r in before if journal.finished[r].at_ms > killed_at]
-                assert late, "Redis died while the batch was running"
-                assert "redis unavailable" in stack.procs["tools-exec"].tail(1_000_000)
-                stack.start_turns(during)
-                statuses = journal.until_finished(set(during), 180, meanwhile=lambda: alive(stack))
-                assert statuses == dict.fromkeys(during, "completed")
+            # Degraded path: the runs in flight finish, and new ones too, without Redis.
+            statuses = journal.until_finished(set(before), 180, meanwhile=lambda: alive(stack))
+            assert statuses == dict.fromkeys(before, "completed")
+            late = [r for r in before if journal.finished[r].at_ms > killed_at]
+            assert late, "Redis died while the batch was running"
+            assert "redis unavailable" in stack.procs["tools-exec"].tail(1_000_000)
+            stack.start_turns(during)
+            statuses = journal.until_finished(set(during), 180, meanwhile=lambda: alive(stack))
+            assert statuses == dict.fromkeys(during, "completed")
 
-                # Redis back (empty, as after a crash): the executors use it again.
-                redis.start()
-                stack.start_turns(after)
-                statuses = journal.until_finished(set(after), 180, meanwhile=lambda: alive(stack))
-                assert statuses == dict.fromkeys(after, "completed")
-                assert redis.served(), "the executors came back to Redis"
-            finally:
-                journal.close()
-            every = set(before) | set(during) | set(after)
-            assert_one_action_per_call(stack, every)
-            assert len(writes_of(stack, every)) == before_writes + during_writes + after_writes
-    finally:
-        redis.stop()
+            # Redis back (empty, as after a crash): the executors use it again.
+            redis.start()
+            stack.start_turns(after)
+            statuses = journal.until_finished(set(after), 180, meanwhile=lambda: alive(stack))
+            assert statuses == dict.fromkeys(after, "completed")
+            assert redis.served(), "the executors came back to Redis"
+        finally:
+            journal.close()
+        every = set(before) | set(during) | set(after)
+        assert_one_action_per_call(stack, every)
+        assert len(writes_of(stack, every)) == before_writes + during_writes + after_writes
