@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -271,9 +272,14 @@ def script(*steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
+# Run ids unique to this test session: the gateway's audit table is shared and never reset
+# (a reset would empty it under concurrent tests), so old rows must not match new runs.
+SESSION = uuid.uuid4().hex[:8]
+
+
 def turns(n: int, tag: str) -> dict[str, dict[str, Any]]:
     return {
-        f"{tag}-{i}": script(
+        f"{tag}-{SESSION}-{i}": script(
             [
                 ("create_ticket", {"subject": f"late order {i}"}),
                 ("lookup_customer", {"customer_id": f"C-{i}"}),

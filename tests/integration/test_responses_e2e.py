@@ -14,7 +14,7 @@ import pytest
 
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
-from tests.integration.e2e import SDK_WARNINGS, Stack, launch, script
+from tests.integration.e2e import SDK_WARNINGS, SESSION, Stack, launch, script
 
 pytestmark = [pytest.mark.integration, *SDK_WARNINGS]
 
@@ -33,7 +33,7 @@ def turns(n: int, seed: int, tag: str) -> dict[str, dict[str, Any]]:
         steps = [
             [rng.choice(TOOLS) for _ in range(rng.randint(1, 2))] for _ in range(rng.randint(1, 3))
         ]
-        out[f"{tag}-{i}"] = script(*steps[:3])
+        out[f"{tag}-{SESSION}-{i}"] = script(*steps[:3])
     return out
 
 
