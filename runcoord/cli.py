@@ -21,6 +21,7 @@ def _root() -> None:
     # A callback keeps `runcoord` a group when main() mounts a single command; without it
     # Typer runs that command as the program itself and reads its name as an argument.
 
+
 # (command group, module holding a `app: typer.Typer`, help). Only the module of the command
 # being run is imported (all of them for --help): importing every group (FastAPI, the openai
 # SDK, matplotlib…) cost seconds per start, and replicas restart after every kill -9.
