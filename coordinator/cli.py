@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from coordinator.loop import FAULT_POINTS, Coordinator, LoopConfig
-from runcoord import faults, logs, metrics
+from runcoord import faults, logs, metrics, tracing
 from runcoord.config import REPO_ROOT, load
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
@@ -66,6 +66,10 @@ def coordinator(
     """Consume runs.inbox and apply it exactly once, one Kafka transaction per batch."""
     logs.setup()
     settings = load()
+    try:
+        tracing.setup("runcoord-coordinator")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     try:
         faults.configure(fault_at)
     except ValueError as exc:

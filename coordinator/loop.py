@@ -14,19 +14,22 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from coordinator.domain import Phase, Policy, decide
+from coordinator.domain import Decision, Phase, Policy, RunState, decide
 from coordinator.domain import inputs as inp
 from coordinator.domain.evolve import JournalError
+from coordinator.domain.intents import KIND
 from coordinator.outbox import Outbox, Record
 from coordinator.partitions import PartitionRuns, Staged
 from coordinator.rebuild import StateReader
 from coordinator.wire import from_record
-from runcoord import metrics
+from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Fatal, KafkaRetriable, SerializationError
@@ -199,11 +202,21 @@ class Coordinator:
         self._call(producer.begin_transaction)
         staged = Staged(self.owned)
         outbox = Outbox(self.codec, c.topics)
+        # Read once per batch: with tracing off, no span and no header is made per input.
+        traced = tracing.ENABLED
         try:
             for msg in inputs:
-                self._handle(msg, staged, outbox, now)
+                if traced:
+                    with self._span(outbox, "coordinator apply", msg):
+                        self._handle(msg, staged, outbox, now)
+                else:
+                    self._handle(msg, staged, outbox, now)
             for p, run_id in ticks:
-                self._decide(p, inp.Tick(run_id), staged, outbox, now, None)
+                if traced:
+                    with self._span(outbox, "coordinator tick", None, run_id):
+                        self._decide(p, inp.Tick(run_id), staged, outbox, now, None)
+                else:
+                    self._decide(p, inp.Tick(run_id), staged, outbox, now, None)
             for p, state in staged:
                 outbox.snapshot(p, state)
             outbox.flush_into(lambda r: self._produce(producer, r))
@@ -230,6 +243,25 @@ class Coordinator:
         s.records_out += len(outbox.records)
         s.dead_letters += outbox.counts.get("dead_letters", 0)
         s.txn_ms.append((time.perf_counter() - started) * 1000)
+
+    @contextmanager
+    def _span(
+        self, outbox: Outbox, name: str, msg: Message | None, run_id: str | None = None
+    ) -> Iterator[None]:
+        """One input (or timer) in a span, the child of the trace context in the input's
+        headers (a new trace without one, and for timers); everything the input causes is
+        written with this span's context."""
+        attributes: dict[str, Any] = {"run_id": run_id}
+        if msg is not None:
+            attributes["messaging.destination.name"] = msg.topic()
+            attributes["messaging.kafka.partition"] = msg.partition()
+            attributes["messaging.kafka.offset"] = msg.offset()
+        with tracing.consume(name, msg, attributes):
+            outbox.trace = tracing.inject([])
+            try:
+                yield
+            finally:
+                outbox.trace = []
 
     def _observe(self, outbox: Outbox, inputs: list[Message], seconds: float) -> None:
         metrics.TXN_SECONDS.observe(seconds)
@@ -303,10 +335,11 @@ class Coordinator:
         msg: Message | None,
     ) -> None:
         try:
-            decision = decide(
-                staged.get(p, message.run_id), message, now_ms=now, policy=self.policy
-            )
+            current = staged.get(p, message.run_id)
+            decision = decide(current, message, now_ms=now, policy=self.policy)
             outbox.decision(p, decision)
+            if tracing.ENABLED:
+                _annotate(message, decision, current)
         except (JournalError, ValueError, SerializationError) as exc:
             # A bug, not bad input; the consumer must not stop on it either. The input is
             # kept in the dead letters with the reason, and the run stays as it was.
@@ -406,6 +439,22 @@ class Coordinator:
             fn()
         except KafkaException as exc:
             raise translate(exc) from exc
+
+
+def _annotate(message: inp.Input, decision: Decision, state: RunState | None) -> None:
+    """The input's span: named for the input, with its ids and what it caused (no payload)."""
+    name = type(message).__name__
+    state = decision.state or state
+    tracing.rename(f"coordinator apply {name}")
+    tracing.annotate(
+        input=name,
+        run_id=message.run_id,
+        thread_id=state.thread_id if state is not None else None,
+        tool_call_id=getattr(message, "tool_call_id", None),
+        effect_key=getattr(message, "effect_key", None),
+        events=len(decision.events),
+        intents=",".join(KIND[type(i)] for i in decision.intents) or None,
+    )
 
 
 def _next_offsets(messages: list[Message]) -> list[TopicPartition]:

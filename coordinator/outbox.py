@@ -56,6 +56,10 @@ class Outbox:
     dead_letter_kinds: Counter[str] = field(default_factory=Counter)
     deadline_outputs: int = 0
     max_record_bytes: int = MAX_RECORD_BYTES
+    # The trace context (runcoord.tracing) of the input being decided: added to every event,
+    # intent and dead letter it causes, so the consumers continue its trace. Empty when
+    # tracing is off, and snapshots never carry it (a snapshot is state, not a message).
+    trace: Headers = field(default_factory=list)
     # run_id -> (state, its encoded snapshot): checked with the decision that made the state,
     # reused when the batch writes the run's final snapshot.
     _snapshots: dict[str, tuple[RunState, bytes]] = field(default_factory=dict)
@@ -72,21 +76,20 @@ class Outbox:
         staged: list[Record] = []
         for event in decision.events:
             name, value = self.encode(event)
+            headers: Headers = [("type", name.encode())]
+            if self.trace:
+                headers += self.trace
             staged.append(
-                Record(
-                    self.topics.events,
-                    event.run_id.encode(),
-                    value,
-                    partition,
-                    [("type", name.encode())],
-                )
+                Record(self.topics.events, event.run_id.encode(), value, partition, headers)
             )
         for intent in decision.intents:
             name, value = self.encode(intent)
-            headers: Headers = [
+            headers = [
                 ("kind", KIND[type(intent)].encode()),
                 ("effect_key", intent.effect_key.encode()),
             ]
+            if self.trace:
+                headers += self.trace
             staged.append(
                 Record(self.topics.effects, intent.run_id.encode(), value, partition, headers)
             )
@@ -138,7 +141,10 @@ class Outbox:
     def _letter_record(self, letter: DeadLetter) -> Record:
         _, value = self.encode(letter)
         key = (letter.key or "").encode()
-        return Record(self.topics.dlq, key, value, None, [("reason", letter.reason[:200].encode())])
+        headers: Headers = [("reason", letter.reason[:200].encode())]
+        if self.trace:
+            headers += self.trace
+        return Record(self.topics.dlq, key, value, None, headers)
 
     def _check_size(self, record: Record) -> None:
         size = _size(record)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from coordinator.provider.assistants import AssistantsProvider
 from coordinator.provider.port import RunProvider
@@ -29,8 +29,9 @@ from effects.provider_executor import ProviderEffects
 from effects.runtime import Executor, ExecutorConfig, Handler
 from effects.tool_executor import KINDS as TOOL_KINDS
 from effects.tool_executor import ToolCalls
-from runcoord import faults, logs, metrics
+from runcoord import faults, logs, metrics, tracing
 from runcoord.config import REPO_ROOT, Settings, load
+from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
 from runcoord.registry import Registry, load_registry
 from submitter.executor import KINDS as SUBMISSION_KINDS
@@ -137,7 +138,7 @@ def tools(
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         redis_guard = RedisGuard(connect_redis(settings.redis))
         limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
             yield ToolCalls(
                 reg, gateway_url, LedgerGuard(_ledger(settings), owner), http, limiter, owner
             )
@@ -157,7 +158,15 @@ async def _providers(url: str, api_key: str) -> AsyncIterator[dict[str, RunProvi
     """Both protocols; each intent names the one its run uses."""
     tools = load_registry(REPO_ROOT / "tools.yaml").function_tools()
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(AsyncOpenAI(base_url=url, api_key=api_key))
+        # With tracing on, every provider request carries the intent span's context.
+        http = (
+            DefaultAsyncHttpxClient(event_hooks=tracing.httpx_event_hooks())
+            if tracing.ENABLED
+            else None
+        )
+        client = await stack.enter_async_context(
+            AsyncOpenAI(base_url=url, api_key=api_key, http_client=http)
+        )
         yield {
             "assistants": AssistantsProvider(client),
             "responses": ResponsesProvider(client, tools=tools),  # type: ignore[arg-type]
@@ -204,6 +213,10 @@ def _serve(
     metrics_port: int | None,
 ) -> None:
     logs.setup()
+    try:
+        tracing.setup(f"runcoord-executor-{name}")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     metrics.serve(metrics_port)
     faults.configure(fault_at)
     settings = load()

@@ -27,7 +27,7 @@ from coordinator.domain import inputs as inp
 from coordinator.domain import intents as it
 from coordinator.wire import from_record, to_record
 from effects.offsets import OffsetTracker
-from runcoord import metrics
+from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Fatal, Retriable, SerializationError
@@ -189,6 +189,25 @@ class Executor:
     async def _one(
         self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
     ) -> None:
+        if not tracing.ENABLED:
+            await self._run_one(msg, producer, p, o, gen, stop)
+            return
+        # The intent's span, the child of the coordinator's span that emitted it; the reports
+        # produced inside carry it, so the coordinator's next span continues the trace.
+        kind = _header(msg, "kind")
+        attributes = {
+            "kind": kind,
+            "effect_key": _header(msg, "effect_key"),
+            "messaging.destination.name": msg.topic(),
+            "messaging.kafka.partition": p,
+            "messaging.kafka.offset": o,
+        }
+        with tracing.consume(f"{self.config.name} {kind}", msg, attributes):
+            await self._run_one(msg, producer, p, o, gen, stop)
+
+    async def _run_one(
+        self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
+    ) -> None:
         self.stats.started += 1
         began = time.perf_counter()
         try:
@@ -202,9 +221,13 @@ class Executor:
             metrics.DEAD_LETTERS.labels(self.config.name, "decode").inc()
             self.tracker.finished(p, o, gen)
             return
+        if tracing.ENABLED:
+            tracing.annotate(**it.log_ids(intent), tool=getattr(intent, "tool", None))
         reports = await self._execute(intent, stop)
         if reports is None:  # stopping: leave it unfinished, it is redelivered
             return
+        if tracing.ENABLED:
+            tracing.annotate(outcome=",".join(_outcome(r) for r in reports))
         await self._deliver(producer, reports, stop)
         self.tracker.finished(p, o, gen)
         self.stats.finished += 1
@@ -260,6 +283,8 @@ class Executor:
                 topic, key = self.config.topics.inbox, report.run_id.encode()
             name, datum = to_record(report)
             value = self.codec.encode(name, datum)
+            # The current span's context (the intent's), when tracing is on.
+            headers = tracing.inject([]) if tracing.ENABLED else None
             backoff = 0.2
             while True:
                 done: asyncio.Future[None] = loop.create_future()
@@ -271,7 +296,7 @@ class Executor:
                     loop.call_soon_threadsafe(_settle, fut, outcome)
 
                 try:
-                    producer.produce(topic, value, key, on_delivery=delivered)
+                    producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
                 except BufferError:
                     await asyncio.sleep(0.05)
                     continue
