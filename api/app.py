@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import events, keys, runs, turns, webhooks
+from runcoord import tracing
 from runcoord.codec import AvroCodec
 from runcoord.kafka import TopicNames
 
@@ -99,6 +100,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         description="Turns in through a PostgreSQL outbox; runs and their events out.",
         lifespan=lifespan,
     )
+    # A span per request (the child of a caller's traceparent); a turn's outbox row keeps it.
+    tracing.instrument(app, exclude=("/healthz",))
 
     def db() -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         with psycopg.connect(config.dsn, autocommit=True, connect_timeout=10) as conn:
@@ -158,6 +161,9 @@ def create_app(config: ApiConfig) -> FastAPI:
             raise HTTPException(404, "no such thread") from exc
         except turns.KeyReused as exc:
             raise HTTPException(409, "Idempotency-Key was used for another turn") from exc
+        tracing.annotate(
+            run_id=accepted.run_id, thread_id=accepted.thread_id, replayed=accepted.replayed
+        )
         out = TurnOut(
             run_id=accepted.run_id, thread_id=accepted.thread_id, replayed=accepted.replayed
         )

@@ -41,10 +41,11 @@ def serve(
     import uvicorn
 
     from api.app import ApiConfig, create_app
-    from runcoord import logs
+    from runcoord import logs, tracing
     from runcoord.kafka import TopicNames
 
     logs.setup()
+    tracing.setup("runcoord-api")
     settings = load()
     config = ApiConfig(
         dsn=settings.dsn,
@@ -61,10 +62,11 @@ def serve(
 def relay(topic_prefix: PrefixOpt = "") -> None:
     """Publish the API's outbox to runs.inbox (idempotent producer; rows marked after delivery)."""
     from api.relay import Relay, RelayConfig
-    from runcoord import logs
+    from runcoord import logs, tracing
     from runcoord.kafka import TopicNames
 
     logs.setup()
+    tracing.setup("runcoord-relay")
     settings = load()
     topics = TopicNames.with_prefix(topic_prefix)
     relay_ = Relay(RelayConfig(settings.bootstrap, settings.dsn, [topics.inbox]))

@@ -18,14 +18,16 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
+from opentelemetry.trace import SpanKind
 
 from api.turns import CHANNEL
+from runcoord import tracing
 from runcoord.kafka import producer_config
 
 log = logging.getLogger(__name__)
 
 _TAKE = """
-SELECT id, topic, record_key, payload FROM api_outbox
+SELECT id, topic, record_key, payload, traceparent FROM api_outbox
 WHERE sent_at IS NULL AND topic = ANY(%s)
 ORDER BY id LIMIT %s
 FOR UPDATE SKIP LOCKED
@@ -78,8 +80,15 @@ class Relay:
 
                 return on_delivery
 
-            for row_id, topic, key, payload in rows:
-                self.producer.produce(topic, bytes(payload), bytes(key), on_delivery=report(row_id))
+            for row_id, topic, key, payload, parent in rows:
+                with _hop(bytes(key), row_id, parent) as headers:
+                    self.producer.produce(
+                        topic,
+                        bytes(payload),
+                        bytes(key),
+                        on_delivery=report(row_id),
+                        headers=headers,
+                    )
             self.producer.flush(c.delivery_timeout_s)
             if delivered:
                 conn.execute(
@@ -108,6 +117,19 @@ class Relay:
                 for _ in listen.notifies(timeout=c.idle_wait_s, stop_after=1):
                     pass
         self.producer.flush(c.delivery_timeout_s)
+
+
+@contextmanager
+def _hop(key: bytes, row_id: int, parent: str | None) -> Iterator[tracing.KafkaHeaders | None]:
+    """The record's headers: the context of a span for the hop through the outbox (the child
+    of the request's) when tracing is on here; else the request's context as it was stored."""
+    if not tracing.ENABLED:
+        yield [("traceparent", parent.encode())] if parent else None
+        return
+    attributes = {"run_id": key.decode(errors="replace"), "outbox_id": row_id}
+    origin = tracing.extract({"traceparent": parent} if parent else None)
+    with tracing.span("relay publish", attributes, parent=origin, kind=SpanKind.PRODUCER):
+        yield tracing.inject([])
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import psycopg
 
 from coordinator.domain.inputs import StartRun
 from coordinator.wire import to_record
+from runcoord import tracing
 from runcoord.codec import AvroCodec
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -67,11 +68,12 @@ def new_run_id() -> str:
 
 
 def enqueue(conn: Conn, topic: str, key: str, message: Any, codec: AvroCodec) -> None:
-    """Add an outbox row in the caller's transaction."""
+    """Add an outbox row in the caller's transaction, with the current trace context."""
     name, datum = to_record(message)
     conn.execute(
-        "INSERT INTO api_outbox (topic, record_key, record_name, payload) VALUES (%s, %s, %s, %s)",
-        (topic, key.encode(), name, codec.encode(name, datum)),
+        "INSERT INTO api_outbox (topic, record_key, record_name, payload, traceparent) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (topic, key.encode(), name, codec.encode(name, datum), tracing.traceparent()),
     )
     conn.execute(f"NOTIFY {CHANNEL}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
+from runcoord import tracing
 from sim.provider import admin, assistants, conversations, responses
 from sim.provider.clock import Clock, SystemClock
 from sim.provider.config import SimConfig
@@ -36,5 +37,6 @@ def create_app(config: SimConfig | None = None, clock: Clock | None = None) -> F
     app.include_router(admin.router)
     install_error_handlers(app)
     app.add_middleware(SimMiddleware)
+    tracing.instrument(app, exclude=("/_sim",))
     quiet_dropped_connections()
     return app

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from runcoord import tracing
 from runcoord.errors import ConfigError
 from sim.provider.app import create_app
 from sim.provider.config import SimConfig, load_config
@@ -48,6 +49,7 @@ def provider(
     log_level: Annotated[str, _Opt(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve the simulated provider (OpenAI Assistants and Responses shapes under /v1)."""
+    tracing.setup("runcoord-sim-provider")
     settings = load_config(config)
     timing = {
         key: value

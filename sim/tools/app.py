@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from runcoord import tracing
 from sim.tools import store
 from sim.tools.catalog import TOOLS, Tool
 from sim.tools.connection import DROP, DroppableConnections
@@ -50,6 +51,8 @@ def create_app(
         await pool.close()
 
     api = FastAPI(title="runcoord sandbox tool gateway", lifespan=lifespan)
+    # A span per tool call, the child of the caller's traceparent (the executor's intent span).
+    tracing.instrument(api, exclude=("/_sim/",))
 
     @api.get("/tools")
     async def catalog() -> dict[str, Any]:
@@ -85,6 +88,12 @@ def create_app(
         except ValidationError as exc:
             return _error(422, "invalid_arguments", "bad tool arguments", details=exc.errors())
         h = request.headers
+        tracing.annotate(
+            tool=name,
+            run_id=h.get("x-run-id"),
+            tool_call_id=h.get("x-tool-call-id"),
+            effect_key=h.get("idempotency-key"),
+        )
         token_raw = h.get("x-fencing-token")
         if token_raw is not None and not token_raw.strip().lstrip("-").isdigit():
             return _error(400, "invalid_header", "X-Fencing-Token must be an integer")

@@ -11,6 +11,7 @@ import uvicorn
 import yaml
 from pydantic import ValidationError
 
+from runcoord import tracing
 from runcoord.config import load
 from runcoord.errors import ConfigError
 from sim.tools.app import create_app
@@ -58,6 +59,7 @@ def tools(
     """Serve the sandbox tool gateway: tools with real (audited) side effects and fault knobs."""
     target = dsn or load().dsn
     try:
+        tracing.setup("runcoord-gateway")
         faults = load_faults(config)
         _check_schema(target)
     except ConfigError as exc:
