@@ -2,7 +2,8 @@
 
 `launch` starts the simulated provider (driven by the official SDK), the sandbox gateway (its
 audit log is the ground truth), a coordinator and one executor of each kind, each with its
-own log; `Stack` drives turns into runs.inbox and reads the journal back.
+own log, and on request the agent API with its outbox relay; `Stack` drives turns into
+runs.inbox and reads the journal back.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Stack:
     metrics_ports: dict[str, int] = field(default_factory=dict)
     calls: dict[tuple[str, str], str] = field(default_factory=dict)
     outputs: dict[tuple[str, str], str] = field(default_factory=dict)
+    api: str | None = None  # the agent API's base URL, when launched with api=True
 
     def start_turns(
         self, scripts: dict[str, dict[str, Any]], tenant: str = "t1", protocol: str = "assistants"
@@ -130,8 +132,13 @@ def launch(
     tmp_path: Path,
     env: dict[str, dict[str, str]] | None = None,
     coordinator_args: list[str] | None = None,
+    api: bool = False,
 ) -> Iterator[Stack]:
-    """Everything up; ``env`` adds environment variables per process name (fault points)."""
+    """Everything up; ``env`` adds environment variables per process name (fault points).
+
+    ``api=True`` adds the agent API ("api") and its outbox relay ("relay"), for turns posted
+    over HTTP instead of written to runs.inbox.
+    """
     env = env or {}
     migrate(pg_dsn)
     prefix = topics.inbox.removesuffix("runs.inbox")
@@ -230,11 +237,25 @@ def launch(
             tmp_path / "sub.log",
         ),
     ]
+    api_url = None
+    if api:
+        api_port = free_port()
+        api_url = f"http://127.0.0.1:{api_port}"
+        procs += [
+            Proc(
+                "api",
+                ["api", "serve", "--host", "127.0.0.1", "--port", str(api_port), *common],
+                tmp_path / "api.log",
+            ),
+            Proc("relay", ["api", "relay", *common], tmp_path / "relay.log"),
+        ]
     for p in procs:
         p.env.update(env.get(p.name, {}))
     with running(*procs):
         procs[0].wait_http(provider_url.removesuffix("/v1") + "/_sim/health")
         procs[1].wait_http(gateway_url + "/_sim/health")
+        if api_url is not None:
+            procs[-2].wait_http(api_url + "/healthz")
         # No /_sim/reset: it empties the shared audit table; every check filters by run_id.
         sdk = OpenAI(base_url=provider_url, api_key="sk-test")
         tools = [
@@ -257,6 +278,7 @@ def launch(
             AvroCodec(),
             bootstrap,
             metrics_ports,
+            api=api_url,
         )
         sdk.close()
 
