@@ -37,8 +37,18 @@ class Backoff:
         return max(round(delay), hint_ms or 0)
 
 
+# Statuses the coordinator has nothing to do about: the model is working. A move between them
+# ends no watch, since reporting it would cost a round trip through the coordinator and a new
+# watch for no decision (a watch that times out still reports the status it last saw).
+_WORKING = frozenset({"queued", "in_progress"})
+
+
+def _phase(status: str) -> str:
+    return "working" if status in _WORKING else status
+
+
 def changed(run: ProviderRun, since_status: str, since_step: str | None) -> bool:
-    return (run.status, run.step_id) != (since_status, since_step)
+    return (_phase(run.status), run.step_id) != (_phase(since_status), since_step)
 
 
 async def watch(

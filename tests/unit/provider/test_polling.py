@@ -36,7 +36,12 @@ def test_backoff_schedule(
     ("seen", "since", "expected"),
     [
         (run("queued"), ("queued", None), False),
-        (run("in_progress"), ("queued", None), True),
+        # The model is working either way: nothing for the coordinator to decide.
+        (run("in_progress"), ("queued", None), False),
+        (run("queued"), ("in_progress", None), False),
+        (run("completed"), ("in_progress", None), True),
+        # Our submission was taken: the step is over.
+        (run("queued"), ("requires_action", "s1"), True),
         (run("requires_action", "s1"), ("requires_action", "s1"), False),
         # A new step with the same status is a change: the next step needs outputs too.
         (run("requires_action", "s2"), ("requires_action", "s1"), True),
@@ -80,7 +85,7 @@ POLICY = BackoffPolicy(100, 2.0, 400)
 
 async def test_returns_at_once_when_already_changed() -> None:
     time = FakeTime()
-    retrieve = Script(run("in_progress"))
+    retrieve = Script(run("requires_action", "s1"))
     result = await watch(
         retrieve,
         since_status="queued",
@@ -90,7 +95,7 @@ async def test_returns_at_once_when_already_changed() -> None:
         clock=time.clock,
         sleep=time.sleep,
     )
-    assert result == (run("in_progress"), True)
+    assert result == (run("requires_action", "s1"), True)
     assert (retrieve.calls, time.slept) == (1, [])
 
 
@@ -129,7 +134,7 @@ async def test_times_out_with_the_last_run_seen() -> None:
 
 async def test_polls_through_a_retriable_error() -> None:
     time = FakeTime()
-    retrieve = Script(run("queued"), ProviderUnavailable("503"), run("in_progress"))
+    retrieve = Script(run("queued"), ProviderUnavailable("503"), run("completed"))
     seen, moved = await watch(
         retrieve,
         since_status="queued",
@@ -139,7 +144,23 @@ async def test_polls_through_a_retriable_error() -> None:
         clock=time.clock,
         sleep=time.sleep,
     )
-    assert (seen.status, moved) == ("in_progress", True)
+    assert (seen.status, moved) == ("completed", True)
+
+
+async def test_the_model_starting_to_work_is_no_change() -> None:
+    """queued -> in_progress ends no watch; the watch times out reporting in_progress."""
+    time = FakeTime()
+    retrieve = Script(run("queued"), run("in_progress"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="queued",
+        since_step=None,
+        timeout_ms=1000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert (seen.status, moved) == ("in_progress", False)
 
 
 async def test_an_error_on_every_poll_is_raised_at_the_deadline() -> None:
@@ -170,3 +191,4 @@ async def test_a_fatal_error_is_raised_at_once() -> None:
             sleep=time.sleep,
         )
     assert time.slept == []
+
