@@ -66,12 +66,15 @@ class AssistantsProvider:
         metadata: Mapping[str, str] | None = None,
         after_unknown_outcome: bool = False,
     ) -> tuple[ProviderRun, bool]:
-        # Look first on every attempt, not only after a known unknown outcome: an executor
-        # that died mid-call left no trace of its attempt, and a listing costs far less than
-        # a second run. (So after_unknown_outcome changes nothing here.)
-        found, _ = await self._find(thread_id, run_id)
-        if found is not None:
-            return await self._observed(found, None), True
+        # Look first whenever an earlier attempt may have sent: the ledger marks an effect
+        # sent before the request goes out (and never clears it), so an executor that died
+        # mid-call leaves after_unknown_outcome set for the next one. A first attempt needs
+        # no listing; if a paused attempt wakes up and creates after all, the thread is busy
+        # and the BadRequest path below finds the run.
+        if after_unknown_outcome:
+            found, _ = await self._find(thread_id, run_id)
+            if found is not None:
+                return await self._observed(found, None), True
         attempt = Attempt("create_run", thread_id, write=True, effect_key=effect_key)
         try:
             run = await self._write.beta.threads.runs.create(

@@ -70,7 +70,8 @@ async def test_the_turns_metadata_goes_on_the_run_under_ours(world: World) -> No
 
 async def test_creating_twice_makes_one_provider_run(world: World) -> None:
     first, reconciled_first = await world.create()
-    second, reconciled_second = await world.create()  # even without after_unknown_outcome
+    # Even without after_unknown_outcome: the thread is busy with ours, and it is found.
+    second, reconciled_second = await world.create()
     assert (reconciled_first, reconciled_second) == (False, True)
     assert second.provider_run_id == first.provider_run_id
     assert world.sim.records()["counts"]["creates_by_run_id"] == {"r-1": 1}
@@ -94,7 +95,8 @@ async def test_reconcile_pages_through_older_runs(world: World, client: AsyncOpe
         run = await paged.waiting(run_id)
         outcome = await paged.submit(run)
         await paged.until(await paged.after(run, outcome), "completed")
-    found, reconciled = await paged.create("r-old")  # the oldest of four: on the second page
+    # The oldest of four, on the second page (after an unknown outcome, so it looks first).
+    found, reconciled = await paged.create("r-old", after_unknown_outcome=True)
     assert reconciled and found.status == "completed"
     assert world.sim.records()["counts"]["creates_by_run_id"]["r-old"] == 1
 
