@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_port: int = 56379
     topics_file: Path = REPO_ROOT / "topics.yaml"
+    # Where --metrics-port listens: loopback by default; 0.0.0.0 in a container (compose.yaml).
+    metrics_host: str = "127.0.0.1"
+    # Traces (runcoord/tracing.py): none | otlp | console | file:PATH.
+    otel_exporter: str = "none"
 
     @property
     def bootstrap(self) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from runcoord.config import load
+
 _LATENCY = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 TXN_SECONDS = Histogram(
@@ -37,7 +39,8 @@ EFFECT_SECONDS = Histogram(
 EFFECT_RETRIES = Counter("runcoord_effect_retries_total", "Executors: retriable failures", ["kind"])
 
 
-def serve(port: int | None) -> None:
-    """Expose /metrics on 127.0.0.1:port (None or 0: not at all)."""
+def serve(port: int | None, host: str | None = None) -> None:
+    """Expose /metrics on host:port (None or 0: not at all); host defaults to
+    RUNCOORD_METRICS_HOST, itself loopback unless set."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host or load().metrics_host)

@@ -33,6 +33,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from runcoord.config import load
 from runcoord.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def setup(service_name: str, spec: str | None = None) -> bool:
     Returns whether tracing is on. Calling it again replaces the earlier set-up (tests).
     """
     global ENABLED, _tracer, _provider
-    spec = (os.environ.get(ENV, "none") if spec is None else spec).strip()
+    spec = (load().otel_exporter if spec is None else spec).strip()
     shutdown()
     if spec in ("", "none"):
         return False

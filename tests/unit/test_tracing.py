@@ -99,6 +99,19 @@ def test_off_by_default_adds_no_header_and_no_span(tmp_path: Path) -> None:
     assert headers == []  # the no-op span has no valid context to carry
 
 
+def test_the_environment_chooses_the_exporter_and_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNCOORD_OTEL_EXPORTER", f"file:{tmp_path}/spans-{{service}}.jsonl")
+    assert tracing.setup("runcoord-gateway") is True
+    with tracing.span("call"):
+        pass
+    (call,) = read(tmp_path / "spans-runcoord-gateway.jsonl")
+    assert call["service"] == "runcoord-gateway"
+    monkeypatch.delenv("RUNCOORD_OTEL_EXPORTER")
+    assert tracing.setup("runcoord-gateway") is False  # the default is none
+
+
 def test_an_unknown_exporter_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="expected none, otlp, console or file:PATH"):
         tracing.setup("unit", "jaeger")
