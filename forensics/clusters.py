@@ -17,12 +17,16 @@ evaluation harness, which knows what each turn's script asked for):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 # Gravest first: a cluster's cause is the gravest of its repeats' causes.
 CAUSES = ("system_duplicate", "client_resubmission", "legitimate_repeat", "unknown")
 WINDOW_MS = 90_000
+
+T = TypeVar("T")
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,31 +62,51 @@ class Cluster:
 
     @property
     def cause(self) -> str:
-        for cause in CAUSES:
-            if cause in self.causes:
-                return cause
-        return "legitimate_repeat"
+        return gravest(self.causes)
+
+
+def within_window(
+    items: Iterable[T], key: Callable[[T], K], at: Callable[[T], float], window: float
+) -> list[tuple[K, list[T]]]:
+    """Items with the same key, each within ``window`` of the one before, in groups of two
+    or more, earliest group first (a stable sort: ties keep the items' order). The one
+    clustering rule, shared with the harness report."""
+    groups: dict[K, list[T]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    found: list[tuple[K, list[T]]] = []
+    for k, members in groups.items():
+        members.sort(key=at)
+        current = [members[0]]
+        for item in members[1:]:
+            if at(item) - at(current[-1]) <= window:
+                current.append(item)
+                continue
+            if len(current) > 1:
+                found.append((k, current))
+            current = [item]
+        if len(current) > 1:
+            found.append((k, current))
+    found.sort(key=lambda group: at(group[1][0]))
+    return found
+
+
+def gravest(causes: Iterable[str]) -> str:
+    """A cluster's cause: the gravest of its repeats' causes."""
+    present = set(causes)
+    return next((cause for cause in CAUSES if cause in present), "legitimate_repeat")
 
 
 def find_clusters(actions: Sequence[Action], window_ms: int = WINDOW_MS) -> list[Cluster]:
-    groups: dict[tuple[str, str, str], list[Action]] = defaultdict(list)
-    for a in actions:
-        groups[(a.tool, a.tenant, a.payload_hash)].append(a)
-    clusters: list[Cluster] = []
-    for (tool, tenant, phash), members in groups.items():
-        members.sort(key=lambda a: (a.acted_at_ms, a.audit_id))
-        current = [members[0]]
-        for a in members[1:]:
-            if a.acted_at_ms - current[-1].acted_at_ms <= window_ms:
-                current.append(a)
-                continue
-            if len(current) > 1:
-                clusters.append(Cluster(tool, tenant, phash, current))
-            current = [a]
-        if len(current) > 1:
-            clusters.append(Cluster(tool, tenant, phash, current))
-    clusters.sort(key=lambda c: c.actions[0].acted_at_ms)
-    return clusters
+    return [
+        Cluster(tool, tenant, phash, members)
+        for (tool, tenant, phash), members in within_window(
+            sorted(actions, key=lambda a: a.audit_id),  # ties in time: audit order
+            key=lambda a: (a.tool, a.tenant, a.payload_hash),
+            at=lambda a: a.acted_at_ms,
+            window=window_ms,
+        )
+    ]
 
 
 def _resubmits(run: RunLink, earlier: RunLink, runs: Mapping[str, RunLink]) -> bool:

@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensics.clusters import CAUSES, gravest, within_window
 from harness.report.data import AuditRow, RunRecord
 from harness.workload.trace import TraceTurn
-
-CAUSES = ("system_duplicate", "client_resubmission", "legitimate_repeat", "unknown")
 
 
 def payload_hash(body: Any) -> str:
@@ -61,11 +60,7 @@ class Cluster:
 
     @property
     def cause(self) -> str:
-        """The cluster's cause: the gravest of its rows' causes."""
-        for cause in CAUSES:
-            if cause in self.causes:
-                return cause
-        return "legitimate_repeat"
+        return gravest(self.causes)
 
 
 @dataclass
@@ -91,24 +86,15 @@ class WriteFigures:
 
 
 def find_clusters(rows: Sequence[AuditRow], window_s: float) -> list[Cluster]:
-    groups: dict[tuple[str, str, str], list[AuditRow]] = defaultdict(list)
-    for row in rows:
-        groups[(row.tool, row.tenant, row.payload_hash)].append(row)
-    clusters: list[Cluster] = []
-    for (tool, tenant, phash), members in groups.items():
-        members.sort(key=lambda r: r.acted_at)
-        current = [members[0]]
-        for row in members[1:]:
-            if row.acted_at - current[-1].acted_at <= window_s:
-                current.append(row)
-                continue
-            if len(current) > 1:
-                clusters.append(Cluster(tool, tenant, phash, current))
-            current = [row]
-        if len(current) > 1:
-            clusters.append(Cluster(tool, tenant, phash, current))
-    clusters.sort(key=lambda c: c.rows[0].acted_at)
-    return clusters
+    return [
+        Cluster(tool, tenant, phash, members)
+        for (tool, tenant, phash), members in within_window(
+            rows,
+            key=lambda r: (r.tool, r.tenant, r.payload_hash),
+            at=lambda r: r.acted_at,
+            window=window_s,
+        )
+    ]
 
 
 def attribute(
