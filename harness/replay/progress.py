@@ -1,15 +1,26 @@
-"""Progress bars while a replay runs: turns accepted, in flight, terminal; faults fired."""
+"""Progress bars while a replay runs: turns accepted, in flight, terminal; faults fired.
+
+Where the output is not a terminal (a log file, CI), bars would show nothing until the end,
+so a plain line is printed every ``LINE_EVERY_S`` instead.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 from types import TracebackType
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
+LINE_EVERY_S = 30.0
+
 
 class Progress:
     def __init__(self, system: str, turns: int, faults: int) -> None:
+        self._system, self._turns, self._total_faults = system, turns, faults
+        self._started = time.monotonic()
+        self._next_line = self._started + LINE_EVERY_S
         self._bars = RichProgress(
             TextColumn("[bold]{task.description:<28}"),
             BarColumn(),
@@ -40,3 +51,13 @@ class Progress:
         self._bars.update(self._flight, completed=counts["in_flight"])
         self._bars.update(self._done, completed=counts["finished"])
         self._bars.update(self._faults, completed=faults)
+        now = time.monotonic()
+        if not self._bars.console.is_terminal and now >= self._next_line:
+            self._next_line = now + LINE_EVERY_S
+            print(
+                f"[{self._system}] {now - self._started:6.0f} s: {counts['sent']}/{self._turns}"
+                f" sent, {counts['in_flight']} in flight, {counts['finished']} terminal,"
+                f" faults {faults}/{self._total_faults}",
+                file=sys.stderr,
+                flush=True,
+            )
