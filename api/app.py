@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import events, keys, runs, turns, webhooks
-from runcoord import tracing
+from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
 from runcoord.kafka import TopicNames
 
@@ -102,6 +102,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
     # A span per request (the child of a caller's traceparent); a turn's outbox row keeps it.
     tracing.instrument(app, exclude=("/healthz",))
+    app.add_middleware(metrics.HttpMetrics)
 
     def db() -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         with psycopg.connect(config.dsn, autocommit=True, connect_timeout=10) as conn:

@@ -17,6 +17,10 @@ app.add_typer(keys_app, name="keys")
 log = logging.getLogger("runcoord.api")
 
 PrefixOpt = Annotated[str, typer.Option(help="Prefix of every topic name (tests, tenants).")]
+MetricsOpt = Annotated[
+    int | None,
+    typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+]
 
 
 @app.command("serve")
@@ -36,16 +40,18 @@ def serve(
     provider: Annotated[str, typer.Option(help="assistants | responses (default for turns).")] = (
         "assistants"
     ),
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Serve the agent API (FastAPI on uvicorn)."""
     import uvicorn
 
     from api.app import ApiConfig, create_app
-    from runcoord import logs, tracing
+    from runcoord import logs, metrics, tracing
     from runcoord.kafka import TopicNames
 
     logs.setup()
     tracing.setup("runcoord-api")
+    metrics.serve(metrics_port)
     settings = load()
     config = ApiConfig(
         dsn=settings.dsn,
@@ -59,14 +65,15 @@ def serve(
 
 
 @app.command("relay")
-def relay(topic_prefix: PrefixOpt = "") -> None:
+def relay(topic_prefix: PrefixOpt = "", metrics_port: MetricsOpt = None) -> None:
     """Publish the API's outbox to runs.inbox (idempotent producer; rows marked after delivery)."""
     from api.relay import Relay, RelayConfig
-    from runcoord import logs, tracing
+    from runcoord import logs, metrics, tracing
     from runcoord.kafka import TopicNames
 
     logs.setup()
     tracing.setup("runcoord-relay")
+    metrics.serve(metrics_port)
     settings = load()
     topics = TopicNames.with_prefix(topic_prefix)
     relay_ = Relay(RelayConfig(settings.bootstrap, settings.dsn, [topics.inbox]))

@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from opentelemetry.trace import SpanKind
 
 from api.turns import CHANNEL
-from runcoord import tracing
+from runcoord import metrics, tracing
 from runcoord.kafka import producer_config
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class Relay:
                     else:
                         self.stats.failed += 1
                         self.stats.errors.append(f"{row_id}: {err.str()}")
+                        metrics.RELAYED.labels("failed").inc()
 
                 return on_delivery
 
@@ -96,6 +97,7 @@ class Relay:
                 )
         self.stats.sent += len(delivered)
         self.stats.rounds += 1
+        metrics.RELAYED.labels("sent").inc(len(delivered))
         return len(delivered)
 
     def run(self, stop: threading.Event) -> None:

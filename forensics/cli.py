@@ -29,13 +29,18 @@ def project(
     ] = "runcoord-forensics-projector",
     batch_max: Annotated[int, typer.Option(help="Records per PostgreSQL transaction.")] = 5000,
     stats_every_s: Annotated[float, typer.Option(help="Log figures this often.")] = 10.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+    ] = None,
 ) -> None:
     """Consume runs.events, effects and runs.dlq into the run projection (PostgreSQL)."""
     from forensics.projector import Projector, ProjectorConfig
-    from runcoord import logs
+    from runcoord import logs, metrics
     from runcoord.kafka import TopicNames
 
     logs.setup()
+    metrics.serve(metrics_port)
     settings = load()
     config = ProjectorConfig(
         bootstrap=settings.bootstrap,

@@ -24,6 +24,7 @@ from coordinator.domain import events as ev
 from coordinator.wire import from_record
 from forensics import store
 from forensics.projection import EventRow, RunRow, StepRow, event_row, fold, step_row
+from runcoord import metrics
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import Retriable, SerializationError
@@ -149,6 +150,7 @@ class Projector:
                     batch.letters.append(self._letter(msg, partition, offset))
             except SerializationError as exc:
                 self.stats.skipped += 1
+                metrics.PROJECTED.labels("skipped").inc()
                 log.error("projector: skipping %s[%d]@%d: %s", topic, partition, offset, exc)
         return batch
 
@@ -215,6 +217,9 @@ class Projector:
         self.stats.events += len(batch.events)
         self.stats.intents += len(batch.intents)
         self.stats.dead_letters += len(batch.letters)
+        metrics.PROJECTED.labels("event").inc(len(batch.events))
+        metrics.PROJECTED.labels("intent").inc(len(batch.intents))
+        metrics.PROJECTED.labels("dead_letter").inc(len(batch.letters))
 
 
 def _header(msg: Message, name: str) -> str | None:

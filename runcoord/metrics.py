@@ -5,6 +5,9 @@ Names are stable (dashboards and alerts use them): runcoord_<what>_<unit>.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from runcoord.config import load
@@ -37,6 +40,52 @@ EFFECT_SECONDS = Histogram(
     buckets=_LATENCY,
 )
 EFFECT_RETRIES = Counter("runcoord_effect_retries_total", "Executors: retriable failures", ["kind"])
+API_REQUESTS = Counter(
+    "runcoord_api_requests_total",
+    "Agent API: requests by route template, method and status",
+    ["route", "method", "status"],
+)
+API_SECONDS = Histogram(
+    "runcoord_api_request_seconds",
+    "Agent API: one request, until its response starts",
+    ["route"],
+    buckets=_LATENCY,
+)
+RELAYED = Counter(
+    "runcoord_relay_records_total", "Outbox relay: rows published, by outcome", ["outcome"]
+)
+PROJECTED = Counter(
+    "runcoord_projected_records_total", "Forensics projector: records projected, by kind", ["kind"]
+)
+
+
+class HttpMetrics:
+    """ASGI middleware counting each request by route template (never by raw path, which
+    holds ids) and timing it until its response starts."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless a response starts
+
+        async def observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                route = getattr(scope.get("route"), "path", "unmatched")
+                API_SECONDS.labels(route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            API_REQUESTS.labels(route, scope["method"], str(status)).inc()
 
 
 def serve(port: int | None, host: str | None = None) -> None:
