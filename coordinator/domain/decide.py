@@ -281,34 +281,27 @@ class _Decider:
         r = self.run
         if obs.effect_key != r.create_key:
             self.ignore("RunCreated", obs.effect_key, "not this run's create effect")
-        elif r.provider_run_id is not None:
+            return
+        if r.provider_run_id is not None:
             self.ignore("RunCreated", obs.effect_key, "duplicate: provider run already known")
-        elif r.terminal:
-            # We gave up before the provider answered; don't leave its run to idle until it
-            # expires. Recording it makes a second delivery a plain duplicate.
-            self.emit(
-                ev.ProviderRunCreated,
-                r.run_id,
-                provider_run_id=obs.provider_run_id,
-                status=obs.status,
-                expires_at_ms=obs.expires_at_ms,
-                reconciled=obs.reconciled,
-            )
+            return
+        # Recorded even when we gave up before the provider answered: a second delivery is
+        # then a plain duplicate.
+        gave_up = r.terminal
+        self.emit(
+            ev.ProviderRunCreated,
+            r.run_id,
+            provider_run_id=obs.provider_run_id,
+            status=obs.status,
+            expires_at_ms=obs.expires_at_ms,
+            reconciled=obs.reconciled,
+        )
+        if gave_up:
+            # Don't leave the provider's run to idle until it expires.
             self.cancel_intent(obs.provider_run_id, "orphan: the run had already finished")
+        elif obs.status in TERMINAL_STATUSES:
+            self.emit(ev.RunFinished, r.run_id, status=obs.status, reason="terminal when created")
         else:
-            self.emit(
-                ev.ProviderRunCreated,
-                r.run_id,
-                provider_run_id=obs.provider_run_id,
-                status=obs.status,
-                expires_at_ms=obs.expires_at_ms,
-                reconciled=obs.reconciled,
-            )
-            if obs.status in TERMINAL_STATUSES:
-                self.emit(
-                    ev.RunFinished, r.run_id, status=obs.status, reason="terminal when created"
-                )
-                return
             if self.run.cancel_reason is not None:
                 self.cancel_intent(obs.provider_run_id, self.run.cancel_reason)
             self.watch()
