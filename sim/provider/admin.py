@@ -21,7 +21,7 @@ async def health() -> JSONResponse:
 @router.get("/records")
 async def records(request: Request) -> JSONResponse:
     sim = sim_of(request)
-    return JSONResponse(sim.records.to_json(sim.status_of))
+    return JSONResponse(sim.records.to_json(sim.now_of))
 
 
 @router.post("/reset")

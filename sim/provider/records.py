@@ -56,7 +56,8 @@ class Records:
         self.submissions.append(record)
         return record
 
-    def to_json(self, status_of: Callable[[CreateRecord], str | None]) -> dict[str, Any]:
+    def to_json(self, now_of: Callable[[CreateRecord], dict[str, Any]]) -> dict[str, Any]:
+        """``now_of`` gives what a created run or response is now (its status, ...)."""
         creates_by_run_id: Counter[str] = Counter()
         for create in self.creates:
             if create.our_run_id is not None and not create.follow_up:
@@ -71,7 +72,7 @@ class Records:
                 accepted_by_step[sub.step_id] += 1
         return {
             "run_id_key": self.run_id_key,
-            "runs": [{**asdict(c), "status": status_of(c)} for c in self.creates],
+            "runs": [{**asdict(c), **now_of(c)} for c in self.creates],
             "submissions": [asdict(s) for s in self.submissions],
             "counts": {
                 "creates_by_run_id": dict(creates_by_run_id),

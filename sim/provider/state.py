@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from starlette.requests import HTTPConnection
 
@@ -44,21 +44,28 @@ class SimState:
             lambda: self.faults.slow_factor,
         )
 
-    def status_of(self, record: CreateRecord) -> str | None:
-        """The current status of what a create record made (its thread may be deleted)."""
+    def now_of(self, record: CreateRecord) -> dict[str, Any]:
+        """What a create record made is now: its ``status`` (its thread may be deleted); for
+        a response also ``completed_at`` (when it completed, to the millisecond of the
+        simulator's clock, unlike the API's whole seconds) and ``call_ids`` (its function
+        calls: a response completed with some is a step entering requires_action then)."""
         if record.api == "assistants":
             run = self.assistants.runs.get(record.id)
             if run is None:
-                return None
+                return {"status": None}
             # A deleted thread's runs still move; their replies go nowhere.
             thread = self.assistants.threads.get(run.thread_id) or Thread(run.thread_id, 0.0, {})
             self.assistants.engine.advance(thread, run, self.clock.now())
-            return run.status
+            return {"status": run.status}
         response = self.responses.responses.get(record.id)
         if response is None:
-            return None
+            return {"status": None, "completed_at": None, "call_ids": []}
         self.responses.advance(response)
-        return response.status
+        return {
+            "status": response.status,
+            "completed_at": response.completed_at,
+            "call_ids": [call["call_id"] for call in response.calls],
+        }
 
 
 def sim_of(connection: HTTPConnection) -> SimState:
