@@ -43,6 +43,9 @@ def provider(
         float | None, _Opt(help="Fault, all endpoints: latency spike probability (0..1).")
     ] = None,
     spike_ms: Annotated[float | None, _Opt(help="Extra latency of a spike (ms).")] = None,
+    stream_drop_rate: Annotated[
+        float | None, _Opt(help="Fault: drop an event stream before an event (0..1).")
+    ] = None,
     slow_factor: Annotated[
         float | None, _Opt(help="Multiply every simulated model latency.")
     ] = None,
@@ -72,6 +75,7 @@ def provider(
             "lost_mode": lost_mode,
             "spike_rate": spike_rate,
             "spike_ms": spike_ms,
+            "stream_drop_rate": stream_drop_rate,
         },
         slow_factor,
     )

@@ -1,4 +1,5 @@
-"""Fault knobs: latency spikes, 5xx before the change, lost responses after it, slow models.
+"""Fault knobs: latency spikes, 5xx before the change, lost responses after it, event
+streams dropped mid-way, slow models.
 
 Everything is off unless a config file, a flag or ``POST /_sim/faults`` turns it on. Each
 endpoint handler passes through ``gate`` before it changes anything, naming its endpoint
@@ -40,6 +41,7 @@ class EndpointFaults:
     lost_mode: LostMode = "500"  # "500": answer 500; "drop": close the connection mid-response
     spike_rate: float = 0.0  # hold the request this long before handling it
     spike_ms: float = 0.0
+    stream_drop_rate: float = 0.0  # close an event stream's connection before an event
     max_faults: int | None = None  # the rule goes quiet after this many faults (None: never)
 
 
@@ -89,7 +91,7 @@ def _parse_rule(name: str, rule: object) -> EndpointFaults:
     if unknown:
         raise ValueError(f"faults.endpoints.{name}: unknown keys {sorted(unknown)}")
     parsed = EndpointFaults(**rule)
-    for rate in ("error_rate", "lost_rate", "spike_rate"):
+    for rate in ("error_rate", "lost_rate", "spike_rate", "stream_drop_rate"):
         value = getattr(parsed, rate)
         if not isinstance(value, int | float) or not 0 <= value <= 1:
             raise ValueError(f"faults.endpoints.{name}.{rate}: must be between 0 and 1")
@@ -113,12 +115,16 @@ class Faults:
     def __init__(self, config: FaultConfig, clock: Clock, seed: int | None = None) -> None:
         self._clock = clock
         self._rng = random.Random(seed)
+        # Stream drops draw from their own generator: whether streams are read (and how many
+        # events they carry) never shifts the other knobs' sequence.
+        self._stream_rng = random.Random(None if seed is None else f"stream-{seed}")
         self.fired: Counter[str] = Counter()
         self.set(config)
 
     def set(self, config: FaultConfig, seed: int | None = None) -> None:
         if seed is not None:
             self._rng = random.Random(seed)
+            self._stream_rng = random.Random(f"stream-{seed}")
         self._config = config
         self._set_at = self._clock.now()
         self._per_rule: Counter[str] = Counter()
@@ -156,6 +162,19 @@ class Faults:
                 self.fired[f"{endpoint_class}.{name}"] += 1
                 self._per_rule[endpoint_class] += 1
         return decision
+
+    def drop_stream(self, endpoint_class: EndpointClass) -> bool:
+        """Whether to close an event stream's connection now, before its next event."""
+        rule = self.config.rule(endpoint_class)
+        if rule is None or rule.stream_drop_rate <= 0:
+            return False
+        if rule.max_faults is not None and self._per_rule[endpoint_class] >= rule.max_faults:
+            return False
+        if self._stream_rng.random() >= rule.stream_drop_rate:
+            return False
+        self.fired[f"{endpoint_class}.stream_drop"] += 1
+        self._per_rule[endpoint_class] += 1
+        return True
 
     def to_json(self) -> dict[str, Any]:
         return {**self.config.to_json(), "fired": dict(self.fired)}

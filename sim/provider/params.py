@@ -207,3 +207,33 @@ def check_function_name(name: object, param: str) -> str:
             code="invalid_value",
         )
     return name
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A boolean query parameter (``true``/``false``, as the SDK sends them); absent is false."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise bad_request(
+        f"Invalid value for '{name}': expected a boolean, but got '{raw}' instead.",
+        param=name,
+        code="invalid_type",
+    )
+
+
+def query_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_request(
+            f"Invalid '{name}': expected an integer, but got '{raw}' instead.",
+            param=name,
+            code="invalid_type",
+        ) from None

@@ -1,4 +1,5 @@
-"""The Responses API under /v1: create (background or not), retrieve, cancel, input items.
+"""The Responses API under /v1: create (background or not), retrieve (or stream the events
+of a background response), cancel, input items.
 
 A create carrying ``function_call_output`` items is a submission (endpoint class
 ``submit`` for the fault knobs, a row in the records' submissions); any other create is a
@@ -10,13 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from sim.provider import streams
 from sim.provider.errors import ApiError, bad_request
 from sim.provider.faults import gate
 from sim.provider.items import Item, parse_input
 from sim.provider.paging import list_body, page_params, paginate
-from sim.provider.params import Body, check_function_name, invalid_type, read_json_object
+from sim.provider.params import (
+    Body,
+    check_function_name,
+    invalid_type,
+    query_flag,
+    query_int,
+    read_json_object,
+)
 from sim.provider.records import CreateRecord
 from sim.provider.responses_model import Conversation, Response
 from sim.provider.responses_store import OutputsMismatch, Plan
@@ -211,13 +220,30 @@ def _record_rejected(
     )
 
 
-@router.get("/responses/{response_id}")
-async def retrieve_response(response_id: str, request: Request) -> JSONResponse:
+@router.get("/responses/{response_id}", response_model=None)
+async def retrieve_response(response_id: str, request: Request) -> JSONResponse | StreamingResponse:
+    """The response; with ``stream=true`` its event stream (streams.py), from the start or
+    after ``starting_after``. Only background responses stream."""
     sim = sim_of(request)
-    await gate(sim.faults, sim.clock, request, "retrieve")
+    wants_stream = query_flag(request, "stream")
+    after = query_int(request, "starting_after")
+    decision = await gate(sim.faults, sim.clock, request, "retrieve")
     response = sim.responses.response(response_id)
-    hint = {"openai-poll-after-ms": str(sim.config.timing.poll_after_ms)}
-    return JSONResponse(response.to_api(), headers=hint)
+    if not wants_stream or decision.lost == "500":
+        # (A lost stream answer is lost like any other: the middleware answers 500.)
+        hint = {"openai-poll-after-ms": str(sim.config.timing.poll_after_ms)}
+        return JSONResponse(response.to_api(), headers=hint)
+    if not response.background:
+        raise bad_request(
+            "Only responses created with background=true can be streamed.",
+            param="stream",
+            code="unsupported_value",
+        )
+    return StreamingResponse(
+        streams.stream(sim, response, after),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+    )
 
 
 @router.post("/responses/{response_id}/cancel")

@@ -43,6 +43,8 @@ class Response:
     previous: Response | None = None
     conversation: Conversation | None = None
     status: str = "queued"
+    # Every status it has had, in order: its event stream is derived from them (streams.py).
+    statuses: list[str] = field(default_factory=lambda: ["queued"])
     due: float | None = None
     output: list[Item] = field(default_factory=list)
     completed_at: float | None = None

@@ -8,6 +8,7 @@ the next step. Like runs, responses move by due times applied on read (see ``run
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,9 @@ class ResponsesStore:
         self.responses: dict[str, Response] = {}
         self.conversations: dict[str, Conversation] = {}
         self.call_origin: dict[str, Response] = {}  # call_id -> the response that asked
+        # Set (and replaced) whenever a response changes other than by its clock, i.e. on a
+        # cancel: every waiting stream then looks again. Cancels are rare; streams are not.
+        self._cancelled = asyncio.Event()
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -208,6 +212,7 @@ class ResponsesStore:
                 return
             if response.status == "queued":
                 response.status = "in_progress"
+                response.statuses.append("in_progress")
                 latency = response.script.step_latency_ms(response.step_index, self.timing.step_ms)
                 response.due = due + latency * self._slow() / 1000
             else:
@@ -234,11 +239,30 @@ class ResponsesStore:
         else:
             response.output = [assistant_message(self.ids, script.final.message)]
             response.status = "completed"
+        response.statuses.append(response.status)
         if response.status == "completed":
             response.completed_at = at
         response.usage = _usage(response)
         if response.conversation is not None:
             response.conversation.items.extend(response.output)
+
+    async def wait_change(self, response: Response) -> None:
+        """Until the response's next transition is due, or something else changed it."""
+        if response.status in RESPONSE_TERMINAL:
+            return
+        assert response.due is not None
+        delay = max(0.0, response.due - self.clock.now())
+        sleeping = asyncio.ensure_future(self.clock.sleep(delay))
+        woken = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            woken.cancel()
+
+    def _wake(self) -> None:
+        woken, self._cancelled = self._cancelled, asyncio.Event()
+        woken.set()
 
     def asking_step(
         self, previous: Response | None, conversation: Conversation | None
@@ -257,7 +281,9 @@ class ResponsesStore:
             raise bad_request("Only responses created with background=true can be cancelled.")
         if response.status in ("queued", "in_progress"):
             response.status = "cancelled"
+            response.statuses.append("cancelled")
             response.due = None
+            self._wake()
         elif response.status != "cancelled":  # cancelling twice is harmless
             raise bad_request(f"Cannot cancel a response with status '{response.status}'.")
 

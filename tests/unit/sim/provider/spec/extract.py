@@ -2,7 +2,8 @@
 
 The full spec is 3 MB of YAML and lives outside the repository; the conformance tests read
 this extract instead: for each endpoint the simulator implements, the schema of its 200
-answer, and every component schema those reach through ``$ref`` (plus ErrorResponse).
+answer, and every component schema those reach through ``$ref`` (plus ErrorResponse and the
+stream events the simulator sends).
 
     .venv/bin/python tests/unit/sim/provider/spec/extract.py PATH/TO/openai-openapi.yaml
 
@@ -55,7 +56,19 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", "/conversations/{conversation_id}/items"),
     ("get", "/conversations/{conversation_id}/items/{item_id}"),
 ]
-EXTRA_SCHEMAS = ["ErrorResponse"]
+# The events a background response's stream sends (GET /responses/{id}?stream=true); the
+# 200's schema names only the JSON answer, so they are listed here.
+STREAM_EVENTS = [
+    "ResponseCreatedEvent",
+    "ResponseQueuedEvent",
+    "ResponseInProgressEvent",
+    "ResponseOutputItemAddedEvent",
+    "ResponseOutputItemDoneEvent",
+    "ResponseCompletedEvent",
+    "ResponseFailedEvent",
+    "ResponseIncompleteEvent",
+]
+EXTRA_SCHEMAS = ["ErrorResponse", *STREAM_EVENTS]
 
 
 def load_spec(path: Path) -> dict[str, Any]:
