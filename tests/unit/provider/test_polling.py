@@ -191,4 +191,3 @@ async def test_a_fatal_error_is_raised_at_once() -> None:
             sleep=time.sleep,
         )
     assert time.slept == []
-
