@@ -18,15 +18,17 @@ from coordinator.provider.port import (
     SubmitOutcome,
     SubmitStatus,
 )
-from coordinator.provider.responses import ResponsesProvider
+from coordinator.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
 
 __all__ = [
+    "OBSERVE_MODES",
     "RUN_ID_KEY",
     "STATUSES",
     "STEP_KEY",
     "TERMINAL_STATUSES",
     "AssistantsProvider",
     "BackoffPolicy",
+    "Observe",
     "OutcomeUnknown",
     "ProviderRejected",
     "ProviderRun",

@@ -40,11 +40,11 @@ class Backoff:
 # Statuses the coordinator has nothing to do about: the model is working. A move between them
 # ends no watch, since reporting it would cost a round trip through the coordinator and a new
 # watch for no decision (a watch that times out still reports the status it last saw).
-_WORKING = frozenset({"queued", "in_progress"})
+WORKING_STATUSES = frozenset({"queued", "in_progress"})
 
 
 def _phase(status: str) -> str:
-    return "working" if status in _WORKING else status
+    return "working" if status in WORKING_STATUSES else status
 
 
 def changed(run: ProviderRun, since_status: str, since_step: str | None) -> bool:

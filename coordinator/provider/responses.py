@@ -10,15 +10,27 @@ it, never which response carried them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Literal
 
 import openai
 from openai import AsyncOpenAI
-from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
+from openai.types.responses import (
+    FunctionToolParam,
+    Response,
+    ResponseCompletedEvent,
+    ResponseCreatedEvent,
+    ResponseErrorEvent,
+    ResponseFailedEvent,
+    ResponseIncompleteEvent,
+    ResponseInProgressEvent,
+    ResponseInputItemParam,
+    ResponseQueuedEvent,
+)
 
 from coordinator.domain.model import Output
 from coordinator.provider import responses_mapping as mapping
-from coordinator.provider.errors import Attempt, Unreconcilable, translate
+from coordinator.provider.errors import Attempt, ProviderUnavailable, Unreconcilable, translate
 from coordinator.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from coordinator.provider.polling import BackoffPolicy, watch
 from coordinator.provider.port import (
@@ -27,6 +39,19 @@ from coordinator.provider.port import (
     ProviderRun,
     SubmitOutcome,
     run_metadata,
+)
+from coordinator.provider.streaming import watch_stream
+
+Observe = Literal["poll", "stream"]
+OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
+# The stream events that carry the whole response (and so its status).
+_LIFECYCLE = (
+    ResponseCreatedEvent,
+    ResponseQueuedEvent,
+    ResponseInProgressEvent,
+    ResponseCompletedEvent,
+    ResponseFailedEvent,
+    ResponseIncompleteEvent,
 )
 
 # runcoord_step on the response that opens a turn (follow-ups name the step they answer).
@@ -37,8 +62,10 @@ _MAX_ITEMS_PER_CREATE = 20  # OpenAI's limit on conversations.items.create
 class ResponsesProvider:
     """The port over ``client.responses`` and ``client.conversations``.
 
-    ``tools`` are the function tools every response of a turn offers the model. The caller
-    owns (and closes) ``client``.
+    ``tools`` are the function tools every response of a turn offers the model. ``observe``
+    is how ``watch`` follows a response: ``poll`` (retrieve with adaptive backoff) or
+    ``stream`` (its event stream, resumed from the last sequence number after a drop; see
+    streaming.py). The caller owns (and closes) ``client``.
     """
 
     name = "responses"
@@ -52,7 +79,11 @@ class ResponsesProvider:
         instructions: str | None = None,
         backoff: BackoffPolicy | None = None,
         page_size: int = 100,
+        observe: Observe = "poll",
     ) -> None:
+        if observe not in OBSERVE_MODES:
+            raise ValueError(f"observe must be one of {OBSERVE_MODES}, not {observe!r}")
+        self.observe = observe
         self._read = client
         # Writes are sent once: the SDK's own retry of a lost create would start a second
         # response. Whether to send again is decided after reconciling, by the executor.
@@ -131,12 +162,16 @@ class ResponsesProvider:
             raise translate(exc, attempt) from exc
         run = mapping.to_provider_run(raw.parse(), poll_after=poll_after_ms(raw.headers))
         if run.status == "requires_action":
-            # Parked on a step the conversation already answered: the turn went on in a
-            # follow-up whose id we lost. Follow it through the conversation instead.
-            moved = await self._progress(thread_id, run)
-            if moved is not None:
-                return moved
+            return await self._follow(thread_id, run)
         return run
+
+    async def _follow(self, thread_id: str, run: ProviderRun) -> ProviderRun:
+        """A step, or, if the conversation already answered it, where the turn is now.
+
+        Parked on a step the conversation already answered: the turn went on in a follow-up
+        whose id we lost. Follow it through the conversation instead."""
+        moved = await self._progress(thread_id, run)
+        return run if moved is None else moved
 
     async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
         scan = mapping.ProgressScan(frozenset(c.id for c in run.tool_calls))
@@ -163,6 +198,23 @@ class ResponsesProvider:
         async def poll() -> ProviderRun:
             return await self.retrieve(thread_id=thread_id, provider_run_id=provider_run_id)
 
+        if self.observe == "stream":
+
+            def events(after: int | None) -> AsyncGenerator[tuple[int, ProviderRun | None]]:
+                return self._events(thread_id, provider_run_id, after)
+
+            async def follow(run: ProviderRun) -> ProviderRun:
+                return await self._follow(thread_id, run)
+
+            return await watch_stream(
+                events,
+                poll,
+                follow,
+                since_status=since_status,
+                since_step=since_step,
+                timeout_ms=timeout_ms,
+                policy=self._backoff,
+            )
         return await watch(
             poll,
             since_status=since_status,
@@ -170,6 +222,33 @@ class ResponsesProvider:
             timeout_ms=timeout_ms,
             policy=self._backoff,
         )
+
+    async def _events(
+        self, thread_id: str, response_id: str, after: int | None
+    ) -> AsyncGenerator[tuple[int, ProviderRun | None], None]:
+        """The response's event stream (after sequence number ``after``), each event as its
+        sequence number and, for the events carrying the response, the state it shows."""
+        attempt = Attempt("stream", thread_id, write=False, provider_run_id=response_id)
+        try:
+            if after is None:
+                stream = await self._read.responses.retrieve(response_id, stream=True)
+            else:
+                stream = await self._read.responses.retrieve(
+                    response_id, stream=True, starting_after=after
+                )
+            async with stream:
+                async for event in stream:
+                    if isinstance(event, ResponseErrorEvent):
+                        # The stream broke on the provider's side; resuming may mend it.
+                        raise ProviderUnavailable(
+                            f"stream of {response_id} on {thread_id}: {event.code}: {event.message}"
+                        )
+                    run = None
+                    if isinstance(event, _LIFECYCLE):
+                        run = mapping.to_provider_run(event.response, poll_after=None)
+                    yield event.sequence_number, run
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
 
     async def _get(self, thread_id: str, response_id: str) -> Response:
         try:

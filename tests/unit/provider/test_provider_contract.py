@@ -25,11 +25,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(params=["assistants", "responses"])
+# The Responses adapter twice: watching by polling, and by the event stream.
+@pytest.fixture(params=["assistants", "responses", "responses-stream"])
 async def world(request: pytest.FixtureRequest, client: AsyncOpenAI, sim: Sim) -> World:
     if request.param == "assistants":
         return await assistants_world(client, sim)
-    return await responses_world(client, sim)
+    return await responses_world(
+        client, sim, "stream" if request.param.endswith("stream") else "poll"
+    )
 
 
 async def test_a_turn_from_create_to_completed(world: World) -> None:

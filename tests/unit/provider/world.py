@@ -11,6 +11,7 @@ from openai import AsyncOpenAI
 from coordinator.domain.model import Output
 from coordinator.provider import (
     AssistantsProvider,
+    Observe,
     ProviderRun,
     ResponsesProvider,
     RunProvider,
@@ -148,7 +149,7 @@ async def assistants_world(client: AsyncOpenAI, sim: Sim) -> World:
     return World(AssistantsProvider(client, backoff=FAST), sim, thread.id, assistant.id)
 
 
-async def responses_world(client: AsyncOpenAI, sim: Sim) -> World:
+async def responses_world(client: AsyncOpenAI, sim: Sim, observe: Observe = "poll") -> World:
     conversation = await client.conversations.create()
-    provider = ResponsesProvider(client, tools=RESPONSE_TOOLS, backoff=FAST)
+    provider = ResponsesProvider(client, tools=RESPONSE_TOOLS, backoff=FAST, observe=observe)
     return World(provider, sim, conversation.id, "gpt-4o")
