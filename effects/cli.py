@@ -20,7 +20,7 @@ from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from coordinator.provider.assistants import AssistantsProvider
 from coordinator.provider.port import RunProvider
-from coordinator.provider.responses import ResponsesProvider
+from coordinator.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
 from effects.guard import LedgerGuard
 from effects.ledger import CachedLedger, LedgerError, PostgresLedger, RedisGuard, connect_redis
 from effects.limits import ConcurrencyLimiter, Limits
@@ -71,12 +71,21 @@ def provider(
     concurrency: ConcurrencyOpt = 512,
     fault_at: FaultOpt = None,
     metrics_port: MetricsOpt = None,
+    observe: Annotated[
+        str,
+        typer.Option(
+            help="How a Responses run is watched: poll (retrieve with backoff) or stream "
+            "(its event stream, resumed after a drop)."
+        ),
+    ] = "poll",
 ) -> None:
     """Create provider runs (at most one per turn), watch them, cancel them."""
+    if observe not in OBSERVE_MODES:
+        raise typer.BadParameter(f"--observe: one of {', '.join(OBSERVE_MODES)}")
 
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
-        async with _providers(provider_url, api_key) as providers:
+        async with _providers(provider_url, api_key, observe) as providers:
             yield ProviderEffects(providers, LedgerGuard(_ledger(settings), owner))
 
     _serve(
@@ -154,7 +163,9 @@ app.command("tools")(tools)
 
 
 @asynccontextmanager
-async def _providers(url: str, api_key: str) -> AsyncIterator[dict[str, RunProvider]]:
+async def _providers(
+    url: str, api_key: str, observe: Observe = "poll"
+) -> AsyncIterator[dict[str, RunProvider]]:
     """Both protocols; each intent names the one its run uses."""
     tools = load_registry(REPO_ROOT / "tools.yaml").function_tools()
     async with AsyncExitStack() as stack:
@@ -169,7 +180,7 @@ async def _providers(url: str, api_key: str) -> AsyncIterator[dict[str, RunProvi
         )
         yield {
             "assistants": AssistantsProvider(client),
-            "responses": ResponsesProvider(client, tools=tools),  # type: ignore[arg-type]
+            "responses": ResponsesProvider(client, tools=tools, observe=observe),  # type: ignore[arg-type]
         }
 
 
