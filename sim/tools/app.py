@@ -8,6 +8,7 @@ GET  /tools                        the catalog
 GET  /_sim/health                  200 once PostgreSQL and the tables are there
 GET  /_sim/faults  POST /_sim/faults   read / replace the fault config (faults.py)
 GET  /_sim/audit?run_id=&tool=&tenant=  the audit rows (ground truth)
+GET  /_sim/arrivals                when each tool request arrived (reads too; in memory)
 POST /_sim/reset                   empty the audit and tool state; faults back to start-up
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +46,10 @@ def create_app(
     startup_faults.check_tools(TOOLS)
     plan = FaultPlan(startup_faults)
     pool = store.AsyncPool(dsn, pool_size)
+    # When each tool request arrived, before anything else happens to it: when a tool call
+    # reached the gateway, for reads too (the audit log holds writes only). In memory: a
+    # restart forgets them.
+    arrivals: list[dict[str, Any]] = []
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +80,14 @@ def create_app(
 
     @api.post("/tools/{name}")
     async def call_tool(name: str, request: Request) -> Response:
+        arrivals.append(
+            {
+                "tool": name,
+                "run_id": request.headers.get("x-run-id"),
+                "tool_call_id": request.headers.get("x-tool-call-id"),
+                "at": time.time(),
+            }
+        )
         tool = TOOLS.get(name)
         if tool is None:
             return _error(404, "unknown_tool", f"no tool named {name!r}")
@@ -175,8 +189,13 @@ def create_app(
     ) -> dict[str, Any]:
         return {"rows": await store.audit_rows(pool, run_id, tool, tenant)}
 
+    @api.get("/_sim/arrivals")
+    async def get_arrivals() -> dict[str, Any]:
+        return {"arrivals": arrivals}
+
     @api.post("/_sim/reset")
     async def reset() -> dict[str, Any]:
+        arrivals.clear()
         await store.reset(pool)
         plan.set(startup_faults)
         return {"ok": True}

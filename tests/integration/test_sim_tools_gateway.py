@@ -227,6 +227,22 @@ def test_read_tools_are_deterministic_and_leave_no_audit(
     assert audit(client, run_id) == []
 
 
+def test_every_tool_request_is_timed_on_arrival(client: httpx.Client, run_id: str) -> None:
+    """Reads too (they leave no audit row): when a tool call reached the gateway."""
+    before = time.time()
+    call(client, "lookup_customer", READS["lookup_customer"], run_id, key="r1")
+    set_faults(client, {"global": {"error_before_act": {"rate": 1.0, "status": 502}}})
+    assert call(client, "post_note", WRITES["post_note"], run_id, key="w1").status_code == 502
+    set_faults(client, {})
+    arrivals = client.get("/_sim/arrivals").json()["arrivals"]
+    ours = [a for a in arrivals if a["run_id"] == run_id]
+    assert [(a["tool"], a["tool_call_id"]) for a in ours] == [
+        ("lookup_customer", "call-r1"),
+        ("post_note", "call-w1"),
+    ]
+    assert before <= ours[0]["at"] <= ours[1]["at"] <= time.time()
+
+
 def test_bad_requests_do_not_act(client: httpx.Client, run_id: str) -> None:
     assert call(client, "no_such_tool", {}, run_id).status_code == 404
     assert call(client, "charge_card", {"customer_id": "c-1"}, run_id).status_code == 422
