@@ -32,6 +32,9 @@ def replay_command(
         str, _Opt(help="Fault plan: none | incident | chaos | a YAML file.")
     ] = "none",
     provider: Annotated[str, _Opt(help="Provider API: assistants | responses.")] = "assistants",
+    observe: Annotated[
+        str, _Opt(help="How runcoord watches Responses runs: poll | stream.")
+    ] = "poll",
     system: Annotated[str, _Opt(help="runcoord | baseline | both.")] = "both",
     rate: Annotated[
         float | None, _Opt(help="Turns per second (default: the trace's own offsets).")
@@ -62,6 +65,8 @@ def replay_command(
         "responses",
     ):
         raise typer.BadParameter("--system runcoord|baseline|both, --provider assistants|responses")
+    if observe not in ("poll", "stream"):
+        raise typer.BadParameter("--observe poll|stream")
     try:
         plan = load_plan(faults)
         turns_list = read_trace(trace)
@@ -78,6 +83,7 @@ def replay_command(
         plan=plan,
         out=folder,
         provider=provider,
+        observe=observe,
         systems=chosen,
         rate=rate,
         coordinators=coordinators,

@@ -49,6 +49,7 @@ class ReplayConfig:
     plan: FaultPlan
     out: Path
     provider: str = "assistants"
+    observe: str = "poll"  # how runcoord's provider executor watches Responses runs
     systems: tuple[str, ...] = ("baseline", "runcoord")
     rate: float | None = None  # turns per second; None: the trace's own offsets
     coordinators: int = 2
@@ -86,6 +87,7 @@ def protocol(config: ReplayConfig, trace: list[TraceTurn], settings: Settings) -
         "plan": config.plan.name,
         "plan_description": config.plan.description,
         "provider": config.provider,
+        "observe": config.observe,
         "rate": round(len(trace) / max(0.001, trace[-1].offset_ms / 1000 * scale), 2),
         "send_window_s": round(trace[-1].offset_ms / 1000 * scale, 1),
         "coordinators": config.coordinators,
@@ -142,7 +144,7 @@ def replay_system(
     if name == "runcoord":
         system = RuncoordSystem(
             settings.bootstrap, prefix, folder, dsn, sims.provider_url, sims.gateway_url,
-            config.tools_file, config.coordinators, config.executors,
+            config.tools_file, config.coordinators, config.executors, observe=config.observe,
         )  # fmt: skip
         markers = {"coordinator": " up (group", "executor": "up, kinds"}
     else:
@@ -235,6 +237,7 @@ def replay_system(
         redis_after = _redis_ops(settings)
         write_jsonl(folder / "runs.jsonl", driver.runs.values())
         write_jsonl(folder / "audit.jsonl", sims.audit())
+        write_jsonl(folder / "gateway_arrivals.jsonl", sims.arrivals())
         (folder / "sim_records.json").write_text(json.dumps(sims.records()))
         write_jsonl(folder / "faults.jsonl", runner.fired)
         write_jsonl(folder / "timeline.jsonl", samples)

@@ -124,6 +124,12 @@ class Sims:
         data: dict[str, Any] = self.http.get(f"{self.provider_admin}/records", timeout=120).json()
         return data
 
+    def arrivals(self) -> list[dict[str, Any]]:
+        """When each tool request reached the gateway (reads too); lost if it restarted."""
+        data = self.http.get(f"{self.gateway_url}/_sim/arrivals", timeout=120).json()
+        rows: list[dict[str, Any]] = data["arrivals"]
+        return rows
+
     def audit(self) -> list[AuditRow]:
         """The ground truth, read from the database itself (not through the gateway)."""
         with psycopg.connect(self.dsn, connect_timeout=10) as conn:

@@ -34,6 +34,7 @@ class RuncoordSystem:
     tools_file: Path
     coordinators: int = 2
     executors: int = 1
+    observe: str = "poll"  # the provider executors' --observe
     name: str = "runcoord"
 
     def topics(self) -> dict[str, int]:
@@ -65,6 +66,8 @@ class RuncoordSystem:
                     if kind == "tools"
                     else ["--provider-url", self.provider_url]
                 )
+                if kind == "provider":
+                    url += ["--observe", self.observe]
                 argv = python_argv(
                     "executor", kind, "--instance-id", name, "--topic-prefix", self.prefix, *url
                 )
