@@ -122,8 +122,9 @@ class RunProvider(Protocol):
         since_step: str | None,
         timeout_ms: int,
     ) -> tuple[ProviderRun, bool]:
-        """Poll until (status, step_id) differs from (since_status, since_step): (run, True);
-        or until ``timeout_ms`` passes: (last run seen, False)."""
+        """Watch (poll, or follow the event stream) until (status, step_id) differs from
+        (since_status, since_step): (run, True); or until ``timeout_ms`` passes: (the last
+        run seen, False)."""
         ...
 
     async def submit_outputs(
