@@ -198,7 +198,15 @@ class ResponsesProvider:
         async def poll() -> ProviderRun:
             return await self.retrieve(thread_id=thread_id, provider_run_id=provider_run_id)
 
-        if self.observe == "stream":
+        # A step is a finished response: its stream could only replay history, and what
+        # may still change (the step answered) shows in the conversation, which a poll
+        # reads. The same goes for a finished turn. So only working responses are streamed.
+        finished = since_status in TERMINAL_STATUSES or (
+            since_status == "requires_action"
+            and since_step is not None
+            and mapping.base_response_id(since_step) == provider_run_id
+        )
+        if self.observe == "stream" and not finished:
 
             def events(after: int | None) -> AsyncGenerator[tuple[int, ProviderRun | None]]:
                 return self._events(thread_id, provider_run_id, after)

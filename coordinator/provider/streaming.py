@@ -25,9 +25,10 @@ relative to ``(since_status, since_step)`` (queued and in_progress are one phase
   cancelled response: the spec has no event for it; or a server that closed early) is
   followed by one ``retrieve``: a change is returned, a run still working is streamed
   again from where it stopped.
-- A watch that times out with a state from a stream reads the run once more (within
-  ``_LAST_LOOK_S``) and reports that: the last event seen may be history, e.g. a replay
-  cut short by a drop, and a watch must never report an older state than the run's.
+- A watch that times out with a state from a stream, or with none and no error (the
+  stream was slow to start), reads the run once more (within ``_LAST_LOOK_S``) and
+  reports that: the last event seen may be history, e.g. a replay cut short by a drop, and
+  a watch must never report an older state than the run's.
 """
 
 from __future__ import annotations
@@ -73,17 +74,19 @@ async def watch_stream(
     backoff = Backoff(policy)
 
     async def timed_out() -> tuple[ProviderRun, bool]:
-        if last is None:
-            assert error is not None
-            raise error
-        if not from_stream:
+        if last is not None and not from_stream:
             return last, False
+        if last is None and error is not None:
+            raise error
         # What a stream showed last may be history (a replay cut short by a drop, or
-        # working events skipped as not news): report what the run is now, as a poll would.
+        # working events skipped as not news), or it showed nothing yet (a slow start):
+        # report what the run is now, as a poll would.
         try:
             async with asyncio.timeout(_LAST_LOOK_S):
                 current = await retrieve()
         except (Retriable, TimeoutError):
+            if last is None:
+                raise
             return last, False
         return current, changed(current, since_status, since_step)
 

@@ -16,7 +16,7 @@ from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from coordinator.provider import ProviderRun, ProviderUnavailable, ResponsesProvider
 
 from .conftest import FAST, Sim
-from .world import RESPONSE_TOOLS, World, outputs_for
+from .world import RESPONSE_TOOLS, TWO_STEPS, World, outputs_for
 
 pytestmark = pytest.mark.anyio
 
@@ -112,13 +112,27 @@ async def test_a_response_finished_before_the_watch_answers_at_once(world: World
     assert time.monotonic() - began < 1
 
 
-async def test_a_replayed_history_is_not_news(world: World, requests: Requests) -> None:
-    """Watching a waiting step replays created/queued/in_progress: none of it is a change."""
+async def test_a_waiting_step_is_polled_not_streamed(world: World, requests: Requests) -> None:
+    """A step is a finished response: only the conversation can show it answered."""
     step = await world.waiting(script=SLOW_STEP)
+    opened = len(requests.streams(step.provider_run_id))
     seen, changed = await watch(world, step, timeout_ms=150)
     assert (seen.status, seen.step_id, changed) == ("requires_action", step.step_id, False)
-    # After the stream ended the step was polled (a step answers through the conversation).
+    assert len(requests.streams(step.provider_run_id)) == opened
     assert requests.plain_reads(step.provider_run_id) >= 1
+
+
+async def test_a_follow_ups_working_start_is_not_news(world: World, requests: Requests) -> None:
+    """Watched since the step it answers, the follow-up's queued and in_progress events are
+    skipped (a poll would have reported them); its own step is the answer."""
+    step = await world.waiting(script={**TWO_STEPS, "latency_ms": 100})
+    outcome = await world.submit(step)
+    assert outcome.new_provider_run_id is not None
+    follow_up = ProviderRun(outcome.new_provider_run_id, "queued", None, (), None, None, None)
+    seen, changed = await watch(world, follow_up, since=step)
+    assert changed and seen.status == "requires_action"
+    assert seen.step_id == outcome.new_provider_run_id
+    assert requests.streams(outcome.new_provider_run_id) == [None]
 
 
 async def test_a_dropped_stream_resumes_after_the_last_event_seen(
@@ -182,10 +196,10 @@ async def test_a_cancel_ends_the_stream_and_the_watch_says_cancelled(
 
 
 async def test_a_step_answered_elsewhere_is_followed_through_the_conversation(
-    world: World, stream_client: AsyncOpenAI
+    world: World, stream_client: AsyncOpenAI, requests: Requests
 ) -> None:
-    """The follow-up's id was lost: the step's stream ends in requires_action, and the
-    conversation shows the turn moved on, as retrieve would report it."""
+    """The follow-up's id was lost: the stream of the step's response ends in
+    requires_action, and the conversation shows the turn moved on, as retrieve reports it."""
     step = await world.waiting(script=SLOW_STEP)
     await stream_client.responses.create(
         model="gpt-4o",
@@ -196,6 +210,9 @@ async def test_a_step_answered_elsewhere_is_followed_through_the_conversation(
             for o in outputs_for(step, "T-1")
         ],
     )
-    seen, changed = await watch(world, step)
+    working = ProviderRun(step.provider_run_id, "in_progress", None, (), None, None, None)
+    opened = len(requests.streams(step.provider_run_id))
+    seen, changed = await watch(world, working)  # (a watch begun before the step appeared)
     assert changed and seen.provider_run_id == step.provider_run_id
     assert seen.status in ("in_progress", "completed")
+    assert len(requests.streams(step.provider_run_id)) == opened + 1

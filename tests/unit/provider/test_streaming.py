@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 import pytest
@@ -169,3 +170,22 @@ async def test_a_timeout_reports_the_runs_state_not_a_replay_cut_short() -> None
     result, _ = await stream_watch(streams, retrieve, ("queued", None), timeout_ms=1_000)
     assert result == (run("in_progress"), False)
     assert retrieve.calls == 1  # once, at the end
+
+
+async def test_a_stream_slow_to_start_still_answers_at_the_deadline() -> None:
+    async def silent(after: int | None) -> AsyncGenerator[Event]:
+        await asyncio.sleep(10)  # no event, no error, past the (real-time) deadline
+        yield 0, run("queued")
+
+    retrieve = Script(run("in_progress"))
+    result = await watch_stream(
+        silent,
+        retrieve,
+        unchanged,
+        since_status="queued",
+        since_step=None,
+        timeout_ms=50,
+        policy=POLICY,
+    )
+    assert result == (run("in_progress"), False)
+    assert retrieve.calls == 1
