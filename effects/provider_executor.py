@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from coordinator.domain import inputs as inp
 from coordinator.domain import intents as it
@@ -30,12 +31,31 @@ log = logging.getLogger(__name__)
 KINDS = frozenset({"create_run", "observe_run", "cancel_run"})
 
 
+# A create that keeps meeting an unavailable provider (a thread still busy with the previous
+# turn's run, 429s, a provider that is down) gives up after this long. Retrying for ever kept
+# the intent in flight, and with it the executor's committed offset: a restart then replayed
+# tens of thousands of intents (seen in the 50k chaos soak).
+CREATE_GIVE_UP_S = 120.0
+_RETRY_FIRST_S, _RETRY_CAP_S = 0.2, 5.0
+
+
 class ProviderEffects:
     """The handler of the provider executor; one provider adapter per protocol name."""
 
-    def __init__(self, providers: dict[str, RunProvider], guard: LedgerGuard) -> None:
+    def __init__(
+        self,
+        providers: dict[str, RunProvider],
+        guard: LedgerGuard,
+        *,
+        create_give_up_s: float = CREATE_GIVE_UP_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.providers = providers
         self.guard = guard
+        self.create_give_up_s = create_give_up_s
+        self._clock = clock
+        self._sleep = sleep
 
     def provider(self, intent: it.Intent) -> RunProvider:
         try:
@@ -72,7 +92,16 @@ class ProviderEffects:
 
         async def act(claim: Acquired, sent: Sent) -> Outcome:
             unknown = claim.previous_sent  # an earlier attempt may have created it
+            last: str | None = None
+            started = self._clock()
+            delay = _RETRY_FIRST_S
             while True:
+                waited = self._clock() - started
+                if waited >= self.create_give_up_s:
+                    why = f"gave up after {waited:.0f} s of retries: {last}"
+                    # If an attempt may have created the run, we cannot say it failed.
+                    state = EffectState.UNKNOWN if unknown else EffectState.FAILED
+                    return Outcome(state, None, why)
                 await sent()
                 try:
                     run, reconciled = await provider.create_run(
@@ -91,11 +120,23 @@ class ProviderEffects:
                         exc,
                         extra=it.log_ids(intent),
                     )
-                    unknown = True
-                    await asyncio.sleep(0.2)
+                    unknown, last = True, str(exc)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, _RETRY_CAP_S)
                     continue
-                except ProviderUnavailable:
-                    await asyncio.sleep(0.5)
+                except ProviderUnavailable as exc:
+                    if last is None:
+                        log.info(
+                            "%s: provider unavailable for create-run (%s); retrying for up to"
+                            " %.0f s",
+                            intent.run_id,
+                            exc,
+                            self.create_give_up_s,
+                            extra=it.log_ids(intent),
+                        )
+                    last = str(exc)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, _RETRY_CAP_S)
                     continue
                 except ProviderRejected as exc:
                     return Outcome(EffectState.FAILED, None, str(exc))
