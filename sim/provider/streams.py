@@ -17,7 +17,7 @@ what has happened, then each event when it happens, and ends after the terminal 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sim.provider.items import Item
@@ -48,24 +48,39 @@ def _in_progress(item: Item) -> Item:
     return item
 
 
-def events(response: Response) -> list[Event]:
-    """Every event of the response so far; an event's index is its ``sequence_number``."""
-    found: list[Event] = []
+def _given(**fields: Any) -> Callable[[], dict[str, Any]]:
+    return lambda: fields
 
-    def add(kind: str, **fields: Any) -> None:
-        found.append({"type": kind, "sequence_number": len(found), **fields})
+
+def events(response: Response, after: int = -1) -> list[Event]:
+    """The response's events so far after sequence number ``after`` (all by default); an
+    event's sequence number is its index in the full list. Only those are built."""
+    found: list[Event] = []
+    sequence = 0
+
+    def add(kind: str, fields: Callable[[], dict[str, Any]]) -> None:
+        nonlocal sequence
+        if sequence > after:
+            found.append({"type": kind, "sequence_number": sequence, **fields()})
+        sequence += 1
+
+    def whole(status: str) -> Callable[[], dict[str, Any]]:
+        return lambda: {"response": snapshot(response, status)}
 
     for status in response.statuses:
         if status == "queued":
-            add("response.created", response=snapshot(response, "queued"))
-            add("response.queued", response=snapshot(response, "queued"))
+            add("response.created", whole("queued"))
+            add("response.queued", whole("queued"))
         elif status == "in_progress":
-            add("response.in_progress", response=snapshot(response, "in_progress"))
+            add("response.in_progress", whole("in_progress"))
         elif status in ("completed", "incomplete", "failed"):
             for index, item in enumerate(response.output):
-                add("response.output_item.added", output_index=index, item=_in_progress(item))
-                add("response.output_item.done", output_index=index, item=item)
-            add(f"response.{status}", response=snapshot(response, status))
+                add(
+                    "response.output_item.added",
+                    _given(output_index=index, item=_in_progress(item)),
+                )
+                add("response.output_item.done", _given(output_index=index, item=item))
+            add(f"response.{status}", whole(status))
     return found
 
 
@@ -83,7 +98,7 @@ async def stream(sim: SimState, response: Response, after: int | None) -> AsyncI
     sent = -1 if after is None else after
     while True:
         store.advance(response)
-        for event in events(response)[sent + 1 :]:
+        for event in events(response, sent):
             if sim.faults.drop_stream("retrieve"):
                 raise ConnectionDropped("event stream dropped (stream_drop_rate)")
             yield sse(event)
