@@ -33,6 +33,11 @@ _NOT_SENT: tuple[type[BaseException], ...] = (
 )
 
 
+# Transport errors raised while a streamed body is read, after the SDK handed it over (it
+# wraps only what its own stream class reads).
+STREAM_BROKEN: tuple[type[Exception], ...] = (httpx.TransportError, httpx2.TransportError)
+
+
 class ProviderUnavailable(Retriable):
     """The provider could not be reached or asked us to back off; nothing was applied."""
 
@@ -126,4 +131,11 @@ def _maybe_applied(text: str, attempt: Attempt) -> ProviderUnavailable | Outcome
         provider_run_id=attempt.provider_run_id,
         step_id=attempt.step_id,
         effect_key=attempt.effect_key,
+    )
+
+
+def stream_broken(exc: Exception, attempt: Attempt) -> ProviderUnavailable:
+    """One of STREAM_BROKEN while reading a stream: a read, so nothing was applied."""
+    return ProviderUnavailable(
+        f"{attempt.operation} on {attempt.thread_id}: {type(exc).__name__}: {exc}"
     )

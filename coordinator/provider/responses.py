@@ -14,23 +14,19 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Literal
 
 import openai
-from openai import AsyncOpenAI
-from openai.types.responses import (
-    FunctionToolParam,
-    Response,
-    ResponseCompletedEvent,
-    ResponseCreatedEvent,
-    ResponseErrorEvent,
-    ResponseFailedEvent,
-    ResponseIncompleteEvent,
-    ResponseInProgressEvent,
-    ResponseInputItemParam,
-    ResponseQueuedEvent,
-)
+from openai import AsyncOpenAI, omit
+from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
 
 from coordinator.domain.model import Output
 from coordinator.provider import responses_mapping as mapping
-from coordinator.provider.errors import Attempt, ProviderUnavailable, Unreconcilable, translate
+from coordinator.provider.errors import (
+    STREAM_BROKEN,
+    Attempt,
+    ProviderUnavailable,
+    Unreconcilable,
+    stream_broken,
+    translate,
+)
 from coordinator.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from coordinator.provider.polling import BackoffPolicy, watch
 from coordinator.provider.port import (
@@ -40,19 +36,11 @@ from coordinator.provider.port import (
     SubmitOutcome,
     run_metadata,
 )
+from coordinator.provider.sse import read_events
 from coordinator.provider.streaming import watch_stream
 
 Observe = Literal["poll", "stream"]
 OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
-# The stream events that carry the whole response (and so its status).
-_LIFECYCLE = (
-    ResponseCreatedEvent,
-    ResponseQueuedEvent,
-    ResponseInProgressEvent,
-    ResponseCompletedEvent,
-    ResponseFailedEvent,
-    ResponseIncompleteEvent,
-)
 
 # runcoord_step on the response that opens a turn (follow-ups name the step they answer).
 OPENING_STEP = "input"
@@ -233,30 +221,23 @@ class ResponsesProvider:
 
     async def _events(
         self, thread_id: str, response_id: str, after: int | None
-    ) -> AsyncGenerator[tuple[int, ProviderRun | None], None]:
+    ) -> AsyncGenerator[tuple[int, ProviderRun | None]]:
         """The response's event stream (after sequence number ``after``), each event as its
         sequence number and, for the events carrying the response, the state it shows."""
         attempt = Attempt("stream", thread_id, write=False, provider_run_id=response_id)
         try:
-            if after is None:
-                stream = await self._read.responses.retrieve(response_id, stream=True)
-            else:
-                stream = await self._read.responses.retrieve(
-                    response_id, stream=True, starting_after=after
-                )
-            async with stream:
-                async for event in stream:
-                    if isinstance(event, ResponseErrorEvent):
-                        # The stream broke on the provider's side; resuming may mend it.
-                        raise ProviderUnavailable(
-                            f"stream of {response_id} on {thread_id}: {event.code}: {event.message}"
-                        )
-                    run = None
-                    if isinstance(event, _LIFECYCLE):
-                        run = mapping.to_provider_run(event.response, poll_after=None)
-                    yield event.sequence_number, run
+            async with self._read.responses.with_streaming_response.retrieve(
+                response_id, stream=True, starting_after=omit if after is None else after
+            ) as raw:
+                async for event in read_events(raw.iter_lines()):
+                    yield mapping.stream_event(event.data)
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
+        except mapping.StreamEventError as exc:
+            # The stream broke on the provider's side; resuming may mend it.
+            raise ProviderUnavailable(f"stream of {response_id} on {thread_id}: {exc}") from exc
+        except STREAM_BROKEN as exc:
+            raise stream_broken(exc, attempt) from exc
 
     async def _get(self, thread_id: str, response_id: str) -> Response:
         try:

@@ -12,6 +12,7 @@ conversation after a lost answer is only whether *our items* are in it (see READ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -70,6 +71,48 @@ def to_provider_run(response: Response, *, poll_after: int | None) -> ProviderRu
         detail=detail(response),
         poll_after_ms=poll_after,
     )
+
+
+# The stream events that carry the whole response, and so its status.
+LIFECYCLE_EVENTS = frozenset(
+    {
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    }
+)
+_WORKING = frozenset({"queued", "in_progress"})
+
+
+class StreamEventError(ValueError):
+    """A stream event that is not what the spec says, or the provider's ``error`` event."""
+
+
+def stream_event(data: str) -> tuple[int, ProviderRun | None]:
+    """A stream event's ``sequence_number`` and, for an event carrying the response, the
+    state it shows. A working response is read from its status alone (nothing else of it
+    matters yet); a finished one is built as the SDK builds a retrieved one, then mapped as
+    ``to_provider_run`` maps it."""
+    try:
+        payload = json.loads(data)
+        sequence, kind = payload["sequence_number"], payload["type"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StreamEventError(f"not a stream event: {data[:200]!r}") from exc
+    if not isinstance(sequence, int):
+        raise StreamEventError(f"sequence_number {sequence!r} is not an integer")
+    if kind == "error":
+        raise StreamEventError(f"error event: {payload.get('code')}: {payload.get('message')}")
+    if kind not in LIFECYCLE_EVENTS:
+        return sequence, None
+    body = payload.get("response")
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise StreamEventError(f"{kind} {sequence} carries no response")
+    if body.get("status") in _WORKING:
+        return sequence, ProviderRun(body["id"], body["status"], None, (), None, None, None)
+    return sequence, to_provider_run(Response.model_construct(**body), poll_after=None)
 
 
 def message_text(item: ConversationItem) -> str | None:
