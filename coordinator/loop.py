@@ -32,7 +32,7 @@ from coordinator.wire import from_record
 from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
 from runcoord.deadletter import DeadLetter
-from runcoord.errors import Fatal, KafkaRetriable, SerializationError
+from runcoord.errors import Fatal, KafkaRetriable, Retriable, SerializationError
 from runcoord.faults import fault_point
 from runcoord.kafka import (
     KafkaRetriableError,
@@ -115,8 +115,10 @@ class Coordinator:
             try:
                 self._session(stop)
                 backoff = 0.5
-            except Fatal as exc:
-                # Fenced (a newer owner exists) or a broken client: drop all state, rejoin.
+            except (Fatal, Retriable) as exc:
+                # Fenced (a newer owner exists), a broken client, or a broker that cannot
+                # serve us yet (COORDINATOR_LOAD_IN_PROGRESS from init_transactions right
+                # after a broker restart killed the replica before): drop all state, rejoin.
                 log.warning("coordinator %s: %s; rejoining", self.config.instance_id, exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
