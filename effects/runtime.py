@@ -21,7 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from coordinator.domain import inputs as inp
 from coordinator.domain import intents as it
@@ -73,6 +81,7 @@ class ExecutorStats:
     retries: int = 0
     failures: int = 0
     dead_letters: int = 0
+    skipped: int = 0  # stale watches not run (coordinator.domain.intents.stale)
 
 
 class Executor:
@@ -221,6 +230,12 @@ class Executor:
             metrics.DEAD_LETTERS.labels(self.config.name, "decode").inc()
             self.tracker.finished(p, o, gen)
             return
+        if it.stale(intent, _issued_at_ms(msg), int(time.time() * 1000)):
+            # The coordinator has given up on this watch and renews it by its own timer.
+            self.tracker.finished(p, o, gen)
+            self.stats.skipped += 1
+            metrics.EFFECTS.labels(it.KIND[type(intent)], "stale").inc()
+            return
         if tracing.ENABLED:
             tracing.annotate(**it.log_ids(intent), tool=getattr(intent, "tool", None))
         reports = await self._execute(intent, stop)
@@ -341,6 +356,12 @@ def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:
         fut.set_result(None)
     else:
         fut.set_exception(error)
+
+
+def _issued_at_ms(msg: Message) -> int | None:
+    """When the coordinator produced the record (its CreateTime), if the record says."""
+    kind, ts = msg.timestamp()
+    return ts if kind == TIMESTAMP_CREATE_TIME else None
 
 
 def _header(msg: Message, name: str) -> str | None:

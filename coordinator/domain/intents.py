@@ -77,3 +77,17 @@ KIND: dict[type[Intent], str] = {
     SubmitOutputsIntent: "submit_outputs",
     CancelRunIntent: "cancel_run",
 }
+
+
+def stale(intent: Intent, issued_at_ms: int | None, now_ms: int) -> bool:
+    """A watch picked up after its own timeout: the coordinator stops waiting for its report
+    then (its timer renews the watch at timeout + grace), so running it now only adds polls
+    and a late report that is ignored. After a replica restart or under a backlog those are
+    most of the queue, and executing them is what keeps the backlog from draining.
+
+    No other intent goes stale: each one's result is awaited, and the ledger or
+    reconciliation makes a late repeat harmless.
+    """
+    if not isinstance(intent, ObserveRunIntent) or issued_at_ms is None:
+        return False
+    return now_ms - issued_at_ms >= intent.timeout_ms
