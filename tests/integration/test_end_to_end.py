@@ -12,6 +12,7 @@ import pytest
 from runcoord.kafka import TopicNames
 from tests.integration.e2e import (
     SDK_WARNINGS,
+    SESSION,
     Stack,
     assert_one_action_per_call,
     launch,
@@ -56,7 +57,7 @@ def test_the_incident_slow_success_creates_one_ticket_and_never_guesses(stack: S
         }
     )
     runs = {
-        f"incident-{i}": script(
+        f"incident-{SESSION}-{i}": script(
             [
                 ("create_ticket", {"subject": f"refund {i}"}),
                 ("post_note", {"text": f"called customer {i}"}),
