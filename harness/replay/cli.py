@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from harness.faultplan import load_plan, plan_path
-from harness.replay.run import ReplayConfig, copy_plan, replay
+from harness.replay.run import ReplayConfig, copy_plan, new_replay_id, replay
 from harness.report.build import build_report
 from harness.report.data import load_replay
 from harness.report.render import print_report
@@ -76,7 +76,7 @@ def replay_command(
     if turns is not None:
         turns_list = turns_list[:turns]
     settings = load()
-    replay_id = time.strftime("%Y%m%d-%H%M%S")
+    replay_id = new_replay_id()
     folder = out or settings.state_dir / DEFAULT_ROOT / replay_id
     config = ReplayConfig(
         trace_path=trace,

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import time
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 QUEUE_MS = 20.0
 
 
+def new_replay_id() -> str:
+    """When, to the second, plus a random part: two replays started in the same second (side
+    by side on one stack) must not share topics, databases or run ids."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
 @dataclass
 class ReplayConfig:
     trace_path: Path
@@ -59,7 +66,7 @@ class ReplayConfig:
     drain_s: float | None = None  # stop waiting for stragglers this long after the last send
     tools_file: Path = REPO_ROOT / "tools.yaml"
     keep: bool = False  # keep the databases and topics
-    replay_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+    replay_id: str = field(default_factory=lambda: new_replay_id())
 
 
 def scale_for(trace: list[TraceTurn], rate: float | None) -> float:
