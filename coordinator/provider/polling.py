@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from coordinator.provider.port import ProviderRun
+from coordinator.provider.port import WORKING_STATUSES, ProviderRun
 from runcoord.errors import Retriable
 
 
@@ -37,13 +37,10 @@ class Backoff:
         return max(round(delay), hint_ms or 0)
 
 
-# Statuses the coordinator has nothing to do about: the model is working. A move between them
-# ends no watch, since reporting it would cost a round trip through the coordinator and a new
-# watch for no decision (a watch that times out still reports the status it last saw).
-WORKING_STATUSES = frozenset({"queued", "in_progress"})
-
-
 def _phase(status: str) -> str:
+    # A move between working statuses ends no watch: reporting it would cost a round trip
+    # through the coordinator and a new watch for no decision (a watch that times out still
+    # reports the status it last saw).
     return "working" if status in WORKING_STATUSES else status
 
 

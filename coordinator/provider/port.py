@@ -31,6 +31,8 @@ STATUSES: frozenset[str] = frozenset(
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"cancelled", "failed", "completed", "incomplete", "expired"}
 )
+# The model is working: nothing for the coordinator to decide (see polling.changed).
+WORKING_STATUSES: frozenset[str] = frozenset({"queued", "in_progress"})
 
 # The metadata keys the adapters put on what they create. Never change them: reconciliation
 # of a run created by an earlier version looks for exactly these keys.

@@ -25,7 +25,7 @@ from openai.types.responses import (
 )
 
 from coordinator.domain.model import ToolCall
-from coordinator.provider.port import ProviderRun, SubmitOutcome
+from coordinator.provider.port import WORKING_STATUSES, ProviderRun, SubmitOutcome
 
 # What a call left open by a cancelled turn is answered with (ResponsesProvider.cancel).
 # Never change it: reconciliation recognises a cancelled step by it.
@@ -84,7 +84,6 @@ LIFECYCLE_EVENTS = frozenset(
         "response.incomplete",
     }
 )
-_WORKING = frozenset({"queued", "in_progress"})
 
 
 class StreamEventError(ValueError):
@@ -110,7 +109,7 @@ def stream_event(data: str) -> tuple[int, ProviderRun | None]:
     body = payload.get("response")
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise StreamEventError(f"{kind} {sequence} carries no response")
-    if body.get("status") in _WORKING:
+    if body.get("status") in WORKING_STATUSES:
         return sequence, ProviderRun(body["id"], body["status"], None, (), None, None, None)
     return sequence, to_provider_run(Response.model_construct(**body), poll_after=None)
 

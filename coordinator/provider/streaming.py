@@ -38,8 +38,8 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 
-from coordinator.provider.polling import WORKING_STATUSES, Backoff, BackoffPolicy, changed, watch
-from coordinator.provider.port import ProviderRun
+from coordinator.provider.polling import Backoff, BackoffPolicy, changed, watch
+from coordinator.provider.port import WORKING_STATUSES, ProviderRun
 from runcoord.errors import Retriable
 
 # How long a watch that timed out may spend reading the run's current state.

@@ -13,21 +13,9 @@ from coordinator.provider.port import ProviderRun
 from effects.guard import LedgerGuard
 from effects.ledger import EffectState, InMemoryLedger
 from effects.provider_executor import ProviderEffects
+from tests.unit.fake_time import FakeTime
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class Provider:

@@ -24,8 +24,8 @@ from runcoord.stack.procs import (
 
 # A process that ignores SIGTERM, so stop_pids has to escalate to SIGKILL.
 STUBBORN = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-    "print('ready', flush=True); time.sleep(60)"
+    "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); signal.pause()"
 )
 
 
@@ -40,7 +40,7 @@ def listener() -> Iterator[int]:
 def test_a_pid_is_ours_only_while_its_command_line_has_the_marker(tmp_path: Path) -> None:
     pid_file = tmp_path / "x.pid"
     proc = spawn_detached(
-        [sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path)],
+        [sys.executable, "-c", "import signal; signal.pause()", str(tmp_path)],
         log=tmp_path / "x.log",
         pid_file=pid_file,
         cwd=tmp_path,

@@ -7,6 +7,7 @@ import pytest
 from coordinator.provider.errors import ProviderRejected, ProviderUnavailable
 from coordinator.provider.polling import Backoff, BackoffPolicy, changed, watch
 from coordinator.provider.port import ProviderRun
+from tests.unit.fake_time import FakeTime
 
 pytestmark = pytest.mark.anyio
 
@@ -52,19 +53,6 @@ def test_changed(seen: ProviderRun, since: tuple[str, str | None], expected: boo
     assert changed(seen, *since) is expected
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 6))
-        self.now += seconds
-
-
 class Script:
     """Answers one retrieve after another from a list; an exception in it is raised."""
 
@@ -83,18 +71,25 @@ class Script:
 POLICY = BackoffPolicy(100, 2.0, 400)
 
 
-async def test_returns_at_once_when_already_changed() -> None:
-    time = FakeTime()
-    retrieve = Script(run("requires_action", "s1"))
-    result = await watch(
+async def watch_with(
+    retrieve: Script, time: FakeTime, since_status: str, timeout_ms: int
+) -> tuple[ProviderRun, bool]:
+    """The watch under test, from ``since_status`` with no step, on the fake clock."""
+    return await watch(
         retrieve,
-        since_status="queued",
+        since_status=since_status,
         since_step=None,
-        timeout_ms=1000,
+        timeout_ms=timeout_ms,
         policy=POLICY,
         clock=time.clock,
         sleep=time.sleep,
     )
+
+
+async def test_returns_at_once_when_already_changed() -> None:
+    time = FakeTime()
+    retrieve = Script(run("requires_action", "s1"))
+    result = await watch_with(retrieve, time, "queued", 1000)
     assert result == (run("requires_action", "s1"), True)
     assert (retrieve.calls, time.slept) == (1, [])
 
@@ -102,15 +97,7 @@ async def test_returns_at_once_when_already_changed() -> None:
 async def test_backs_off_until_the_change() -> None:
     time = FakeTime()
     retrieve = Script(run("queued"), run("queued"), run("queued", hint=300), run("completed"))
-    seen, moved = await watch(
-        retrieve,
-        since_status="queued",
-        since_step=None,
-        timeout_ms=10_000,
-        policy=POLICY,
-        clock=time.clock,
-        sleep=time.sleep,
-    )
+    seen, moved = await watch_with(retrieve, time, "queued", 10_000)
     assert (seen.status, moved) == ("completed", True)
     assert time.slept == [0.1, 0.2, 0.4]
 
@@ -118,15 +105,7 @@ async def test_backs_off_until_the_change() -> None:
 async def test_times_out_with_the_last_run_seen() -> None:
     time = FakeTime()
     retrieve = Script(run("in_progress"))
-    seen, moved = await watch(
-        retrieve,
-        since_status="in_progress",
-        since_step=None,
-        timeout_ms=1000,
-        policy=POLICY,
-        clock=time.clock,
-        sleep=time.sleep,
-    )
+    seen, moved = await watch_with(retrieve, time, "in_progress", 1000)
     assert (seen, moved) == (run("in_progress"), False)
     # Never sleeps past the deadline; polls once more at it.
     assert time.slept == [0.1, 0.2, 0.4, 0.3] and retrieve.calls == 5
@@ -135,15 +114,7 @@ async def test_times_out_with_the_last_run_seen() -> None:
 async def test_polls_through_a_retriable_error() -> None:
     time = FakeTime()
     retrieve = Script(run("queued"), ProviderUnavailable("503"), run("completed"))
-    seen, moved = await watch(
-        retrieve,
-        since_status="queued",
-        since_step=None,
-        timeout_ms=1000,
-        policy=POLICY,
-        clock=time.clock,
-        sleep=time.sleep,
-    )
+    seen, moved = await watch_with(retrieve, time, "queued", 1000)
     assert (seen.status, moved) == ("completed", True)
 
 
@@ -151,15 +122,7 @@ async def test_the_model_starting_to_work_is_no_change() -> None:
     """queued -> in_progress ends no watch; the watch times out reporting in_progress."""
     time = FakeTime()
     retrieve = Script(run("queued"), run("in_progress"))
-    seen, moved = await watch(
-        retrieve,
-        since_status="queued",
-        since_step=None,
-        timeout_ms=1000,
-        policy=POLICY,
-        clock=time.clock,
-        sleep=time.sleep,
-    )
+    seen, moved = await watch_with(retrieve, time, "queued", 1000)
     assert (seen.status, moved) == ("in_progress", False)
 
 
