@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import types
 import typing
 from collections.abc import Mapping
@@ -117,35 +118,101 @@ def avro_schema(cls: type[Any]) -> dict[str, Any]:
 
 
 def _to_datum(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_datum(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [_to_datum(v) for v in value]
-    if isinstance(value, Mapping):
-        return dict(value)
+    # Per record on the hot path: one converter per type, built once (reflection was a fifth
+    # of the coordinator's loop).
+    convert = _CONVERTERS.get(type(value))
+    if convert is None:
+        convert = _CONVERTERS[type(value)] = _converter(type(value))
+    return convert(value)
+
+
+_CONVERTERS: dict[type[Any], typing.Callable[[Any], Any]] = {}
+
+
+def _same(value: Any) -> Any:
     return value
 
 
-def _from_datum(tp: Any, value: Any) -> Any:
+def _converter(cls: type[Any]) -> typing.Callable[[Any], Any]:
+    if _is_dataclass_type(cls):
+        # Fields declared as Avro primitives are copied as they are (the codec validates
+        # them); the others go through _to_datum, whatever the value turns out to be.
+        fields = _fields(cls)
+        plain = tuple(name for name, tp in fields if _is_primitive(tp))
+        nested = tuple(name for name, tp in fields if not _is_primitive(tp))
+        read_plain = _getter(plain)
+
+        def record(value: Any) -> dict[str, Any]:
+            datum = dict(zip(plain, read_plain(value), strict=True))
+            for name in nested:
+                datum[name] = _to_datum(getattr(value, name))
+            return datum
+
+        return record
+    if issubclass(cls, enum.Enum):
+        return lambda value: value.value
+    if issubclass(cls, tuple):
+        return lambda value: [_to_datum(v) for v in value]
+    if issubclass(cls, Mapping):
+        return dict
+    return _same
+
+
+def _getter(names: tuple[str, ...]) -> typing.Callable[[Any], tuple[Any, ...]]:
+    """The values of `names` as a tuple (attrgetter returns a bare value for one name)."""
+    if not names:
+        return lambda value: ()
+    if len(names) == 1:
+        get = operator.attrgetter(names[0])
+        return lambda value: (get(value),)
+    return operator.attrgetter(*names)
+
+
+def _is_primitive(tp: Any) -> bool:
+    return (_optional(tp) or tp) in _PRIMITIVES
+
+
+_READERS: dict[Any, typing.Callable[[Any], Any]] = {}
+
+
+def _reader(tp: Any) -> typing.Callable[[Any], Any]:
+    """The function that turns a decoded value of declared type `tp` back into its domain
+    value, built once per type: decoding runs per record on the hot path."""
+    read = _READERS.get(tp)
+    if read is None:
+        read = _READERS[tp] = _new_reader(tp)
+    return read
+
+
+def _new_reader(tp: Any) -> typing.Callable[[Any], Any]:
     inner = _optional(tp)
     if inner is not None:
-        return None if value is None else _from_datum(inner, value)
+        read_inner = _reader(inner)
+        return lambda value: None if value is None else read_inner(value)
     if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        return tuple(_from_datum(item, v) for v in value)
+        read_item = _reader(typing.get_args(tp)[0])
+        return lambda value: tuple(read_item(v) for v in value)
     if typing.get_origin(tp) in (Mapping, dict):
-        return dict(value)
+        return dict
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
+        return tp
     if _is_dataclass_type(tp):
-        return _build(tp, value)
-    return value
+        return _builder(tp)
+    return _same
 
 
-def _build(cls: type[Any], record: Mapping[str, Any]) -> Any:
-    return cls(**{name: _from_datum(tp, record[name]) for name, tp in _fields(cls)})
+def _builder(cls: type[Any]) -> typing.Callable[[Mapping[str, Any]], Any]:
+    fields = _fields(cls)
+    plain = tuple(name for name, tp in fields if _is_primitive(tp))
+    nested = tuple((name, _reader(tp)) for name, tp in fields if not _is_primitive(tp))
+
+    def build(record: Mapping[str, Any]) -> Any:
+        kwargs = {name: record[name] for name in plain}
+        for name, read in nested:
+            kwargs[name] = read(record[name])
+        return cls(**kwargs)
+
+    return build
 
 
 def to_record(message: Any) -> tuple[str, dict[str, Any]]:
@@ -162,7 +229,7 @@ def from_record(name: str, record: Mapping[str, Any]) -> Any:
     if cls is None:
         raise SerializationError(f"record {name} is not a message this consumer handles")
     try:
-        return _build(cls, record)
+        return _reader(cls)(record)
     except (KeyError, TypeError, ValueError) as exc:
         raise SerializationError(f"record {name} does not map onto {cls.__name__}: {exc}") from exc
 
