@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from harness.faultplan import load_plan
+from harness.replay.cli import unwind_on_signals
 from harness.replay.run import QUEUE_MS, ReplayConfig, replay
 from harness.report.build import build_report
 from harness.report.data import load_replay
@@ -20,6 +21,7 @@ from runcoord.registry import load_registry
 
 
 def main() -> None:
+    unwind_on_signals()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=40.0)

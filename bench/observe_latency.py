@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.faultplan import load_plan
+from harness.replay.cli import unwind_on_signals
 from harness.replay.run import ReplayConfig, replay
 from harness.report.data import read_jsonl
 from harness.report.figures import percentile
@@ -92,6 +93,7 @@ def _ms(value: float | None) -> str:
 
 
 def main() -> None:
+    unwind_on_signals()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0, help="turns per second")

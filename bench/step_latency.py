@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from harness.faultplan import load_plan
+from harness.replay.cli import unwind_on_signals
 from harness.replay.run import ReplayConfig, replay
 from harness.report.build import build_report
 from harness.report.data import load_replay
@@ -25,6 +26,7 @@ from runcoord.registry import load_registry
 
 
 def main() -> None:
+    unwind_on_signals()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", default="5,20,40")
     parser.add_argument("--turns", type=int, default=400)

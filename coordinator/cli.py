@@ -50,6 +50,12 @@ def coordinator(
     ] = 20_000,
     session_timeout_ms: Annotated[int, typer.Option(help="Group session timeout.")] = 10_000,
     max_poll_interval_ms: Annotated[int, typer.Option(help="Group max poll interval.")] = 60_000,
+    call_deadline_s: Annotated[
+        float,
+        typer.Option(
+            help="A transactional call not back by then is taken as hung: clients rebuilt."
+        ),
+    ] = 45.0,
     stats_every_s: Annotated[float, typer.Option(help="Print loop figures this often.")] = 10.0,
     metrics_port: Annotated[
         int | None,
@@ -59,7 +65,7 @@ def coordinator(
         str | None,
         typer.Option(
             envvar="RUNCOORD_FAULT_AT",
-            help=f"Test hook: kill|stop@POINT[:N], POINT one of {', '.join(FAULT_POINTS)}.",
+            help=f"Test hook: kill|stop|hang@POINT[:N], POINT one of {', '.join(FAULT_POINTS)}.",
         ),
     ] = None,
 ) -> None:
@@ -93,6 +99,7 @@ def coordinator(
         batch_wait_ms=batch_wait_ms,
         session_timeout_ms=session_timeout_ms,
         max_poll_interval_ms=max_poll_interval_ms,
+        call_deadline_s=call_deadline_s,
     )
     if instance_id:
         config = dataclasses.replace(config, instance_id=instance_id)

@@ -35,6 +35,7 @@ from runcoord.deadletter import DeadLetter
 from runcoord.errors import Fatal, KafkaRetriable, Retriable, SerializationError
 from runcoord.faults import fault_point
 from runcoord.kafka import (
+    BoundedCalls,
     KafkaRetriableError,
     TopicNames,
     consumer_config,
@@ -56,7 +57,7 @@ INPUT_TYPES = (
     inp.EffectFailed,
 )
 # Where fault tests may kill or freeze a coordinator (runcoord.faults).
-FAULT_POINTS = ("after_produce", "before_commit", "after_commit")
+FAULT_POINTS = ("after_produce", "in_send_offsets", "before_commit", "after_commit")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class LoopConfig:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 60_000
     transaction_timeout_ms: int = 30_000
+    # The timeout handed to librdkafka's transactional calls, and how long we wait for one
+    # before taking it as hung (it can block past its own timeout; see BoundedCalls). The
+    # session's clients are then rebuilt, before max.poll.interval.ms drops us from the group.
+    call_timeout_s: float = 30.0
+    call_deadline_s: float = 45.0
 
 
 @dataclass
@@ -91,6 +97,8 @@ class LoopStats:
 
 
 class Coordinator:
+    _calls: BoundedCalls  # the session's producer calls (one session at a time)
+
     def __init__(
         self,
         config: LoopConfig,
@@ -140,8 +148,9 @@ class Coordinator:
         }
         consumer = Consumer(consumer_config(c.bootstrap, c.group_id) | overrides)
         reader = StateReader(c.bootstrap, c.topics.state, f"{c.group_id}-rebuild", self.codec)
+        self._calls = calls = BoundedCalls(f"{c.instance_id}-txn", c.call_deadline_s)
         try:
-            self._call(lambda: producer.init_transactions(30))
+            self._call("init_transactions", lambda: producer.init_transactions(c.call_timeout_s))
             self._partitions = self._partition_count(consumer)
             consumer.subscribe(
                 [c.topics.inbox],
@@ -153,9 +162,15 @@ class Coordinator:
                 self._batch(consumer, producer)
         finally:
             self.owned.clear()
+            calls.close()
             # Cleanup must not turn a fenced session into a dead thread: a fenced producer
-            # raises its fatal error again on flush, and we are rebuilding anyway.
-            for cleanup in (reader.close, consumer.close, lambda: producer.flush(5)):
+            # raises its fatal error again on flush, and we are rebuilding anyway. A hung
+            # producer is not touched again: its open transaction is aborted by the next
+            # session's init_transactions, under the same transactional.id.
+            cleanups: list[Callable[[], object]] = [reader.close, consumer.close]
+            if calls.hung is None:
+                cleanups.append(lambda: producer.flush(5))
+            for cleanup in cleanups:
                 try:
                     cleanup()  # consumer.close leaves the group now: partitions move at once
                 except (KafkaException, RuntimeError) as exc:
@@ -201,7 +216,7 @@ class Coordinator:
         if not inputs and not ticks:
             return
         started = time.perf_counter()
-        self._call(producer.begin_transaction)
+        self._call("begin_transaction", producer.begin_transaction)
         staged = Staged(self.owned)
         outbox = Outbox(self.codec, c.topics)
         # Read once per batch: with tracing off, no span and no header is made per input.
@@ -225,11 +240,13 @@ class Coordinator:
             fault_point("after_produce")
             offsets = _next_offsets(inputs)
             if offsets:
-                self._call(
-                    lambda: producer.send_offsets_to_transaction(
-                        offsets, consumer.consumer_group_metadata(), 30
-                    )
-                )
+                group = consumer.consumer_group_metadata()
+
+                def send_offsets() -> None:
+                    fault_point("in_send_offsets")  # where librdkafka has been seen to hang
+                    producer.send_offsets_to_transaction(offsets, group, c.call_timeout_s)
+
+                self._call("send_offsets_to_transaction", send_offsets)
             fault_point("before_commit")
             self._commit(producer)
             fault_point("after_commit")
@@ -400,9 +417,10 @@ class Coordinator:
                 raise translate(exc) from exc
 
     def _commit(self, producer: Producer) -> None:
+        timeout = self.config.call_timeout_s
         for _ in range(3):
             try:
-                producer.commit_transaction(30)
+                self._calls.run("commit_transaction", lambda: producer.commit_transaction(timeout))
                 return
             except KafkaException as exc:
                 err = translate(exc)
@@ -423,7 +441,8 @@ class Coordinator:
         self.stats.aborts += 1
         metrics.TXN_ABORTS.inc()
         log.warning("aborting batch of %d inputs: %s", len(inputs), exc)
-        self._call(lambda: producer.abort_transaction(30))
+        timeout = self.config.call_timeout_s
+        self._call("abort_transaction", lambda: producer.abort_transaction(timeout))
         # Rewind to the first input of the batch; it will be read and decided again.
         for tp in _first_offsets(inputs):
             if tp.partition in self.owned:
@@ -436,9 +455,10 @@ class Coordinator:
             if runs is not None:
                 runs.requeue([run_id], self.policy)
 
-    def _call(self, fn: Callable[[], object]) -> None:
+    def _call(self, what: str, fn: Callable[[], object]) -> None:
+        """A producer call that talks to the broker: bounded, its errors translated."""
         try:
-            fn()
+            self._calls.run(what, fn)
         except KafkaException as exc:
             raise translate(exc) from exc
 

@@ -59,7 +59,7 @@ MetricsOpt = Annotated[
     typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
 ]
 FaultOpt = Annotated[
-    str | None, typer.Option(envvar="RUNCOORD_FAULT_AT", help="Test hook: kill|stop@POINT[:N].")
+    str | None, typer.Option(envvar="RUNCOORD_FAULT_AT", help="Test hook: kill|stop|hang@POINT[:N].")
 ]
 
 

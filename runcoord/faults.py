@@ -2,8 +2,10 @@
 
 ``RUNCOORD_FAULT_AT=ACTION@POINT[:N]``: the N-th time (default 1st) the process reaches
 ``fault_point(POINT)`` it sends itself SIGKILL (``kill``: dies mid-operation, as kill -9
-does) or SIGSTOP (``stop``: a zombie that wakes up later, as after a GC pause). Off unless
-the variable is set; the check is one dict lookup.
+does) or SIGSTOP (``stop``: a zombie that wakes up later, as after a GC pause), or the thread
+that reached it blocks for ever (``hang``: as a client library call that never returns,
+while the rest of the process goes on). Off unless the variable is set; the check is one
+dict lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 
 log = logging.getLogger(__name__)
 
-ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "hang": None}
 
 
 class FaultPlan:
@@ -29,7 +31,7 @@ class FaultPlan:
             action, _, where = spec.partition("@")
             point, _, nth = where.partition(":")
             if action not in ACTIONS or not point:
-                raise ValueError(f"fault spec {spec!r}: want kill|stop@POINT[:N]")
+                raise ValueError(f"fault spec {spec!r}: want kill|stop|hang@POINT[:N]")
             self.action, self.point, self.nth = action, point, int(nth or 1)
 
     def reached(self, point: str) -> None:
@@ -42,7 +44,11 @@ class FaultPlan:
             log.error("fault point %s reached: %s", point, self.action)
             for handler in logging.getLogger().handlers:
                 handler.flush()
-            os.kill(os.getpid(), ACTIONS[self.action])
+            sig = ACTIONS[self.action]
+            if sig is None:
+                threading.Event().wait()
+            else:
+                os.kill(os.getpid(), sig)
 
 
 _PLAN = FaultPlan(os.environ.get("RUNCOORD_FAULT_AT"))

@@ -1,4 +1,5 @@
-"""Thin helpers over confluent-kafka: client configs, topic names, and error translation.
+"""Thin helpers over confluent-kafka: client configs, topic names, error translation, and a
+deadline for calls that can block for ever.
 
 Every Kafka client in runcoord is configured here, and every ``KafkaError`` becomes one of
 our exceptions in :func:`error_for`, so a retry decision never inspects librdkafka codes.
@@ -6,12 +7,19 @@ our exceptions in :func:`error_for`, so a retry decision never inspects librdkaf
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
 from runcoord.errors import Fenced, KafkaFatal, KafkaRetriable, RuncoordError
+
+_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------- client configs
 
@@ -167,3 +175,55 @@ def translate(exc: KafkaException) -> RuncoordError:
         return error_for(err)
     # Raised with a plain message (no KafkaError): nothing says retrying could help.
     return KafkaFatal(str(exc))
+
+
+# --------------------------------------------------------------------- calls that may hang
+
+
+class ClientHung(KafkaFatal):
+    """A client call did not return by its deadline: the client must be abandoned, not reused."""
+
+
+class BoundedCalls:
+    """Runs one client's blocking calls on a thread of their own, each under a deadline.
+
+    librdkafka can block in ``send_offsets_to_transaction`` far past the timeout it was given
+    (librdkafka #5456: the coordinator request's timeout is never checked; #5511: a stale
+    group coordinator is never looked up again). Here, after a broker restart in a chaos
+    replay, both coordinators sat in it for minutes, their consumers were dropped from the
+    group, and every run stalled. A call is run here and waited for ``deadline_s``; past it,
+    ``ClientHung`` is raised and every later call raises it at once: the caller rebuilds its
+    clients. The blocked thread is a daemon and is left behind with the client it holds
+    (the one leak, per hang, that ends when the call finally returns).
+    """
+
+    def __init__(self, name: str, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.hung: str | None = None  # what hung, once something has
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def run(self, what: str, fn: Callable[[], _T]) -> _T:
+        if self.hung is not None:
+            raise ClientHung(f"client abandoned: {self.hung} hung earlier")
+        future: Future[_T] = Future()
+        self._jobs.put((fn, future))
+        try:
+            return future.result(self.deadline_s)
+        except FutureTimeout:
+            self.hung = what
+            raise ClientHung(f"{what} did not return in {self.deadline_s:g} s") from None
+
+    def close(self) -> None:
+        self._jobs.put(None)  # a hung thread never reads it; it ends with its call
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the caller, who decides
+                    future.set_exception(exc)

@@ -53,11 +53,7 @@ def replay_command(
 ) -> None:
     """Replay a trace with faults; print the side-by-side report at the end."""
     logging.basicConfig(level=logging.WARNING)
-    # SIGTERM (and SIGINT, which a shell ignores in background jobs) must unwind through the
-    # replay's cleanup: its replicas stopped, the stack's servers back, topics and database
-    # dropped. The default SIGTERM would leave all of that behind.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _interrupt)
+    unwind_on_signals()
     console = Console()
     chosen = ("baseline", "runcoord") if system == "both" else (system,)
     if any(s not in ("baseline", "runcoord") for s in chosen) or provider not in (
@@ -105,6 +101,14 @@ def replay_command(
 
         console.print(f"HTML report: {write_html(report, load_replay(folder), html)}")
     console.print(f"evidence in {folder}; replay took {time.monotonic() - started:.0f} s")
+
+
+def unwind_on_signals() -> None:
+    """SIGTERM (and SIGINT, which a shell ignores in background jobs) must unwind through the
+    replay's cleanup: its replicas stopped, the stack's servers back, topics and database
+    dropped. The default SIGTERM would leave all of that behind."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -173,3 +173,34 @@ def test_paused_zombie_is_fenced_and_commits_nothing(
                 except subprocess.TimeoutExpired:
                     p.kill()
     assert_exactly_once(world, runs)
+
+
+@pytest.mark.fault
+def test_a_call_hung_in_the_client_rebuilds_the_session(
+    world: World, topics: TopicNames, tmp_path: Path
+) -> None:
+    # librdkafka can block in send_offsets_to_transaction far past its timeout (librdkafka
+    # #5456, #5511). After a broker restart in a 50k chaos replay both coordinators sat in it
+    # for minutes while their runs stalled. Here the third call blocks for ever.
+    prefix = topics.inbox.removesuffix("runs.inbox")
+    log = tmp_path / "coordinator.log"
+    coordinator = start_coordinator(
+        prefix,
+        "coord-0",
+        log,
+        fault_at="hang@in_send_offsets:3",
+        extra=["--call-deadline-s", "3"],
+    )
+    try:
+        runs = scripts(60, seed=4)
+        world.start(runs)
+        world.pump(until_done=120)
+    finally:
+        coordinator.terminate()
+        # The hung thread must not keep the replica from stopping either.
+        coordinator.wait(30)
+    text = log.read_text()
+    assert "fault point in_send_offsets reached: hang" in text
+    assert "send_offsets_to_transaction did not return in 3 s" in text, text[-3000:]
+    assert coordinator.returncode == 0
+    assert_exactly_once(world, runs)
