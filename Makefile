@@ -42,7 +42,7 @@ test: $(STAMP) stack-up
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# The main job (harness/README.md): ~2,000 turns with the seeds' incident (provider latency
+# The main job (runcoord/harness/README.md): ~2,000 turns with the seeds' incident (provider latency
 # spike, replica churn, slow successes) against runcoord and the variant-A baseline, side by
 # side; the table is printed, the HTML report lands in $(DEMO)/report/index.html.
 DEMO ?= .state/demo

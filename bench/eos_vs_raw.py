@@ -17,12 +17,12 @@ import uuid
 
 from confluent_kafka import Consumer, Producer
 
-from coordinator.domain.inputs import StartRun
-from coordinator.loop import Coordinator, LoopConfig
-from coordinator.wire import to_record
-from harness.replay.env import create_topics, delete_topics
 from runcoord.codec import AvroCodec
 from runcoord.config import REPO_ROOT, load
+from runcoord.coordinator.domain.inputs import StartRun
+from runcoord.coordinator.loop import Coordinator, LoopConfig
+from runcoord.coordinator.wire import to_record
+from runcoord.harness.replay.env import create_topics, delete_topics
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry
 

@@ -31,14 +31,14 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from forensics.gather import gather
-from forensics.projector import ProjectorConfig, projecting
-from forensics.reader import PositionReader
-from forensics.synthetic import Encoded, Templates, interleave
-from forensics.timeline import build_story
 from runcoord.codec import AvroCodec
 from runcoord.config import REPO_ROOT, load
 from runcoord.db import migrate
+from runcoord.forensics.gather import gather
+from runcoord.forensics.projector import ProjectorConfig, projecting
+from runcoord.forensics.reader import PositionReader
+from runcoord.forensics.synthetic import Encoded, Templates, interleave
+from runcoord.forensics.timeline import build_story
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry
 from runcoord.stack.polling import wait_until

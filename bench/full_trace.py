@@ -8,15 +8,15 @@ import argparse
 import time
 from pathlib import Path
 
-from harness.faultplan import load_plan
-from harness.replay.cli import unwind_on_signals
-from harness.replay.run import QUEUE_MS, ReplayConfig, replay
-from harness.report.build import build_report
-from harness.report.data import load_replay
-from harness.report.figures import percentile
-from harness.workload.generate import GeneratorConfig, generate
-from harness.workload.trace import write_trace
 from runcoord.config import REPO_ROOT, load
+from runcoord.harness.faultplan import load_plan
+from runcoord.harness.replay.cli import unwind_on_signals
+from runcoord.harness.replay.run import QUEUE_MS, ReplayConfig, replay
+from runcoord.harness.report.build import build_report
+from runcoord.harness.report.data import load_replay
+from runcoord.harness.report.figures import percentile
+from runcoord.harness.workload.generate import GeneratorConfig, generate
+from runcoord.harness.workload.trace import write_trace
 from runcoord.registry import load_registry
 
 

@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.faultplan import load_plan
-from harness.replay.cli import unwind_on_signals
-from harness.replay.run import ReplayConfig, replay
-from harness.report.data import read_jsonl
-from harness.report.figures import percentile
-from harness.workload.generate import GeneratorConfig, generate
-from harness.workload.trace import write_trace
 from runcoord.config import REPO_ROOT, load
+from runcoord.harness.faultplan import load_plan
+from runcoord.harness.replay.cli import unwind_on_signals
+from runcoord.harness.replay.run import ReplayConfig, replay
+from runcoord.harness.report.data import read_jsonl
+from runcoord.harness.report.figures import percentile
+from runcoord.harness.workload.generate import GeneratorConfig, generate
+from runcoord.harness.workload.trace import write_trace
 from runcoord.registry import load_registry
 
 MODES = ("poll", "stream")

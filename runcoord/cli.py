@@ -29,18 +29,18 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("stack", "runcoord.stack.cli", "The local stack: Kafka (KRaft), PostgreSQL, Redis."),
     ("topics", "runcoord.topics", "Create and verify the topics declared in topics.yaml."),
     ("schemas", "runcoord.codec.cli", "Check and lock the Avro schemas."),
-    ("sim", "sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
+    ("sim", "runcoord.sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
     ("db", "runcoord.db", "Database migrations."),
-    ("workload", "harness.workload.cli", "Workload traces for the evaluation harness."),
-    ("executor", "effects.cli", "Effect executors: provider, tools, submissions."),
-    ("forensics", "forensics.cli", "The run projection, one run's story, anomaly scans."),
-    ("api", "api.cli", "The agent API, its outbox relay and its API keys."),
+    ("workload", "runcoord.harness.workload.cli", "Workload traces for the evaluation harness."),
+    ("executor", "runcoord.effects.cli", "Effect executors: provider, tools, submissions."),
+    ("forensics", "runcoord.forensics.cli", "The run projection, one run's story, anomaly scans."),
+    ("api", "runcoord.api.cli", "The agent API, its outbox relay and its API keys."),
 ]
 # (command, module, function): single commands.
 _COMMANDS: list[tuple[str, str, str]] = [
-    ("coordinator", "coordinator.cli", "coordinator"),
-    ("replay", "harness.replay.cli", "replay_command"),
-    ("report", "harness.report.cli", "report_command"),
+    ("coordinator", "runcoord.coordinator.cli", "coordinator"),
+    ("replay", "runcoord.harness.replay.cli", "replay_command"),
+    ("report", "runcoord.harness.report.cli", "report_command"),
 ]
 
 

@@ -26,10 +26,10 @@ app = typer.Typer(no_args_is_help=True)
 # (set name, package holding a `migrations/` folder). Sets apply in this order; within a set,
 # by the number that starts each file name. Never rename a set: it is part of each migration's id.
 MIGRATION_SETS: tuple[tuple[str, str], ...] = (
-    ("effects", "effects"),
-    ("sim_tools", "sim.tools"),
-    ("forensics", "forensics"),
-    ("api", "api"),
+    ("effects", "runcoord.effects"),
+    ("sim_tools", "runcoord.sim.tools"),
+    ("forensics", "runcoord.forensics"),
+    ("api", "runcoord.api"),
 )
 
 # One constant shared by every runcoord process (the first 8 bytes of sha256("runcoord.migrate")).

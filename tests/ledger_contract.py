@@ -25,7 +25,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from effects.ledger import (
+from runcoord.effects.ledger import (
     Acquired,
     Busy,
     EffectMeta,

@@ -1,7 +1,7 @@
 """Avro codec for every record runcoord writes to Kafka, and the schema-evolution guard.
 
 ``AvroCodec`` encodes a record under the current version of its schema and decodes any
-committed version, resolved to the current one. Conventions: schemas/README.md.
+committed version, resolved to the current one. Conventions: runcoord/schemas/README.md.
 """
 
 from runcoord.codec.avro import AvroCodec

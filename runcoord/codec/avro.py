@@ -15,7 +15,7 @@ from typing import Any
 from runcoord.codec.catalog import SchemaCatalog, SchemaVersion
 from runcoord.codec.datum import read_datum, write_datum
 from runcoord.errors import SerializationError, UnknownSchemaError
-from schemas import SCHEMA_DIR
+from runcoord.schemas import SCHEMA_DIR
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8

@@ -1,7 +1,8 @@
 """The committed Avro schemas, loaded and checked once: one entry per (record name, version).
 
-Layout (see schemas/README.md): ``<category>/<RecordName>.v<N>.avsc``, one self-contained record
-schema per file, full name ``runcoord.<RecordName>``, versions 1..N with no gaps. The highest
+Layout (see runcoord/schemas/README.md): ``<category>/<RecordName>.v<N>.avsc``, one
+self-contained record schema per file, full name ``runcoord.<RecordName>``, versions 1..N with no
+gaps. The highest
 version of a name is its current (reader) schema; older ones stay so old payloads still decode.
 """
 

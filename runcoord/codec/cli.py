@@ -14,7 +14,7 @@ from runcoord.codec.catalog import SchemaCatalog
 from runcoord.codec.compat import evolution_problems
 from runcoord.codec.lock import LOCK_FILE, check_lock, update_lock
 from runcoord.errors import ConfigError
-from schemas import SCHEMA_DIR
+from runcoord.schemas import SCHEMA_DIR
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 

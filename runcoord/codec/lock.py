@@ -20,7 +20,7 @@ LOCK_COMMAND = "python -m runcoord.codec lock"
 _HEADER = f"""\
 # Committed schema versions: <RecordName> v<N> <CRC-64-AVRO, wire order> sha256:<file content>
 # Written by `{LOCK_COMMAND}`, which only adds lines. Never edit a line: a
-# committed version is immutable; add v<N+1> instead (schemas/README.md).
+# committed version is immutable; add v<N+1> instead (runcoord/schemas/README.md).
 """
 _LINE = re.compile(
     r"^(?P<name>\w+) v(?P<version>\d+) (?P<fp>[0-9a-f]{16}) sha256:(?P<sha>[0-9a-f]{64})$"

@@ -24,10 +24,10 @@ import yaml
 from confluent_kafka import Consumer, Producer
 from openai import OpenAI
 
-from coordinator.domain import inputs as inp
-from coordinator.wire import from_record, to_record
 from runcoord.codec import AvroCodec
 from runcoord.config import REPO_ROOT
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.wire import from_record, to_record
 from runcoord.db import migrate
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry

@@ -29,9 +29,9 @@ import redis
 from confluent_kafka import Consumer
 from psycopg import conninfo, sql
 
-from coordinator.domain import events as ev
-from coordinator.wire import from_record
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.wire import from_record
 from runcoord.db import migrate
 from runcoord.kafka import TopicNames, consumer_config
 from runcoord.stack.polling import wait_until
@@ -171,7 +171,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# Arguments each sandbox tool accepts (sim/tools/catalog.py), distinct per call.
+# Arguments each sandbox tool accepts (runcoord/sim/tools/catalog.py), distinct per call.
 WRITES: dict[str, Callable[[int], dict[str, Any]]] = {
     # idempotency key: a retry carries the same key, the gateway answers the first result
     "create_ticket": lambda i: {"subject": f"late order {i}"},

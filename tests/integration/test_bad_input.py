@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from coordinator.domain import Policy
-from coordinator.domain import events as ev
-from coordinator.domain import inputs as inp
-from coordinator.loop import Coordinator, LoopConfig
-from coordinator.wire import to_record
+from runcoord.coordinator.domain import Policy
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.loop import Coordinator, LoopConfig
+from runcoord.coordinator.wire import to_record
 from runcoord.db import migrate
 from runcoord.deadletter import DeadLetter
 from runcoord.kafka import TopicNames

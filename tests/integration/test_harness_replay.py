@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.faultplan import load_plan
-from harness.replay.run import ReplayConfig, replay
-from harness.report.build import build_report
-from harness.report.data import load_replay
-from harness.workload.generate import GeneratorConfig, generate
-from harness.workload.trace import write_trace
 from runcoord.config import REPO_ROOT, Settings
+from runcoord.harness.faultplan import load_plan
+from runcoord.harness.replay.run import ReplayConfig, replay
+from runcoord.harness.report.build import build_report
+from runcoord.harness.report.data import load_replay
+from runcoord.harness.workload.generate import GeneratorConfig, generate
+from runcoord.harness.workload.trace import write_trace
 from runcoord.registry import load_registry
 
 pytestmark = [

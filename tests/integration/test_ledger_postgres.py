@@ -13,7 +13,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from effects.ledger import (
+from runcoord import db
+from runcoord.effects.ledger import (
     Acquired,
     Busy,
     CachedLedger,
@@ -26,7 +27,6 @@ from effects.ledger import (
     RedisGuard,
     connect_redis,
 )
-from runcoord import db
 from runcoord.errors import Fatal, Retriable
 from tests.ledger_contract import LEASE_S, LedgerContract, meta, new_key
 from tests.tcp_proxy import TcpProxy

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from effects.ledger import RedisGuard, connect_redis
-from effects.limits import ConcurrencyLimiter, Limits, Permit
+from runcoord.effects.ledger import RedisGuard, connect_redis
+from runcoord.effects.limits import ConcurrencyLimiter, Limits, Permit
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from effects.ledger import (
+from runcoord.db import migrate
+from runcoord.effects.ledger import (
     Busy,
     CachedLedger,
     EffectMeta,
@@ -24,8 +25,7 @@ from effects.ledger import (
     RedisGuard,
     connect_redis,
 )
-from effects.limits import ConcurrencyLimiter, Limits
-from runcoord.db import migrate
+from runcoord.effects.limits import ConcurrencyLimiter, Limits
 
 pytestmark = pytest.mark.integration
 

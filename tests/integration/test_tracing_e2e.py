@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.keys import create
+from runcoord.api.keys import create
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
 from tests.integration.e2e import SDK_WARNINGS, Stack, launch, script

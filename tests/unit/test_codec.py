@@ -23,7 +23,7 @@ from runcoord.codec.catalog import crc64_avro
 from runcoord.codec.datum import write_datum
 from runcoord.codec.registry import SchemaRegistryUnavailable
 from runcoord.errors import ConfigError, Retriable, SerializationError, UnknownSchemaError
-from schemas import SCHEMA_DIR
+from runcoord.schemas import SCHEMA_DIR
 
 FIXTURE_DIR = Path(__file__).parents[1] / "fixtures" / "schemas" / "catalog"
 CODEC = AvroCodec(FIXTURE_DIR)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from effects.ledger import Acquired, Busy, InMemoryLedger, Ledger
+from runcoord.effects.ledger import Acquired, Busy, InMemoryLedger, Ledger
 from tests.ledger_contract import LedgerContract, meta, new_key
 
 

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from coordinator.domain.policy import Policy
-from coordinator.loop import Coordinator, LoopConfig
+from runcoord.coordinator.domain.policy import Policy
+from runcoord.coordinator.loop import Coordinator, LoopConfig
 from runcoord.errors import Fenced, KafkaRetriable
 
 

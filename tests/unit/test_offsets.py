@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from effects.offsets import OffsetTracker
+from runcoord.effects.offsets import OffsetTracker
 
 
 def test_commit_waits_for_the_slowest() -> None:

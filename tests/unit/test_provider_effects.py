@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from coordinator.domain import inputs as inp
-from coordinator.domain import intents as it
-from coordinator.provider.errors import OutcomeUnknown, ProviderUnavailable
-from coordinator.provider.port import ProviderRun
-from effects.guard import LedgerGuard
-from effects.ledger import EffectState, InMemoryLedger
-from effects.provider_executor import ProviderEffects
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain import intents as it
+from runcoord.effects.guard import LedgerGuard
+from runcoord.effects.ledger import EffectState, InMemoryLedger
+from runcoord.effects.provider_executor import ProviderEffects
+from runcoord.provider.errors import OutcomeUnknown, ProviderUnavailable
+from runcoord.provider.port import ProviderRun
 from tests.unit.fake_time import FakeTime
 
 pytestmark = pytest.mark.anyio

@@ -36,7 +36,7 @@ from runcoord.codec.cli import app
 from runcoord.codec.datum import write_datum
 from runcoord.codec.lock import read_lock
 from runcoord.errors import ConfigError
-from schemas import SCHEMA_DIR
+from runcoord.schemas import SCHEMA_DIR
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "schemas"
 CASES = FIXTURES / "evolution"

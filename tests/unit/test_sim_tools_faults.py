@@ -8,9 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-import sim.tools.faults as faults_module
-from sim.tools.catalog import TOOLS
-from sim.tools.faults import FaultConfig, FaultPlan, draw
+import runcoord.sim.tools.faults as faults_module
+from runcoord.sim.tools.catalog import TOOLS
+from runcoord.sim.tools.faults import FaultConfig, FaultPlan, draw
 
 
 def test_the_documented_example_parses() -> None:

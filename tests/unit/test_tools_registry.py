@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runcoord.registry import ToolSpec, load_registry
-from sim.tools.catalog import TOOLS
+from runcoord.sim.tools.catalog import TOOLS
 
 REGISTRY: dict[str, ToolSpec] = load_registry(
     Path(__file__).resolve().parents[2] / "tools.yaml"

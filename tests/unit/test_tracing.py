@@ -13,13 +13,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from coordinator.domain import inputs as inp
-from coordinator.domain.decide import Decision
-from coordinator.domain.intents import ToolCallIntent
-from coordinator.outbox import Outbox
-from effects.runtime import Executor, ExecutorConfig
 from runcoord import tracing
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain.decide import Decision
+from runcoord.coordinator.domain.intents import ToolCallIntent
+from runcoord.coordinator.outbox import Outbox
+from runcoord.effects.runtime import Executor, ExecutorConfig
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
 

@@ -15,16 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coordinator.domain import events as ev
-from coordinator.domain import inputs as inp
-from coordinator.domain import intents as it
-from coordinator.domain.model import Output, RunState, Step, ToolCall
-from coordinator.domain.phases import Phase
-from coordinator.wire import CATEGORIES, MESSAGE_TYPES, avro_schema, from_record, to_record
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain import intents as it
+from runcoord.coordinator.domain.model import Output, RunState, Step, ToolCall
+from runcoord.coordinator.domain.phases import Phase
+from runcoord.coordinator.wire import CATEGORIES, MESSAGE_TYPES, avro_schema, from_record, to_record
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import SerializationError
-from schemas import SCHEMA_DIR
+from runcoord.schemas import SCHEMA_DIR
 
 CALL = ToolCall("call_1", "lookup", '{"q": "x"}')
 OUT = Output("call_1", "ok", False, "tool", "ab" * 32)

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from api.relay import RelayConfig, relaying
+from runcoord.api.relay import RelayConfig, relaying
 from runcoord.kafka import TopicNames
 from tests.integration.agent_api.world import api
 from tests.integration.processes import Proc, running

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from api.relay import RelayConfig, relaying
-from coordinator.domain.inputs import StartRun
+from runcoord.api.relay import RelayConfig, relaying
+from runcoord.coordinator.domain.inputs import StartRun
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
 from tests.integration.agent_api.world import api, inbox_records

@@ -9,11 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from coordinator.domain.inputs import RunObserved
-from coordinator.domain.model import ToolCall
-from coordinator.wire import from_record
-from forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain.inputs import RunObserved
+from runcoord.coordinator.domain.model import ToolCall
+from runcoord.coordinator.wire import from_record
+from runcoord.forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.kafka import TopicNames
 from tests.integration.agent_api.world import World, api, signed
 from tests.integration.runstory.journal import produce

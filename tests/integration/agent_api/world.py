@@ -17,10 +17,10 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
-from api.app import ApiConfig, create_app
-from api.keys import create
-from coordinator.wire import from_record
+from runcoord.api.app import ApiConfig, create_app
+from runcoord.api.keys import create
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.wire import from_record
 from runcoord.db import migrate
 from runcoord.kafka import TopicNames, consumer_config
 

@@ -23,11 +23,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message
 
-from coordinator.domain import ToolCall
-from coordinator.domain import events as ev
-from coordinator.domain import inputs as inp
-from coordinator.domain import intents as it
-from coordinator.wire import from_record, to_record
+from runcoord.coordinator.domain import ToolCall
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain import intents as it
+from runcoord.coordinator.wire import from_record, to_record
 from runcoord.deadletter import DeadLetter
 from runcoord.errors import SerializationError
 from runcoord.kafka import TopicNames, consumer_config

@@ -19,11 +19,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from coordinator.domain import ToolCall
-from coordinator.domain import inputs as inp
-from coordinator.domain import intents as it
-from coordinator.wire import from_record, to_record
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain import ToolCall
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain import intents as it
+from runcoord.coordinator.wire import from_record, to_record
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 
 TOOLS = Path(__file__).resolve().parents[2] / "fixtures" / "tools.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from forensics.synthetic import Encoded
+from runcoord.forensics.synthetic import Encoded
 from runcoord.kafka import producer_config
 
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from forensics.projector import Projector, ProjectorConfig, projecting
+from runcoord.forensics.projector import Projector, ProjectorConfig, projecting
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
 

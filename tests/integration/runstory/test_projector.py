@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from coordinator.wire import to_record
-from forensics.projector import Projector, ProjectorConfig
-from forensics.synthetic import Encoded, Templates, interleave
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.wire import to_record
 from runcoord.deadletter import DeadLetter
+from runcoord.forensics.projector import Projector, ProjectorConfig
+from runcoord.forensics.synthetic import Encoded, Templates, interleave
 from runcoord.kafka import TopicNames, consumer_config
 from tests.integration.runstory.journal import produce
 from tests.integration.runstory.projection import projector, wait_rows

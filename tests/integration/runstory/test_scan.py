@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from coordinator.domain.model import ToolCall
-from forensics.scan import scan
-from forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain.model import ToolCall
 from runcoord.db import migrate
+from runcoord.forensics.scan import scan
+from runcoord.forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.kafka import TopicNames
 from tests.integration.runstory.journal import produce
 from tests.integration.runstory.projection import projector, wait_rows

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from coordinator.domain import Policy, ToolCall, ToolRule, decide
-from coordinator.domain import inputs as inp
-from coordinator.domain.decide import Decision
-from coordinator.domain.model import RunState
+from runcoord.coordinator.domain import Policy, ToolCall, ToolRule, decide
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain.decide import Decision
+from runcoord.coordinator.domain.model import RunState
 
 POLICY = Policy(
     tools={

@@ -6,9 +6,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from harness.replay.driver import Driver, DriverConfig
-from harness.systems.port import Finish, Outgoing
-from harness.workload.trace import TraceTurn
+from runcoord.harness.replay.driver import Driver, DriverConfig
+from runcoord.harness.systems.port import Finish, Outgoing
+from runcoord.harness.workload.trace import TraceTurn
 
 
 class FakeSystem:

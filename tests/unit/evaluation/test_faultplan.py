@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.faultplan import expand, load_plan
-from harness.faultplan.model import parse_plan, parse_when
 from runcoord.errors import ConfigError
+from runcoord.harness.faultplan import expand, load_plan
+from runcoord.harness.faultplan.model import parse_plan, parse_when
 
 RUNCOORD = {
     "coordinator": 2,

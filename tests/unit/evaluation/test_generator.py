@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.workload.generate import GeneratorConfig, generate
-from harness.workload.latency import parse_latency
-from harness.workload.trace import TraceTurn, read_trace, write_trace
 from runcoord.config import REPO_ROOT
 from runcoord.errors import ConfigError
+from runcoord.harness.workload.generate import GeneratorConfig, generate
+from runcoord.harness.workload.latency import parse_latency
+from runcoord.harness.workload.trace import TraceTurn, read_trace, write_trace
 from runcoord.registry import Registry, load_registry
 
 

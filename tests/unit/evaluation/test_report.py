@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from harness.report.data import AuditRow, RunRecord, SystemData
-from harness.report.figures import percentile, system_figures
-from harness.report.writes import find_clusters, payload_hash, write_figures
-from harness.workload.trace import TraceTurn
+from runcoord.harness.report.data import AuditRow, RunRecord, SystemData
+from runcoord.harness.report.figures import percentile, system_figures
+from runcoord.harness.report.writes import find_clusters, payload_hash, write_figures
+from runcoord.harness.workload.trace import TraceTurn
 
 WRITE_TOOLS = {"create_ticket": frozenset({"t1", "t2"}), "send_email": frozenset({"t1"})}
 TICKET = {"subject": "Late #1", "customer_id": "cus_1"}

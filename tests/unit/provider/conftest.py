@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 from openai import AsyncOpenAI
 
-from coordinator.provider import RUN_ID_KEY, BackoffPolicy
-from sim.provider.app import create_app
-from sim.provider.config import config_from_dict
+from runcoord.provider import RUN_ID_KEY, BackoffPolicy
+from runcoord.sim.provider.app import create_app
+from runcoord.sim.provider.config import config_from_dict
 
 # Model time per step 5 ms; queue and cancel 1 ms; the poll hint 5 ms.
 SIM_CONFIG: dict[str, Any] = {

@@ -7,7 +7,7 @@ import socket
 import pytest
 from openai import AsyncOpenAI
 
-from coordinator.provider import (
+from runcoord.provider import (
     AssistantsProvider,
     OutcomeUnknown,
     ProviderUnavailable,

@@ -8,9 +8,9 @@ import pytest
 from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 
-from coordinator.domain.model import ToolCall
-from coordinator.provider import assistants_mapping as mapping
-from coordinator.provider.headers import poll_after_ms
+from runcoord.coordinator.domain.model import ToolCall
+from runcoord.provider import assistants_mapping as mapping
+from runcoord.provider.headers import poll_after_ms
 
 
 def make_run(status: str, **fields: Any) -> Run:

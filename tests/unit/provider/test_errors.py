@@ -7,14 +7,14 @@ import httpx2
 import openai
 import pytest
 
-from coordinator.provider.errors import (
+from runcoord.errors import Fatal, Retriable
+from runcoord.provider.errors import (
     Attempt,
     OutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
     translate,
 )
-from runcoord.errors import Fatal, Retriable
 
 REQUEST = httpx2.Request("POST", "http://provider.test/v1/threads/thread_1/runs")
 WRITE = Attempt("submit_outputs", "thread_1", True, "run_1", "step_1", "ek1")

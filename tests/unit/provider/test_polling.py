@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.provider.errors import ProviderRejected, ProviderUnavailable
-from coordinator.provider.polling import Backoff, BackoffPolicy, changed, watch
-from coordinator.provider.port import ProviderRun
+from runcoord.provider.errors import ProviderRejected, ProviderUnavailable
+from runcoord.provider.polling import Backoff, BackoffPolicy, changed, watch
+from runcoord.provider.port import ProviderRun
 from tests.unit.fake_time import FakeTime
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,8 @@ import json
 import pytest
 from openai import AsyncOpenAI
 
-from coordinator.domain.model import Output
-from coordinator.provider import OutcomeUnknown, Unreconcilable
+from runcoord.coordinator.domain.model import Output
+from runcoord.provider import OutcomeUnknown, Unreconcilable
 
 from .conftest import Sim
 from .world import TWO_STEPS, World, assistants_world, responses_world

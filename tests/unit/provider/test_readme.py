@@ -1,4 +1,4 @@
-"""The example in coordinator/provider/README.md runs, against the simulated provider."""
+"""The example in runcoord/provider/README.md runs, against the simulated provider."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 from .conftest import Sim
 from .world import ASSISTANT_TOOLS
 
-README = Path(__file__).parents[3] / "coordinator" / "provider" / "README.md"
+README = Path(__file__).parents[3] / "runcoord" / "provider" / "README.md"
 
 pytestmark = [
     pytest.mark.anyio,

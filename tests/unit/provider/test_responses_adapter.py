@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from openai import AsyncOpenAI
 
-from coordinator.provider import (
+from runcoord.provider import (
     OutcomeUnknown,
     ProviderRejected,
     ResponsesProvider,
     Unreconcilable,
 )
-from coordinator.provider.responses_mapping import CANCELLED_OUTPUT
+from runcoord.provider.responses_mapping import CANCELLED_OUTPUT
 
 from .conftest import FAST, Sim
 from .world import RESPONSE_TOOLS, TWO_STEPS, World, responses_world

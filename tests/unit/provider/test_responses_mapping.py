@@ -12,8 +12,8 @@ from openai.types.responses import (
     ResponseFunctionToolCallOutputItem,
 )
 
-from coordinator.domain.model import ToolCall
-from coordinator.provider import responses_mapping as mapping
+from runcoord.coordinator.domain.model import ToolCall
+from runcoord.provider import responses_mapping as mapping
 
 
 def call_item(call_id: str, name: str = "create_ticket") -> dict[str, Any]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from coordinator.provider import ProviderRun, ProviderUnavailable, ResponsesProvider
+from runcoord.provider import ProviderRun, ProviderUnavailable, ResponsesProvider
 
 from .conftest import FAST, Sim
 from .world import RESPONSE_TOOLS, TWO_STEPS, World, outputs_for

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.provider.responses_mapping import StreamEventError, stream_event
-from coordinator.provider.sse import ServerSentEvent, read_events
+from runcoord.provider.responses_mapping import StreamEventError, stream_event
+from runcoord.provider.sse import ServerSentEvent, read_events
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from coordinator.provider.errors import ProviderRejected, ProviderUnavailable
-from coordinator.provider.polling import BackoffPolicy
-from coordinator.provider.port import ProviderRun
-from coordinator.provider.streaming import is_news, watch_stream
+from runcoord.provider.errors import ProviderRejected, ProviderUnavailable
+from runcoord.provider.polling import BackoffPolicy
+from runcoord.provider.port import ProviderRun
+from runcoord.provider.streaming import is_news, watch_stream
 
 from .test_polling import FakeTime, Script, run
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from coordinator.domain.model import Output
-from coordinator.provider import (
+from runcoord.coordinator.domain.model import Output
+from runcoord.provider import (
     AssistantsProvider,
     Observe,
     ProviderRun,

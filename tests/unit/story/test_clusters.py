@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forensics.clusters import Action, RunLink, attribute, find_clusters
+from runcoord.forensics.clusters import Action, RunLink, attribute, find_clusters
 
 S = 1000
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from coordinator.domain import events as ev
-from coordinator.domain.ids import effect_key
-from coordinator.domain.model import Output, ToolCall
-from forensics.explain import CallFacts, StepFacts, explain_call, explain_step
-from forensics.facts import AuditEntry, JournalEntry, LedgerEntry, RunFacts, ToolInfo
-from forensics.projection import RunRow
-from forensics.timeline import build_story
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.domain.ids import effect_key
+from runcoord.coordinator.domain.model import Output, ToolCall
+from runcoord.forensics.explain import CallFacts, StepFacts, explain_call, explain_step
+from runcoord.forensics.facts import AuditEntry, JournalEntry, LedgerEntry, RunFacts, ToolInfo
+from runcoord.forensics.projection import RunRow
+from runcoord.forensics.timeline import build_story
 
 TICKET = ToolInfo("create_ticket", write=True, idempotency="key", lookup=False, timeout_ms=2000)
 NOTE = ToolInfo("post_note", write=True, idempotency="none", lookup=False, timeout_ms=3000)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from coordinator.domain import events as ev
-from coordinator.domain.model import ToolCall
-from forensics.projection import RunRow, event_row, fold, step_row
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.domain.model import ToolCall
+from runcoord.forensics.projection import RunRow, event_row, fold, step_row
 
 
 def journal() -> list[ev.JournalEvent]:

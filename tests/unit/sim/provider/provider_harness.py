@@ -28,9 +28,9 @@ from fastapi.testclient import TestClient
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from sim.provider.app import create_app
-from sim.provider.clock import ManualClock
-from sim.provider.config import SimConfig, config_from_dict
+from runcoord.sim.provider.app import create_app
+from runcoord.sim.provider.clock import ManualClock
+from runcoord.sim.provider.config import SimConfig, config_from_dict
 
 if TYPE_CHECKING:
     # What starlette's TestClient answers with (httpx's successor, installed with it).

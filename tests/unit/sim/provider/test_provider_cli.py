@@ -9,8 +9,8 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from sim.cli import app
-from sim.provider.state import SimState
+from runcoord.sim.cli import app
+from runcoord.sim.provider.state import SimState
 
 
 @pytest.fixture

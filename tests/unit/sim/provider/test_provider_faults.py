@@ -13,8 +13,8 @@ from openai import OpenAI
 from provider_harness import LiveServer, SimClient, SpecChecker, make_sim
 
 from runcoord.errors import ConfigError
-from sim.provider.config import load_config
-from sim.provider.middleware import ConnectionDropped
+from runcoord.sim.provider.config import load_config
+from runcoord.sim.provider.middleware import ConnectionDropped
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),

@@ -1,4 +1,4 @@
-"""Scripts and the config file, including the examples in sim/provider/README.md."""
+"""Scripts and the config file, including the examples in runcoord/sim/provider/README.md."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sim.provider.config import config_from_dict
-from sim.provider.scripts import (
+from runcoord.sim.provider.config import config_from_dict
+from runcoord.sim.provider.scripts import (
     EMPTY_BOOK,
     Script,
     ScriptError,
@@ -21,7 +21,7 @@ from sim.provider.scripts import (
     parse_script,
 )
 
-README = Path(__file__).resolve().parents[4] / "sim" / "provider" / "README.md"
+README = Path(__file__).resolve().parents[4] / "runcoord" / "sim" / "provider" / "README.md"
 
 
 def test_a_full_script() -> None:

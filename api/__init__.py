@@ -1,2 +1,0 @@
-"""The agent API: turns in through a PostgreSQL outbox, runs out from the projection, per-tenant
-keys, and the provider's webhooks. See api/README.md."""

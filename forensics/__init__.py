@@ -1,2 +1,0 @@
-"""Forensics (G6): the run projection in PostgreSQL, one run's explained story, and scans for
-anomalies across runs. See forensics/README.md."""

@@ -1,6 +1,0 @@
-"""Fault plans: the YAML format (``model``), their expansion into a timeline (``schedule``)."""
-
-from harness.faultplan.model import FaultPlan, load_plan, plan_path
-from harness.faultplan.schedule import Action, expand
-
-__all__ = ["Action", "FaultPlan", "expand", "load_plan", "plan_path"]

@@ -1,2 +1,0 @@
-"""``runcoord replay``: drive a trace through a system under a fault plan, and keep the
-evidence (harness/report/data.py) for the report."""

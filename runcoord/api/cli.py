@@ -1,0 +1,110 @@
+"""`runcoord api serve|relay|keys create`: the agent API, its outbox relay, tenants' keys."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from runcoord.config import load
+
+app = typer.Typer(no_args_is_help=True)
+keys_app = typer.Typer(no_args_is_help=True, help="Tenants' API keys (stored hashed).")
+app.add_typer(keys_app, name="keys")
+log = logging.getLogger("runcoord.api")
+
+PrefixOpt = Annotated[str, typer.Option(help="Prefix of every topic name (tests, tenants).")]
+MetricsOpt = Annotated[
+    int | None,
+    typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+]
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8400,
+    topic_prefix: PrefixOpt = "",
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPENAI_WEBHOOK_SECRET", help="Secret provider webhooks are signed with."
+        ),
+    ] = None,
+    assistant_id: Annotated[
+        str, typer.Option(help="Assistant a turn runs on when it names none.")
+    ] = "asst_default",
+    provider: Annotated[str, typer.Option(help="assistants | responses (default for turns).")] = (
+        "assistants"
+    ),
+    metrics_port: MetricsOpt = None,
+) -> None:
+    """Serve the agent API (FastAPI on uvicorn)."""
+    import uvicorn
+
+    from runcoord import logs, metrics, tracing
+    from runcoord.api.app import ApiConfig, create_app
+    from runcoord.kafka import TopicNames
+
+    logs.setup()
+    tracing.setup("runcoord-api")
+    metrics.serve(metrics_port)
+    settings = load()
+    config = ApiConfig(
+        dsn=settings.dsn,
+        bootstrap=settings.bootstrap,
+        topics=TopicNames.with_prefix(topic_prefix),
+        webhook_secret=webhook_secret,
+        assistant_id=assistant_id,
+        provider=provider,
+    )
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
+@app.command("relay")
+def relay(topic_prefix: PrefixOpt = "", metrics_port: MetricsOpt = None) -> None:
+    """Publish the API's outbox to runs.inbox (idempotent producer; rows marked after delivery)."""
+    from runcoord import logs, metrics, tracing
+    from runcoord.api.relay import Relay, RelayConfig
+    from runcoord.kafka import TopicNames
+
+    logs.setup()
+    tracing.setup("runcoord-relay")
+    metrics.serve(metrics_port)
+    settings = load()
+    topics = TopicNames.with_prefix(topic_prefix)
+    relay_ = Relay(RelayConfig(settings.bootstrap, settings.dsn, [topics.inbox]))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("relay up for %s", topics.inbox)
+    relay_.run(stop)
+    log.info("relay stopped: %d sent, %d failed", relay_.stats.sent, relay_.stats.failed)
+
+
+@keys_app.command("create")
+def keys_create(tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")]) -> None:
+    """Create an API key for a tenant and print it (it is stored hashed: shown only now)."""
+    import psycopg
+
+    from runcoord.api.keys import create
+
+    with psycopg.connect(load().dsn, autocommit=True, connect_timeout=10) as conn:
+        typer.echo(create(conn, tenant))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (rk_<id>_…).")]) -> None:
+    """Revoke a key by its id."""
+    import psycopg
+
+    from runcoord.api.keys import revoke
+
+    with psycopg.connect(load().dsn, autocommit=True, connect_timeout=10) as conn:
+        if not revoke(conn, key_id):
+            typer.echo(f"no active key {key_id}", err=True)
+            raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")

@@ -1,0 +1,134 @@
+"""Accepting a turn: the turn row and its outbox row in ONE PostgreSQL transaction.
+
+Either both exist or neither: a turn is never accepted without its StartRun on the way to
+runs.inbox, and a StartRun is never sent for a turn the client was not told about. The
+client's Idempotency-Key makes a retried POST return the same run instead of a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from runcoord import tracing
+from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain.inputs import StartRun
+from runcoord.coordinator.wire import to_record
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+# The relay LISTENs on this channel, so a new row goes out at once instead of at the next poll.
+CHANNEL = "api_outbox"
+
+
+class ThreadNotFound(Exception):
+    """The thread belongs to another tenant (told apart from "does not exist": it is not)."""
+
+
+class KeyReused(Exception):
+    """The Idempotency-Key was first used with another turn."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    tenant: str
+    thread_id: str
+    input: str
+    assistant_id: str
+    provider: str
+    metadata: Mapping[str, str]
+
+    def request_hash(self) -> str:
+        body = {
+            "thread_id": self.thread_id,
+            "input": self.input,
+            "assistant_id": self.assistant_id,
+            "provider": self.provider,
+            "metadata": dict(self.metadata),
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    run_id: str
+    thread_id: str
+    replayed: bool  # True: this key was seen before; the same run is returned
+
+
+def new_run_id() -> str:
+    return f"run_{uuid.uuid4().hex}"
+
+
+def enqueue(conn: Conn, topic: str, key: str, message: Any, codec: AvroCodec) -> None:
+    """Add an outbox row in the caller's transaction, with the current trace context."""
+    name, datum = to_record(message)
+    conn.execute(
+        "INSERT INTO api_outbox (topic, record_key, record_name, payload, traceparent) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (topic, key.encode(), name, codec.encode(name, datum), tracing.traceparent()),
+    )
+    conn.execute(f"NOTIFY {CHANNEL}")
+
+
+def accept(conn: Conn, turn: Turn, idempotency_key: str, inbox: str, codec: AvroCodec) -> Accepted:
+    digest = turn.request_hash()
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO api_threads (thread_id, tenant) VALUES (%s, %s) "
+            "ON CONFLICT (thread_id) DO NOTHING",
+            (turn.thread_id, turn.tenant),
+        )
+        owner = conn.execute(
+            "SELECT tenant FROM api_threads WHERE thread_id = %s", (turn.thread_id,)
+        ).fetchone()
+        if owner is None or owner[0] != turn.tenant:
+            raise ThreadNotFound(turn.thread_id)
+        run_id = new_run_id()
+        # A concurrent POST with the same key waits here for the first to commit, then
+        # finds its row: exactly one run per key, whatever the timing.
+        inserted = conn.execute(
+            "INSERT INTO api_turns (tenant, idempotency_key, run_id, thread_id, request_hash, "
+            "assistant_id, provider, input, inbox) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING run_id",
+            (
+                turn.tenant,
+                idempotency_key,
+                run_id,
+                turn.thread_id,
+                digest,
+                turn.assistant_id,
+                turn.provider,
+                turn.input,
+                inbox,
+            ),
+        ).fetchone()
+        if inserted is not None:
+            start = StartRun(
+                run_id,
+                turn.tenant,
+                turn.thread_id,
+                turn.assistant_id,
+                turn.provider,
+                turn.input,
+                int(time.time() * 1000),
+                dict(turn.metadata),
+            )
+            enqueue(conn, inbox, run_id, start, codec)
+            return Accepted(run_id, turn.thread_id, replayed=False)
+        earlier = conn.execute(
+            "UPDATE api_turns SET repeats = repeats + 1, last_repeat_at = now() "
+            "WHERE tenant = %s AND idempotency_key = %s RETURNING run_id, thread_id, request_hash",
+            (turn.tenant, idempotency_key),
+        ).fetchone()
+        assert earlier is not None  # the conflicting row exists and rows are never deleted
+        if earlier[2] != digest:
+            raise KeyReused(idempotency_key)
+        return Accepted(str(earlier[0]), str(earlier[1]), replayed=True)

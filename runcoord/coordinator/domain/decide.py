@@ -1,0 +1,539 @@
+"""Given a run's state and one input: the events to append and the effect intents to emit.
+
+Pure: no clock (``now_ms`` is passed in), no I/O. Every change goes through an event folded
+with :func:`evolve`, so the state after a decision is always the fold of its journal.
+Inputs that cannot be tied to a run (or to this tenant's run) are dead-lettered with a
+reason; inputs of a run that arrive twice, late or out of order are journaled as ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from runcoord.coordinator.domain import events as ev
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain import intents as it
+from runcoord.coordinator.domain.evolve import TERMINAL_STATUSES, evolve
+from runcoord.coordinator.domain.ids import effect_key, payload_hash
+from runcoord.coordinator.domain.model import Output, RunState, Step, ToolCall
+from runcoord.coordinator.domain.phases import Phase
+from runcoord.coordinator.domain.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: RunState | None
+    events: tuple[ev.JournalEvent, ...] = ()
+    intents: tuple[it.EffectIntent, ...] = ()
+    dead_letter: str | None = None  # the reason, when the input goes to runs.dlq
+
+
+def error_output(kind: str, message: str) -> str:
+    """The explicit error a model sees instead of a result. Stable shape: models read it."""
+    return json.dumps({"error": {"type": kind, "message": message}}, sort_keys=True)
+
+
+@dataclass(slots=True)
+class _Decider:
+    state: RunState | None
+    now: int
+    policy: Policy
+    events: list[ev.JournalEvent] = field(default_factory=list)
+    intents: list[it.EffectIntent] = field(default_factory=list)
+    dead_letter: str | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def run(self) -> RunState:
+        assert self.state is not None
+        return self.state
+
+    def emit(self, event_type: type[ev.Event], run_id: str, **fields: object) -> ev.Event:
+        seq = (self.state.seq if self.state else 0) + 1
+        event = event_type(run_id=run_id, seq=seq, at_ms=self.now, **fields)
+        self.state = evolve(self.state, event)  # type: ignore[arg-type]
+        self.events.append(event)  # type: ignore[arg-type]
+        return event
+
+    def common(self) -> dict[str, str]:
+        """The fields every intent of this run carries."""
+        r = self.run
+        return {
+            "run_id": r.run_id,
+            "tenant": r.tenant,
+            "thread_id": r.thread_id,
+            "provider": r.provider,
+        }
+
+    def key(self, *, step: str = "", tool_call_id: str = "", kind: str) -> str:
+        r = self.run
+        return effect_key(
+            tenant=r.tenant,
+            thread_id=r.thread_id,
+            run_id=r.run_id,
+            step=step,
+            tool_call_id=tool_call_id,
+            kind=kind,
+        )
+
+    def ignore(self, kind: str, ref: str, reason: str, *, dead_letter: bool = False) -> None:
+        self.emit(ev.InputIgnored, self.run.run_id, input_kind=kind, ref=ref, reason=reason)
+        if dead_letter:
+            self.dead_letter = reason
+
+    def reject(self, reason: str) -> None:
+        self.dead_letter = reason
+
+    def decision(self) -> Decision:
+        return Decision(self.state, tuple(self.events), tuple(self.intents), self.dead_letter)
+
+    # -- effects --------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        r = self.run
+        assert r.provider_run_id is not None and r.provider_status is not None
+        open_step = r.open_step
+        self.intents.append(
+            it.ObserveRunIntent(
+                effect_key=self.key(step=f"watch:{r.watch}", kind="observe_run"),
+                **self.common(),
+                watch=r.watch,
+                provider_run_id=r.provider_run_id,
+                since_status=r.provider_status,
+                since_step=open_step.step_id if open_step else None,
+                timeout_ms=self.policy.watch_timeout_ms,
+            )
+        )
+
+    def cancel_intent(self, provider_run_id: str, reason: str) -> None:
+        self.intents.append(
+            it.CancelRunIntent(
+                effect_key=self.key(kind="cancel_run"),
+                **self.common(),
+                provider_run_id=provider_run_id,
+                reason=reason,
+            )
+        )
+
+    def request_cancel(self, reason: str) -> None:
+        r = self.run
+        give_up = self.now + self.policy.cancel_grace_ms
+        self.emit(ev.CancelRequested, r.run_id, reason=reason, give_up_at_ms=give_up)
+        if self.run.provider_run_id is not None:
+            self.cancel_intent(self.run.provider_run_id, reason)
+            self.watch()
+        # Without a provider run yet, the cancel goes out when its creation is observed.
+
+    def record_output(
+        self,
+        step: Step,
+        call_id: str,
+        text: str,
+        *,
+        error: bool,
+        source: str,
+        key: str | None = None,
+    ) -> None:
+        output = Output(call_id, text, error, source, payload_hash(text))
+        self.emit(
+            ev.ToolOutputRecorded,
+            self.run.run_id,
+            step_id=step.step_id,
+            output=output,
+            effect_key=key,
+        )
+
+    def submit_if_complete(self, reason: str) -> None:
+        r = self.run
+        step = r.open_step
+        if step is None or step.missing or step.submission_key is not None:
+            return
+        key = self.key(step=step.step_id, kind="submit_outputs")
+        self.emit(
+            ev.SubmissionRequested, r.run_id, step_id=step.step_id, effect_key=key, reason=reason
+        )
+        r = self.run
+        assert r.provider_run_id is not None and r.step is not None
+        self.intents.append(
+            it.SubmitOutputsIntent(
+                effect_key=key,
+                **self.common(),
+                provider_run_id=r.provider_run_id,
+                step_id=step.step_id,
+                outputs=r.step.outputs,
+                # The executor may keep trying until the provider would expire the run.
+                deadline_ms=r.expires_at_ms or r.run_deadline_ms,
+            )
+        )
+
+    def open_step(self, obs: inp.RunObserved) -> None:
+        r = self.run
+        assert obs.step_id is not None
+        ids = [c.id for c in obs.tool_calls]
+        if len(set(ids)) != len(ids):
+            self.request_cancel(f"step {obs.step_id} has ambiguous (repeated) tool_call_ids")
+            return
+        deadline = self.now + self.policy.step_budget_ms
+        if obs.expires_at_ms is not None:
+            deadline = min(deadline, obs.expires_at_ms - self.policy.safety_margin_ms)
+        self.emit(
+            ev.StepOpened,
+            r.run_id,
+            step_id=obs.step_id,
+            calls=obs.tool_calls,
+            deadline_ms=deadline,
+            expires_at_ms=obs.expires_at_ms,
+        )
+        self.watch()
+        step = self.run.step
+        assert step is not None
+        for call in obs.tool_calls:
+            refusal = self.policy.refusal(r.tenant, call.name)
+            if refusal is not None:
+                kind = "unknown_tool" if refusal.startswith("unknown") else "not_enabled"
+                self.record_output(
+                    step, call.id, error_output(kind, refusal), error=True, source="policy"
+                )
+                continue
+            self.intents.append(self.tool_intent(step, call))
+        self.submit_if_complete("complete")
+
+    def tool_intent(self, step: Step, call: ToolCall) -> it.ToolCallIntent:
+        return it.ToolCallIntent(
+            effect_key=self.key(step=step.step_id, tool_call_id=call.id, kind="tool_call"),
+            **self.common(),
+            step_id=step.step_id,
+            tool_call_id=call.id,
+            tool=call.name,
+            arguments=call.arguments,
+            deadline_ms=step.deadline_ms,
+        )
+
+    def fill_missing(self, step: Step) -> None:
+        for call in step.missing:
+            rule = self.policy.tools.get(call.name)
+            maybe = (
+                " The action may have been performed; it was not retried."
+                if (rule is None or rule.write)
+                else ""
+            )
+            message = f"No result for {call.name} before the step deadline.{maybe}"
+            self.record_output(
+                step, call.id, error_output("timeout", message), error=True, source="deadline"
+            )
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def start(self, cmd: inp.StartRun) -> None:
+        if self.state is not None:
+            if self.state.tenant != cmd.tenant:
+                self.reject(f"run_id {cmd.run_id} belongs to another tenant")
+            else:
+                self.ignore("StartRun", cmd.run_id, "duplicate StartRun: the run exists")
+            return
+        create_key = effect_key(
+            tenant=cmd.tenant,
+            thread_id=cmd.thread_id,
+            run_id=cmd.run_id,
+            step="",
+            tool_call_id="",
+            kind="create_run",
+        )
+        self.emit(
+            ev.RunAccepted,
+            cmd.run_id,
+            tenant=cmd.tenant,
+            thread_id=cmd.thread_id,
+            assistant_id=cmd.assistant_id,
+            provider=cmd.provider,
+            input=cmd.input,
+            run_deadline_ms=self.now + self.policy.run_budget_ms,
+            create_key=create_key,
+            metadata=dict(cmd.metadata),
+        )
+        self.intents.append(
+            it.CreateRunIntent(
+                effect_key=create_key,
+                run_id=cmd.run_id,
+                tenant=cmd.tenant,
+                thread_id=cmd.thread_id,
+                provider=cmd.provider,
+                assistant_id=cmd.assistant_id,
+                input=cmd.input,
+                metadata=dict(cmd.metadata),
+            )
+        )
+
+    def cancel(self, cmd: inp.CancelRun) -> None:
+        r = self.run
+        if r.tenant != cmd.tenant:
+            self.reject(f"run {r.run_id} belongs to another tenant")
+        elif r.terminal:
+            self.ignore("CancelRun", r.run_id, f"run already {r.phase.value}")
+        elif r.phase is Phase.CANCELLING:
+            self.ignore("CancelRun", r.run_id, "cancel already requested")
+        else:
+            self.request_cancel(cmd.reason)
+
+    def created(self, obs: inp.RunCreated) -> None:
+        r = self.run
+        if obs.effect_key != r.create_key:
+            self.ignore("RunCreated", obs.effect_key, "not this run's create effect")
+            return
+        if r.provider_run_id is not None:
+            self.ignore("RunCreated", obs.effect_key, "duplicate: provider run already known")
+            return
+        # Recorded even when we gave up before the provider answered: a second delivery is
+        # then a plain duplicate.
+        gave_up = r.terminal
+        self.emit(
+            ev.ProviderRunCreated,
+            r.run_id,
+            provider_run_id=obs.provider_run_id,
+            status=obs.status,
+            expires_at_ms=obs.expires_at_ms,
+            reconciled=obs.reconciled,
+        )
+        if gave_up:
+            # Don't leave the provider's run to idle until it expires.
+            self.cancel_intent(obs.provider_run_id, "orphan: the run had already finished")
+        elif obs.status in TERMINAL_STATUSES:
+            self.emit(ev.RunFinished, r.run_id, status=obs.status, reason="terminal when created")
+        else:
+            if self.run.cancel_reason is not None:
+                self.cancel_intent(obs.provider_run_id, self.run.cancel_reason)
+            self.watch()
+
+    def observed(self, obs: inp.RunObserved) -> None:
+        r = self.run
+        if r.terminal:
+            self.ignore("RunObserved", f"watch:{obs.watch}", f"run already {r.phase.value}")
+            return
+        if obs.watch != r.watch:
+            self.ignore("RunObserved", f"watch:{obs.watch}", f"stale watch (current {r.watch})")
+            return
+        if obs.status in TERMINAL_STATUSES:
+            self.emit(ev.RunFinished, r.run_id, status=obs.status, reason=obs.detail)
+            return
+        open_step = r.open_step
+        if obs.status == "requires_action" and r.phase is not Phase.CANCELLING:
+            if obs.step_id is None:
+                self.renew("requires_action without a step id")
+            elif open_step is not None and obs.step_id == open_step.step_id:
+                self.renew("no change")
+            elif obs.step_id in r.closed_steps:
+                self.renew(f"step {obs.step_id} already closed")
+            else:
+                self.open_step(obs)
+            return
+        closes = open_step.step_id if open_step is not None else None
+        if obs.status == r.provider_status and closes is None:
+            self.renew("no change")
+            return
+        self.emit(
+            ev.RunStatusChanged,
+            r.run_id,
+            status=obs.status,
+            closed_step=closes,
+            expires_at_ms=obs.expires_at_ms,
+        )
+        self.watch()
+
+    def renew(self, reason: str) -> None:
+        self.emit(ev.WatchRenewed, self.run.run_id, reason=reason)
+        self.watch()
+
+    def tool_result(self, res: inp.ToolResult) -> None:
+        r = self.run
+        ref = f"{res.step_id}/{res.tool_call_id}"
+        step = r.step
+        if r.tenant != res.tenant:
+            self.reject(f"tool result for run {r.run_id} from another tenant")
+        elif step is None or (res.step_id != step.step_id and res.step_id not in r.closed_steps):
+            self.reject(f"unknown step {res.step_id} for run {r.run_id}")
+        elif r.terminal:
+            self.ignore("ToolResult", ref, f"run already {r.phase.value}", dead_letter=True)
+        elif res.step_id != step.step_id or res.step_id in r.closed_steps:
+            self.ignore("ToolResult", ref, "step already closed", dead_letter=True)
+        elif res.tool_call_id not in step.call_ids:
+            self.reject(f"unknown tool_call_id {res.tool_call_id} for step {res.step_id}")
+        elif (prior := step.output_for(res.tool_call_id)) is not None:
+            if prior.payload_hash == payload_hash(res.output):
+                self.ignore("ToolResult", ref, "duplicate result")
+            elif prior.source == "deadline":
+                reason = "late result: the step deadline passed and an error output was sent"
+                self.ignore("ToolResult", ref, reason, dead_letter=True)
+            else:
+                reason = f"conflicting duplicate: the step already has a {prior.source} output"
+                self.ignore("ToolResult", ref, reason, dead_letter=True)
+        elif step.submission_key is not None:
+            self.ignore("ToolResult", ref, "step already submitted", dead_letter=True)
+        elif r.phase is Phase.CANCELLING:
+            self.ignore("ToolResult", ref, "run is being cancelled", dead_letter=True)
+        elif (too_large := self.oversize(step, res.output)) is not None:
+            # The model is told instead of the step waiting for its deadline; the original
+            # goes to the dead letters.
+            self.record_output(
+                step,
+                res.tool_call_id,
+                error_output("output_too_large", too_large),
+                error=True,
+                source="intake",
+                key=res.effect_key,
+            )
+            self.reject(too_large)
+            self.submit_if_complete("complete")
+        else:
+            self.record_output(
+                step,
+                res.tool_call_id,
+                res.output,
+                error=res.is_error,
+                source=res.source,
+                key=res.effect_key,
+            )
+            self.submit_if_complete("complete")
+
+    def oversize(self, step: Step, output: str) -> str | None:
+        """Why this output cannot be submitted with its step, or None when it can."""
+        size = len(output.encode())
+        if size > self.policy.max_output_bytes:
+            return f"tool output is {size} bytes; the limit is {self.policy.max_output_bytes}"
+        total = size + sum(len(o.output.encode()) for o in step.outputs)
+        if total > self.policy.max_step_output_bytes:
+            return (
+                f"tool output is {size} bytes; with the step's other outputs that makes {total},"
+                f" and one submission carries at most {self.policy.max_step_output_bytes}"
+            )
+        return None
+
+    def submission(self, res: inp.SubmissionResult) -> None:
+        r = self.run
+        step = r.step
+        if step is None or step.submission_key != res.effect_key:
+            self.ignore("SubmissionResult", res.effect_key, "not the current step's submission")
+        elif step.submitted is not None:
+            self.ignore("SubmissionResult", res.effect_key, "duplicate: already confirmed")
+        else:
+            self.emit(
+                ev.StepSubmitted,
+                r.run_id,
+                step_id=step.step_id,
+                outcome=res.outcome,
+                attempts=res.attempts,
+                new_provider_run_id=res.new_provider_run_id,
+            )
+            if res.new_provider_run_id and not self.run.terminal:
+                # The turn continues in the follow-up response: watch that one now.
+                self.renew("following the follow-up response")
+            if (
+                res.outcome == "rejected"
+                and not self.run.terminal
+                and self.run.phase is not Phase.CANCELLING
+            ):
+                self.request_cancel(f"submission rejected by the provider: {res.detail}")
+
+    def effect_failed(self, f: inp.EffectFailed) -> None:
+        r = self.run
+        if r.terminal:
+            self.ignore("EffectFailed", f.effect_key, f"run already {r.phase.value}")
+        elif f.kind == "create_run" and f.effect_key == r.create_key and not r.provider_run_id:
+            self.emit(
+                ev.RunFinished,
+                r.run_id,
+                status="failed",
+                reason=f"could not create the provider run: {f.reason}",
+            )
+        elif f.kind == "observe_run":
+            self.emit(
+                ev.RunFinished,
+                r.run_id,
+                status="failed",
+                reason=f"could not observe the provider run: {f.reason}",
+            )
+        elif f.kind == "submit_outputs" and r.step and r.step.submission_key == f.effect_key:
+            self.submission(
+                inp.SubmissionResult(
+                    r.run_id, f.effect_key, r.step.step_id, "rejected", 0, f.reason
+                )
+            )
+        else:
+            self.ignore("EffectFailed", f.effect_key, f"{f.kind} failed: {f.reason}")
+
+    def tick(self) -> None:
+        r = self.run
+        if r.terminal:
+            return
+        if r.give_up_at_ms is not None and self.now >= r.give_up_at_ms:
+            self.emit(
+                ev.RunFinished,
+                r.run_id,
+                status="failed",
+                reason=f"gave up waiting for the cancel to land ({r.cancel_reason})",
+            )
+            return
+        if self.now >= r.run_deadline_ms and r.cancel_reason is None:
+            self.request_cancel("run budget exceeded")
+            return
+        step = r.open_step
+        if (
+            step is not None
+            and step.submission_key is None
+            and self.now >= step.deadline_ms
+            and r.phase is Phase.REQUIRES_ACTION
+        ):
+            self.fill_missing(step)
+            self.submit_if_complete("deadline")
+            return
+        if r.provider_run_id is not None and self.now >= self.watch_due(r):
+            self.renew("no observation within the watch timeout")
+
+    def watch_due(self, r: RunState) -> int:
+        return r.watch_started_ms + self.policy.watch_timeout_ms + self.policy.watch_grace_ms
+
+
+def decide(state: RunState | None, message: inp.Input, *, now_ms: int, policy: Policy) -> Decision:
+    if state is not None and state.run_id != message.run_id:
+        raise ValueError(f"input for run {message.run_id} decided against run {state.run_id}")
+    d = _Decider(state, now_ms, policy)
+    if isinstance(message, inp.StartRun):
+        d.start(message)
+        return d.decision()
+    if state is None:
+        if isinstance(message, inp.Tick):
+            return d.decision()
+        d.reject(f"unknown run {message.run_id}")
+        return d.decision()
+    match message:
+        case inp.CancelRun():
+            d.cancel(message)
+        case inp.RunCreated():
+            d.created(message)
+        case inp.RunObserved():
+            d.observed(message)
+        case inp.ToolResult():
+            d.tool_result(message)
+        case inp.SubmissionResult():
+            d.submission(message)
+        case inp.EffectFailed():
+            d.effect_failed(message)
+        case inp.Tick():
+            d.tick()
+    return d.decision()
+
+
+def next_due(state: RunState, policy: Policy) -> int | None:
+    """When this run next needs a Tick, or None. The loop's timer wheel is built from this."""
+    if state.terminal:
+        return None
+    due = [state.run_deadline_ms]
+    if state.give_up_at_ms is not None:
+        due.append(state.give_up_at_ms)
+    step = state.open_step
+    if step is not None and step.submission_key is None and state.phase is Phase.REQUIRES_ACTION:
+        due.append(step.deadline_ms)
+    if state.provider_run_id is not None:
+        due.append(state.watch_started_ms + policy.watch_timeout_ms + policy.watch_grace_ms)
+    return min(due)

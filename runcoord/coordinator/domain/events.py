@@ -1,0 +1,122 @@
+"""Journal events: the facts appended to ``runs.events``. A run's state is their fold."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runcoord.coordinator.domain.model import Output, ToolCall
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    run_id: str
+    seq: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunAccepted(Event):
+    tenant: str
+    thread_id: str
+    assistant_id: str
+    provider: str
+    input: str
+    run_deadline_ms: int
+    create_key: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderRunCreated(Event):
+    provider_run_id: str
+    status: str
+    expires_at_ms: int | None
+    reconciled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStatusChanged(Event):
+    status: str
+    # The step this observation closed without our submission reaching it, if any.
+    closed_step: str | None
+    expires_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOpened(Event):
+    step_id: str
+    calls: tuple[ToolCall, ...]
+    deadline_ms: int
+    expires_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolOutputRecorded(Event):
+    step_id: str
+    output: Output
+    effect_key: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmissionRequested(Event):
+    step_id: str
+    effect_key: str
+    reason: str  # complete | deadline
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSubmitted(Event):
+    step_id: str
+    outcome: str
+    attempts: int
+    new_provider_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchRenewed(Event):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested(Event):
+    reason: str
+    give_up_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputIgnored(Event):
+    input_kind: str
+    ref: str
+    reason: str
+
+
+JournalEvent = (
+    RunAccepted
+    | ProviderRunCreated
+    | RunStatusChanged
+    | StepOpened
+    | ToolOutputRecorded
+    | SubmissionRequested
+    | StepSubmitted
+    | WatchRenewed
+    | CancelRequested
+    | RunFinished
+    | InputIgnored
+)
+
+# Events after which the executor is asked to watch the provider again; the watch is named by
+# the event's seq, so an observation names the watch it answers and a stale one is recognised.
+WATCH_STARTERS: tuple[type[Event], ...] = (
+    ProviderRunCreated,
+    RunStatusChanged,
+    StepOpened,
+    WatchRenewed,
+    CancelRequested,
+)

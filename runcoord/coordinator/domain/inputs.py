@@ -1,0 +1,113 @@
+"""Inputs to a run: commands, observations from executors, tool results, and timer ticks.
+
+Each input names what it refers to (an effect key, a watch, a step and tool call), so a
+duplicate, late or out-of-order delivery is recognised and applied once or ignored with a
+reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runcoord.coordinator.domain.model import ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    run_id: str
+    tenant: str
+    thread_id: str
+    assistant_id: str
+    provider: str
+    input: str
+    requested_at_ms: int
+    # Passed to the provider's run as its metadata (OpenAI: 16 keys, values up to 512 chars).
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    run_id: str
+    tenant: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunCreated:
+    """The create-run effect's outcome: the provider's run exists (created or reconciled)."""
+
+    run_id: str
+    effect_key: str
+    provider_run_id: str
+    status: str
+    expires_at_ms: int | None
+    reconciled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunObserved:
+    """What a watch saw: the provider's status once it differed from the watch's start."""
+
+    run_id: str
+    watch: int
+    status: str  # vendor-neutral: queued | in_progress | requires_action | cancelling | terminal…
+    step_id: str | None
+    tool_calls: tuple[ToolCall, ...]
+    expires_at_ms: int | None
+    detail: str | None  # last_error / incomplete_details, for terminal statuses
+    changed: bool  # False when the watch timed out without a change
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    run_id: str
+    tenant: str
+    step_id: str
+    tool_call_id: str
+    output: str
+    is_error: bool
+    source: str  # tool | intake
+    effect_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionResult:
+    run_id: str
+    effect_key: str
+    step_id: str
+    # submitted | already_submitted | run_moved_on | rejected
+    outcome: str
+    attempts: int
+    detail: str | None
+    # Responses: the follow-up response that carried the outputs is the turn's new run.
+    new_provider_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectFailed:
+    """An effect the executor gave up on (a permanent provider error, an exhausted budget)."""
+
+    run_id: str
+    effect_key: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: the loop's timer wheel found this run due. Never on a topic."""
+
+    run_id: str
+
+
+Input = (
+    StartRun
+    | CancelRun
+    | RunCreated
+    | RunObserved
+    | ToolResult
+    | SubmissionResult
+    | EffectFailed
+    | Tick
+)

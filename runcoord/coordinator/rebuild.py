@@ -1,0 +1,74 @@
+"""Rebuilding a partition's runs from the compacted ``runs.state`` on assignment."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain import RunState
+from runcoord.coordinator.wire import from_record
+from runcoord.errors import KafkaRetriable, SerializationError
+from runcoord.kafka import consumer_config, raise_for_error
+
+log = logging.getLogger(__name__)
+
+
+class StateReader:
+    """Reads a partition of ``runs.state`` to its end (the last stable offset) once.
+
+    read_committed stops at the last stable offset, so the open transaction of a zombie
+    that is about to be aborted is never read as state.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str, codec: AvroCodec) -> None:
+        self.topic = topic
+        self.codec = codec
+        config = consumer_config(bootstrap, group_id, read_committed=True)
+        config["enable.partition.eof"] = True
+        self._consumer = Consumer(config)
+
+    def read(self, partition: int, timeout_s: float = 60.0) -> dict[str, RunState]:
+        runs: dict[str, RunState] = {}
+        self._consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise KafkaRetriable(f"{self.topic}[{partition}] not read to its end in time")
+                msg = self._consumer.poll(0.5)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return runs
+                    raise_for_error(err)
+                self._apply(runs, msg.key(), msg.value(), msg.offset() or 0)
+        finally:
+            self._consumer.unassign()
+
+    def _apply(
+        self, runs: dict[str, RunState], key: bytes | None, value: bytes | None, offset: int
+    ) -> None:
+        if key is None:
+            return
+        run_id = key.decode()
+        if value is None:  # a tombstone
+            runs.pop(run_id, None)
+            return
+        try:
+            name, datum = self.codec.decode(value)
+            state = from_record(name, datum)
+        except SerializationError as exc:
+            # A snapshot we cannot read would silently lose the run: refuse to go on.
+            raise SerializationError(
+                f"{self.topic} offset {offset}: snapshot of run {run_id} unreadable: {exc}"
+            ) from exc
+        if isinstance(state, RunState):
+            runs[run_id] = state
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,99 @@
+"""Running one side effect under the ledger: at most once per effect key (G1).
+
+Every ledger-guarded executor (create-run, tool calls, submissions) goes through
+:meth:`LedgerGuard.run`; only the ``act`` callback differs. The callback calls ``sent()``
+right before touching the outside world; ``sent()`` refuses when we have been fenced (our
+lease lapsed and someone took over), and the lease is renewed while the callback works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from runcoord.effects.ledger import JSON, Acquired, Busy, EffectMeta, EffectState, Finished, Ledger
+from runcoord.errors import Fatal, Retriable
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Fatal):
+    """We no longer hold the effect: another executor took it over. Do not act."""
+
+
+class ClaimBusy(Retriable):
+    """Another executor holds the effect's lease; try again after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: EffectState
+    result: JSON = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The effect's final outcome, whoever reached it."""
+
+    state: EffectState
+    result: JSON
+    error: str | None
+    attempt: int
+    replayed: bool  # True: a stored outcome; the outside world was not touched this time
+
+
+Sent = Callable[[], Awaitable[None]]
+Act = Callable[[Acquired, Sent], Awaitable[Outcome]]
+
+
+class LedgerGuard:
+    def __init__(self, ledger: Ledger, owner: str, lease_s: float = 30.0) -> None:
+        self.ledger = ledger
+        self.owner = owner
+        self.lease_s = lease_s
+
+    async def run(self, key: str, meta: EffectMeta, act: Act) -> Settled:
+        claim = await asyncio.to_thread(self.ledger.claim, key, meta, self.owner, self.lease_s)
+        if isinstance(claim, Finished):
+            return Settled(claim.state, claim.result, claim.error, 0, replayed=True)
+        if isinstance(claim, Busy):
+            raise ClaimBusy(f"effect {key} is held by {claim.owner}")
+        assert isinstance(claim, Acquired)
+
+        async def sent() -> None:
+            if not await asyncio.to_thread(self.ledger.mark_sent, key, claim.token):
+                raise LeaseLost(f"effect {key}: fenced before sending (token {claim.token})")
+
+        heartbeat = asyncio.create_task(self._heartbeat(key, claim.token))
+        try:
+            outcome = await act(claim, sent)
+        except Retriable:
+            # Nothing final happened; give the lease back so a retry need not wait for it.
+            # A retry after an unknown outcome still sees previous_sent and reconciles.
+            await asyncio.to_thread(self.ledger.release, key, claim.token)
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        stored = await asyncio.to_thread(
+            self.ledger.complete, key, claim.token, outcome.state, outcome.result, outcome.error
+        )
+        if stored:
+            return Settled(outcome.state, outcome.result, outcome.error, claim.attempt, False)
+        # Fenced at the end: someone else finished it. Theirs is the outcome of record.
+        record = await asyncio.to_thread(self.ledger.get, key)
+        if record is None or not record.state.final:
+            raise LeaseLost(f"effect {key}: lost the lease and no outcome is stored yet")
+        return Settled(record.state, record.result, record.error, record.attempts, True)
+
+    async def _heartbeat(self, key: str, token: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not await asyncio.to_thread(self.ledger.renew, key, token, self.lease_s):
+                log.warning("effect %s: lease lost while acting (token %d)", key, token)
+                return

@@ -1,0 +1,377 @@
+"""The executor runtime: at-least-once execution of effect intents, one mechanism for all.
+
+Consume ``effects`` (read_committed, so aborted intents never run), keep the intents whose
+``kind`` header this executor handles, run each handler concurrently, send what it reports
+back to ``runs.inbox``, and commit an intent's offset only when it and everything before it
+on its partition finished and their reports were delivered. A crash therefore redelivers
+unfinished intents; the effect ledger makes running one twice harmless, and the coordinator
+ignores a report it already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from runcoord import metrics, tracing
+from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain import inputs as inp
+from runcoord.coordinator.domain import intents as it
+from runcoord.coordinator.wire import from_record, to_record
+from runcoord.deadletter import DeadLetter
+from runcoord.effects.offsets import OffsetTracker
+from runcoord.errors import Fatal, Retriable, SerializationError
+from runcoord.kafka import TopicNames, consumer_config, error_for, producer_config
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[it.EffectIntent], Awaitable[Sequence[inp.Input]]]
+_INTENT_TYPES = (
+    it.CreateRunIntent,
+    it.ObserveRunIntent,
+    it.ToolCallIntent,
+    it.SubmitOutputsIntent,
+    it.CancelRunIntent,
+)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    bootstrap: str
+    name: str  # provider | tools | submissions
+    kinds: frozenset[str]
+    topics: TopicNames = field(default_factory=TopicNames.with_prefix)
+    group_id: str = ""
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    concurrency: int = 256
+    session_timeout_ms: int = 10_000
+    retry_cap_s: float = 10.0
+    # Join as a static member named instance_id (KIP-345): a replica restarted under its name
+    # gets its partitions back at once instead of after the dead one's session timed out and
+    # a rebalance. Only for names unique among live replicas (a twin is fenced).
+    static_membership: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"runcoord-executor-{self.name}"
+
+
+@dataclass
+class ExecutorStats:
+    started: int = 0
+    finished: int = 0
+    retries: int = 0
+    failures: int = 0
+    dead_letters: int = 0
+    skipped: int = 0  # stale watches not run (coordinator.domain.intents.stale)
+
+
+class Executor:
+    def __init__(
+        self, config: ExecutorConfig, handler: Handler, codec: AvroCodec | None = None
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.codec = codec or AvroCodec()
+        self.stats = ExecutorStats()
+        self.tracker = OffsetTracker()
+
+    def run(self, stop: threading.Event) -> None:
+        asyncio.run(self.run_async(stop))
+
+    async def run_async(self, stop: threading.Event) -> None:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        consumer_overrides: dict[str, object] = {
+            "client.id": c.instance_id,
+            "session.timeout.ms": c.session_timeout_ms,
+        }
+        if c.static_membership:
+            consumer_overrides["group.instance.id"] = c.instance_id
+        consumer = Consumer(consumer_config(c.bootstrap, c.group) | consumer_overrides)
+        producer = Producer(producer_config(c.bootstrap, client_id=c.instance_id))
+        # librdkafka clients are used from one thread each: the consumer from this pool's
+        # single worker, the producer's callbacks from the poller thread below.
+        kafka_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{c.name}-consumer")
+        polling = threading.Event()
+        poller = threading.Thread(target=_poll_forever, args=(producer, polling), daemon=True)
+        poller.start()
+        consumer.subscribe(
+            [c.topics.effects],
+            on_revoke=lambda cons, parts: self._revoked(cons, parts),
+            on_lost=lambda _c, parts: self.tracker.forget([tp.partition for tp in parts]),
+        )
+        sem = asyncio.Semaphore(c.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                messages = await loop.run_in_executor(kafka_thread, consumer.consume, 200, 0.2)
+                for msg in messages:
+                    if not self._usable(msg):
+                        continue
+                    p, o = msg.partition() or 0, msg.offset() or 0
+                    gen = self.tracker.started(p, o)
+                    if _header(msg, "kind") not in c.kinds:
+                        self.tracker.finished(p, o, gen)
+                        continue
+                    await sem.acquire()
+                    task = asyncio.create_task(self._one(msg, producer, p, o, gen, stop))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    task.add_done_callback(lambda _t: sem.release())
+                await self._commit(loop, kafka_thread, consumer)
+            # Let in-flight work finish briefly; whatever does not is redelivered.
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
+            await self._commit(loop, kafka_thread, consumer)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await loop.run_in_executor(kafka_thread, consumer.close)
+            kafka_thread.shutdown()
+            polling.set()
+            poller.join(5)
+            producer.flush(10)
+
+    def _usable(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() != KafkaError._PARTITION_EOF:
+            exc = error_for(err)
+            if isinstance(exc, Fatal):
+                raise exc
+            log.warning("%s consumer: %s", self.config.name, exc)
+        return False
+
+    def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Commit what is finished before the partitions move (we are on the consumer's
+        # thread here), then forget them: unfinished intents go to the new owner.
+        ours = {tp.partition for tp in parts}
+        offsets = [
+            TopicPartition(self.config.topics.effects, p, o)
+            for p, o in self.tracker.committable().items()
+            if p in ours
+        ]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit on revoke: %s", exc)
+        self.tracker.forget(list(ours))
+
+    async def _commit(
+        self, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor, consumer: Consumer
+    ) -> None:
+        offsets = [
+            TopicPartition(self.config.topics.effects, p, o)
+            for p, o in self.tracker.committable().items()
+        ]
+        if not offsets:
+            return
+        try:
+            await loop.run_in_executor(
+                pool, lambda: consumer.commit(offsets=offsets, asynchronous=False)
+            )
+        except KafkaException as exc:
+            # Not fatal: the offsets are committed with the next batch, or redelivered.
+            log.warning("%s commit: %s", self.config.name, exc)
+
+    async def _one(
+        self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
+    ) -> None:
+        if not tracing.ENABLED:
+            await self._run_one(msg, producer, p, o, gen, stop)
+            return
+        # The intent's span, the child of the coordinator's span that emitted it; the reports
+        # produced inside carry it, so the coordinator's next span continues the trace.
+        kind = _header(msg, "kind")
+        attributes = {
+            "kind": kind,
+            "effect_key": _header(msg, "effect_key"),
+            "messaging.destination.name": msg.topic(),
+            "messaging.kafka.partition": p,
+            "messaging.kafka.offset": o,
+        }
+        with tracing.consume(f"{self.config.name} {kind}", msg, attributes):
+            await self._run_one(msg, producer, p, o, gen, stop)
+
+    async def _run_one(
+        self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
+    ) -> None:
+        self.stats.started += 1
+        began = time.perf_counter()
+        try:
+            name, datum = self.codec.decode(msg.value() or b"")
+            intent = from_record(name, datum)
+            if not isinstance(intent, _INTENT_TYPES):
+                raise SerializationError(f"{name} is not an intent")
+        except SerializationError as exc:
+            await self._deliver(producer, [self._dead_letter(msg, str(exc))], stop)
+            self.stats.dead_letters += 1
+            metrics.DEAD_LETTERS.labels(self.config.name, "decode").inc()
+            self.tracker.finished(p, o, gen)
+            return
+        if it.stale(intent, _issued_at_ms(msg), int(time.time() * 1000)):
+            # The coordinator has given up on this watch and renews it by its own timer.
+            self.tracker.finished(p, o, gen)
+            self.stats.skipped += 1
+            metrics.EFFECTS.labels(it.KIND[type(intent)], "stale").inc()
+            return
+        if tracing.ENABLED:
+            tracing.annotate(**it.log_ids(intent), tool=getattr(intent, "tool", None))
+        reports = await self._execute(intent, stop)
+        if reports is None:  # stopping: leave it unfinished, it is redelivered
+            return
+        if tracing.ENABLED:
+            tracing.annotate(outcome=",".join(_outcome(r) for r in reports))
+        await self._deliver(producer, reports, stop)
+        self.tracker.finished(p, o, gen)
+        self.stats.finished += 1
+        kind = it.KIND[type(intent)]
+        metrics.EFFECT_SECONDS.labels(kind).observe(time.perf_counter() - began)
+        for report in reports:
+            metrics.EFFECTS.labels(kind, _outcome(report)).inc()
+
+    async def _execute(
+        self, intent: it.EffectIntent, stop: threading.Event
+    ) -> Sequence[Any] | None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                return await self.handler(intent)
+            except Retriable as exc:
+                self.stats.retries += 1
+                metrics.EFFECT_RETRIES.labels(it.KIND[type(intent)]).inc()
+                log.info(
+                    "%s %s: %s; retrying in %.1fs",
+                    intent.run_id,
+                    type(intent).__name__,
+                    exc,
+                    backoff,
+                    extra=it.log_ids(intent),
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.retry_cap_s)
+            except Exception as exc:
+                # A bug or a permanent failure nobody classified: the run must not wait on
+                # it forever, so it is told, with the reason.
+                self.stats.failures += 1
+                log.exception(
+                    "%s %s failed", intent.run_id, type(intent).__name__, extra=it.log_ids(intent)
+                )
+                kind = it.KIND[type(intent)]
+                return [
+                    inp.EffectFailed(
+                        intent.run_id, intent.effect_key, kind, f"{type(exc).__name__}: {exc}"
+                    )
+                ]
+        return None
+
+    async def _deliver(
+        self, producer: Producer, reports: Sequence[Any], stop: threading.Event
+    ) -> None:
+        """Produce every report and wait until the broker has each one."""
+        loop = asyncio.get_running_loop()
+        for report in reports:
+            if isinstance(report, DeadLetter):
+                topic, key = self.config.topics.dlq, (report.key or "").encode()
+            else:
+                topic, key = self.config.topics.inbox, report.run_id.encode()
+            name, datum = to_record(report)
+            value = self.codec.encode(name, datum)
+            # The current span's context (the intent's), when tracing is on.
+            headers = tracing.inject([]) if tracing.ENABLED else None
+            backoff = 0.2
+            while True:
+                done: asyncio.Future[None] = loop.create_future()
+
+                def delivered(
+                    err: KafkaError | None, _msg: Message, fut: asyncio.Future[None] = done
+                ) -> None:
+                    outcome = None if err is None else error_for(err)
+                    loop.call_soon_threadsafe(_settle, fut, outcome)
+
+                try:
+                    producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
+                except BufferError:
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    await done
+                    break
+                except Exception as exc:
+                    if stop.is_set():
+                        raise
+                    log.warning("delivering %s: %s; again in %.1fs", name, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.config.retry_cap_s)
+
+    def _dead_letter(self, msg: Message, reason: str) -> DeadLetter:
+        key = msg.key()
+        return DeadLetter(
+            source_topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=key.decode(errors="replace") if key else None,
+            kind="decode",
+            reason=reason,
+            record_name=None,
+            payload=msg.value() or b"",
+            consumer=self.config.instance_id,
+            at_ms=int(time.time() * 1000),
+        )
+
+
+def _outcome(report: Any) -> str:
+    if isinstance(report, inp.ToolResult):
+        return "error_output" if report.is_error else "ok"
+    if isinstance(report, inp.SubmissionResult):
+        return report.outcome
+    return type(report).__name__
+
+
+def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+def _issued_at_ms(msg: Message) -> int | None:
+    """When the coordinator produced the record (its CreateTime), if the record says."""
+    kind, ts = msg.timestamp()
+    return ts if kind == TIMESTAMP_CREATE_TIME else None
+
+
+def _header(msg: Message, name: str) -> str | None:
+    headers: Any = msg.headers() or []
+    for key, value in headers:
+        if key == name and value is not None:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _poll_forever(producer: Producer, stop: threading.Event) -> None:
+    while not stop.is_set():
+        producer.poll(0.1)

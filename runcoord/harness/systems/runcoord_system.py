@@ -1,0 +1,146 @@
+"""runcoord as a system under test: k coordinators and k executors of each kind, as real
+``runcoord`` subprocesses; turns enter as Avro ``StartRun`` records on ``runs.inbox``, and a
+run is finished when ``RunFinished`` appears in the journal (``runs.events``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Message, Producer
+
+from runcoord.codec import AvroCodec
+from runcoord.coordinator.domain.inputs import StartRun
+from runcoord.coordinator.wire import from_record, to_record
+from runcoord.harness.replay.procs import Replica, Supervisor, python_argv
+from runcoord.harness.systems.kafka_io import Follower, RememberingProducer
+from runcoord.harness.systems.port import Finish, Outgoing
+from runcoord.kafka import TopicNames, producer_config
+
+EXECUTOR_KINDS = ("provider", "tools", "submissions")
+
+
+@dataclass
+class RuncoordSystem:
+    bootstrap: str
+    prefix: str
+    folder: Path
+    dsn: str
+    provider_url: str
+    gateway_url: str
+    tools_file: Path
+    coordinators: int = 2
+    executors: int = 1
+    observe: str = "poll"  # the provider executors' --observe
+    name: str = "runcoord"
+
+    def topics(self) -> dict[str, int]:
+        return {}
+
+    def groups(self) -> dict[str, int]:
+        # Names as runcoord/coordinator/cli.py (--group) and runcoord/effects/cli.py (_serve)
+        # make them.
+        out = {f"{self.prefix}coordinator": self.coordinators}
+        out |= {f"{self.prefix}runcoord-executor-{k}": self.executors for k in EXECUTOR_KINDS}
+        return out
+
+    def replicas(self, supervisor: Supervisor) -> None:
+        env = {"RUNCOORD_POSTGRES_DSN": self.dsn}
+        logs = self.folder / "logs"
+        for i in range(self.coordinators):
+            name = f"coord-{i}"
+            argv = python_argv(
+                "coordinator", "--instance-id", name, "--group", f"{self.prefix}coordinator",
+                "--topic-prefix", self.prefix, "--tools", str(self.tools_file),
+            )  # fmt: skip
+            supervisor.add(
+                Replica(name, "coordinator", argv, logs / f"{name}.log", env), f"coordinator:{i}"
+            )
+        for kind in EXECUTOR_KINDS:
+            for i in range(self.executors):
+                name = f"exec-{kind}-{i}"
+                url = (
+                    ["--gateway-url", self.gateway_url, "--registry", str(self.tools_file)]
+                    if kind == "tools"
+                    else ["--provider-url", self.provider_url]
+                )
+                if kind == "provider":
+                    url += ["--observe", self.observe]
+                argv = python_argv(
+                    "executor", kind, "--instance-id", name, "--topic-prefix", self.prefix, *url
+                )
+                supervisor.add(
+                    Replica(name, f"executor-{kind}", argv, logs / f"{name}.log", env),
+                    f"executor-{kind}:{i}",
+                )
+
+    def transport(self) -> RuncoordTransport:
+        return RuncoordTransport(self.bootstrap, TopicNames.with_prefix(self.prefix))
+
+
+class RuncoordTransport:
+    def __init__(self, bootstrap: str, topics: TopicNames) -> None:
+        self.topics = topics
+        self.codec = AvroCodec()
+        self._inbox = RememberingProducer(bootstrap, topics.inbox)
+        self._raw = Producer(producer_config(bootstrap))
+        self._done: deque[Finish] = deque()
+        self._intents: deque[Message] = deque(maxlen=5000)
+        self._lock = threading.Lock()
+        self.events_seen = 0
+        group = f"{topics.inbox.removesuffix('runs.inbox')}harness-{time.time_ns()}"
+        self._follower = Follower(bootstrap, group, [topics.events, topics.effects], self._on)
+
+    def _on(self, msg: Message) -> None:
+        if msg.topic() == self.topics.effects:
+            with self._lock:
+                self._intents.append(msg)
+            return
+        self.events_seen += 1
+        value = msg.value()
+        if value is None:
+            return
+        name, datum = self.codec.decode(value)
+        if name != "RunFinished":
+            return
+        event = from_record(name, datum)
+        self._done.append(Finish(event.run_id, event.status, event.reason, event.at_ms / 1000))
+
+    def send(self, run: Outgoing) -> None:
+        start = StartRun(
+            run.run_id, run.tenant, run.thread_id, run.assistant_id, run.provider, run.input,
+            int(time.time() * 1000), run.metadata,
+        )  # fmt: skip
+        name, datum = to_record(start)
+        self._inbox.send(run.run_id.encode(), self.codec.encode(name, datum))
+
+    def finished(self) -> list[Finish]:
+        out: list[Finish] = []
+        while self._done:
+            out.append(self._done.popleft())
+        return out
+
+    def duplicate(self, pick: float, intents: bool) -> str:
+        with self._lock:
+            chosen = (
+                self._intents[min(len(self._intents) - 1, int(pick * len(self._intents)))]
+                if intents and self._intents and pick < 0.5
+                else None
+            )
+        if chosen is not None:
+            # The same bytes, key and headers (executors filter on the kind header).
+            self._raw.produce(
+                self.topics.effects, chosen.value(), chosen.key(), headers=chosen.headers() or []
+            )
+            self._raw.poll(0)
+            return f"intent of {(chosen.key() or b'').decode()}"
+        key = self._inbox.resend(pick)
+        return f"StartRun of {(key or b'').decode()}" if key else "nothing sent yet"
+
+    def close(self) -> None:
+        self._follower.close()
+        self._inbox.close()
+        self._raw.flush(30)

@@ -1,0 +1,264 @@
+"""The Assistants adapter: runs, run steps and ``submit_tool_outputs`` (``client.beta.threads``).
+
+Serves Assistants-compatible servers (OpenAI sunset its hosted Assistants API). The SDK
+marks these methods deprecated and warns on each call; Python hides DeprecationWarning
+outside ``__main__`` by default, and tests let exactly that warning through (see
+README.md). Reconciliation is described in README.md; in short: a run carries our run id
+in its metadata and is found by listing the thread's runs, and a submission is judged from
+the run and its steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.beta.threads import Run
+
+from runcoord.coordinator.domain.model import Output
+from runcoord.provider import assistants_mapping as mapping
+from runcoord.provider.errors import Attempt, ProviderUnavailable, translate
+from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
+from runcoord.provider.polling import BackoffPolicy, watch
+from runcoord.provider.port import (
+    TERMINAL_STATUSES,
+    ProviderRun,
+    SubmitOutcome,
+    run_metadata,
+)
+
+_STEP_CACHE_SIZE = 4096
+
+
+class AssistantsProvider:
+    """The port over ``client.beta.threads.runs``. The caller owns (and closes) ``client``."""
+
+    name = "assistants"
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        *,
+        backoff: BackoffPolicy | None = None,
+        page_size: int = 100,
+    ) -> None:
+        self._read = client
+        # Writes are sent once: the SDK's own retry of a lost write would be a blind resend.
+        # Whether to send again is decided after reconciling, by the executor.
+        self._write = client.with_options(max_retries=0)
+        self._backoff = backoff or BackoffPolicy()
+        self._page_size = page_size
+        # (run id, waiting call ids) -> run step id: a step's id never changes, so one steps
+        # list per step is enough however often the run is polled.
+        self._steps: dict[tuple[str, frozenset[str]], str] = {}
+
+    # -- creating ----------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        assistant_id: str,
+        input: str,
+        effect_key: str,
+        metadata: Mapping[str, str] | None = None,
+        after_unknown_outcome: bool = False,
+    ) -> tuple[ProviderRun, bool]:
+        # Look first whenever an earlier attempt may have sent: the ledger marks an effect
+        # sent before the request goes out (and never clears it), so an executor that died
+        # mid-call leaves after_unknown_outcome set for the next one. A first attempt needs
+        # no listing; if a paused attempt wakes up and creates after all, the thread is busy
+        # and the BadRequest path below finds the run.
+        if after_unknown_outcome:
+            found, _ = await self._find(thread_id, run_id)
+            if found is not None:
+                return await self._observed(found, None), True
+        attempt = Attempt("create_run", thread_id, write=True, effect_key=effect_key)
+        try:
+            run = await self._write.beta.threads.runs.create(
+                thread_id,
+                assistant_id=assistant_id,
+                # The input goes in with the run, atomically: no message without its run.
+                additional_messages=[{"role": "user", "content": input}],
+                metadata=run_metadata(metadata, run_id),
+                extra_headers={IDEMPOTENCY_HEADER: effect_key},
+            )
+        except openai.BadRequestError as exc:
+            # Another attempt may have created our run between the listing and this call
+            # (a paused executor waking up); the thread then has an active run: ours.
+            found, newest = await self._find(thread_id, run_id)
+            if found is not None:
+                return await self._observed(found, None), True
+            if newest is not None and newest.status not in TERMINAL_STATUSES:
+                # Someone else's run still holds the thread (an earlier turn still
+                # cancelling, say): nothing was applied, and it will end by itself.
+                raise ProviderUnavailable(
+                    f"create_run {run_id}: thread {thread_id} is busy with run {newest.id}"
+                    f" ({newest.status}): {exc.message}"
+                ) from exc
+            raise translate(exc, attempt) from exc
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return mapping.to_provider_run(run, step_id=None, poll_after=None), False
+
+    async def _find(self, thread_id: str, run_id: str) -> tuple[Run | None, Run | None]:
+        """(our run, the thread's newest run): ours by the run id in its metadata, looked
+        for newest first through every page."""
+        newest: Run | None = None
+        try:
+            async for run in self._read.beta.threads.runs.list(
+                thread_id, order="desc", limit=self._page_size
+            ):
+                newest = newest or run
+                if mapping.ours(run, run_id):
+                    return run, newest
+        except openai.APIError as exc:
+            raise translate(exc, Attempt("list_runs", thread_id, write=False)) from exc
+        return None, newest
+
+    # -- observing ---------------------------------------------------------------------
+
+    async def retrieve(self, *, thread_id: str, provider_run_id: str) -> ProviderRun:
+        attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=provider_run_id)
+        try:
+            raw = await self._read.beta.threads.runs.with_raw_response.retrieve(
+                provider_run_id, thread_id=thread_id
+            )
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return await self._observed(raw.parse(), poll_after_ms(raw.headers))
+
+    async def watch(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        since_status: str,
+        since_step: str | None,
+        timeout_ms: int,
+    ) -> tuple[ProviderRun, bool]:
+        async def poll() -> ProviderRun:
+            return await self.retrieve(thread_id=thread_id, provider_run_id=provider_run_id)
+
+        return await watch(
+            poll,
+            since_status=since_status,
+            since_step=since_step,
+            timeout_ms=timeout_ms,
+            policy=self._backoff,
+        )
+
+    async def _observed(self, run: Run, poll_after: int | None) -> ProviderRun:
+        step_id = await self._waiting_step(run) if run.status == "requires_action" else None
+        return mapping.to_provider_run(run, step_id=step_id, poll_after=poll_after)
+
+    async def _waiting_step(self, run: Run) -> str:
+        key = (run.id, mapping.waiting_call_ids(run))
+        cached = self._steps.get(key)
+        if cached is not None:
+            return cached
+        attempt = Attempt("list_run_steps", run.thread_id, write=False, provider_run_id=run.id)
+        try:
+            # The waiting step is the run's newest: the first page nearly always has it.
+            async for step in self._read.beta.threads.runs.steps.list(
+                run.id, thread_id=run.thread_id, order="desc", limit=20
+            ):
+                if mapping.is_waiting_step(run, step):
+                    if len(self._steps) >= _STEP_CACHE_SIZE:
+                        del self._steps[next(iter(self._steps))]
+                    self._steps[key] = step.id
+                    return step.id
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        # Never invent an id instead: the step id must be the same on every poll.
+        raise ProviderUnavailable(
+            f"run {run.id} waits on calls {sorted(key[1])} but its steps do not list them (yet)"
+        )
+
+    # -- submitting --------------------------------------------------------------------
+
+    async def submit_outputs(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        step_id: str,
+        outputs: Sequence[Output],
+        effect_key: str,
+    ) -> SubmitOutcome:
+        attempt = Attempt(
+            "submit_outputs", thread_id, True, provider_run_id, step_id, effect_key=effect_key
+        )
+        try:
+            await self._write.beta.threads.runs.submit_tool_outputs(
+                provider_run_id,
+                thread_id=thread_id,
+                tool_outputs=[
+                    {"tool_call_id": o.tool_call_id, "output": o.output} for o in outputs
+                ],
+                extra_headers={IDEMPOTENCY_HEADER: effect_key},
+            )
+        except openai.BadRequestError as exc:
+            # OpenAI answers 400 alike to a step already answered, a run that moved on, and
+            # outputs that do not match the step; the run and its steps tell which.
+            verdict = await self.reconcile_submission(
+                thread_id=thread_id,
+                provider_run_id=provider_run_id,
+                step_id=step_id,
+                outputs=outputs,
+            )
+            if verdict is not None and verdict.outcome in ("already_submitted", "run_moved_on"):
+                return SubmitOutcome(verdict.outcome, f"{exc.message} ({verdict.detail})")
+            return SubmitOutcome("rejected", exc.message)
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return SubmitOutcome("submitted")
+
+    async def reconcile_submission(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        step_id: str,
+        outputs: Sequence[Output],
+    ) -> SubmitOutcome | None:
+        run = await self._get(thread_id, provider_run_id)
+        waiting = await self._waiting_step(run) if run.status == "requires_action" else None
+        step = None
+        if waiting != step_id:
+            attempt = Attempt("retrieve_step", thread_id, False, provider_run_id, step_id)
+            try:
+                step = await self._read.beta.threads.runs.steps.retrieve(
+                    step_id, thread_id=thread_id, run_id=provider_run_id
+                )
+            except openai.NotFoundError:
+                step = None
+            except openai.APIError as exc:
+                raise translate(exc, attempt) from exc
+        return mapping.submission_verdict(run, waiting, step, step_id)
+
+    # -- cancelling --------------------------------------------------------------------
+
+    async def cancel(self, *, thread_id: str, provider_run_id: str) -> str:
+        """Cancelling twice is harmless, so after OutcomeUnknown just call cancel again."""
+        attempt = Attempt("cancel", thread_id, write=True, provider_run_id=provider_run_id)
+        try:
+            run = await self._write.beta.threads.runs.cancel(provider_run_id, thread_id=thread_id)
+        except openai.BadRequestError as exc:
+            # OpenAI refuses to cancel a run that is already ending or ended: that is the answer.
+            current = await self._get(thread_id, provider_run_id)
+            if current.status in TERMINAL_STATUSES or current.status == "cancelling":
+                return current.status
+            raise translate(exc, attempt) from exc
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return run.status
+
+    async def _get(self, thread_id: str, provider_run_id: str) -> Run:
+        try:
+            return await self._read.beta.threads.runs.retrieve(provider_run_id, thread_id=thread_id)
+        except openai.APIError as exc:
+            attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=provider_run_id)
+            raise translate(exc, attempt) from exc

@@ -1,0 +1,160 @@
+"""The provider port: what the effect executors need from a model provider, vendor-neutral.
+
+A *run* is one user turn; it pauses in ``requires_action`` at a *step* that needs tool
+outputs, takes one submission per step, and ends in a terminal status. Each adapter
+(``assistants.py``, ``responses.py``) maps this onto one of OpenAI's APIs and reconciles
+its writes after an unknown outcome (see README.md in this folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from runcoord.coordinator.domain.model import Output, ToolCall
+
+# The vendor-neutral statuses a ProviderRun carries.
+STATUSES: frozenset[str] = frozenset(
+    {
+        "queued",
+        "in_progress",
+        "requires_action",
+        "cancelling",
+        "cancelled",
+        "failed",
+        "completed",
+        "incomplete",
+        "expired",
+    }
+)
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"cancelled", "failed", "completed", "incomplete", "expired"}
+)
+# The model is working: nothing for the coordinator to decide (see polling.changed).
+WORKING_STATUSES: frozenset[str] = frozenset({"queued", "in_progress"})
+
+# The metadata keys the adapters put on what they create. Never change them: reconciliation
+# of a run created by an earlier version looks for exactly these keys.
+RUN_ID_KEY = "runcoord_run_id"
+STEP_KEY = "runcoord_step"
+
+
+def run_metadata(
+    given: Mapping[str, str] | None, run_id: str, step: str | None = None
+) -> dict[str, str]:
+    """The turn's metadata with ours on top: a caller's tag never hides our run id."""
+    ours = {RUN_ID_KEY: run_id} if step is None else {RUN_ID_KEY: run_id, STEP_KEY: step}
+    return {**(given or {}), **ours}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRun:
+    provider_run_id: str
+    status: str  # one of STATUSES
+    # The step waiting for outputs (requires_action only). Stable across polls of the same
+    # step: the coordinator correlates outputs by (step_id, tool_call_id).
+    step_id: str | None
+    tool_calls: tuple[ToolCall, ...]
+    expires_at_ms: int | None
+    detail: str | None  # why a run ended (last_error, incomplete_details), if it says
+    poll_after_ms: int | None  # the provider's openai-poll-after-ms hint, if it sent one
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+# submitted: this call's submission was accepted.
+# already_submitted: the step's outputs were accepted earlier (a previous attempt).
+# run_moved_on: the step can no longer take outputs (the run expired, was cancelled, failed).
+# rejected: the provider refused these outputs and the step still waits (detail says why).
+# not_submitted: only from reconcile_submission: the provider shows the step still waiting
+#   and unanswered, so sending the outputs (again) is safe.
+SubmitStatus = Literal[
+    "submitted", "already_submitted", "run_moved_on", "rejected", "not_submitted"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    outcome: SubmitStatus
+    detail: str | None = None
+    # Responses only: a submission creates the follow-up response, which becomes the run's
+    # current provider_run_id. None when the run keeps its id (Assistants) or when the id
+    # cannot be recovered (see responses.py, reconcile_submission).
+    new_provider_run_id: str | None = None
+
+
+class RunProvider(Protocol):
+    """One provider API. Errors raised are runcoord.provider.errors types, never the SDK's."""
+
+    name: str  # "assistants" | "responses": RunState.provider
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        assistant_id: str,
+        input: str,
+        effect_key: str,
+        metadata: Mapping[str, str] | None = None,
+        after_unknown_outcome: bool = False,
+    ) -> tuple[ProviderRun, bool]:
+        """Start the turn, or find the one an earlier attempt started: (run, reconciled).
+
+        ``metadata`` (the turn's own tags) goes on the provider run next to ours; our keys
+        (RUN_ID_KEY, STEP_KEY) win over the caller's.
+
+        Pass ``after_unknown_outcome=True`` when an earlier attempt with this effect key may
+        have been applied (it raised OutcomeUnknown, or its executor died mid-call). Raises
+        Unreconcilable when the provider cannot say whether that attempt created something.
+        """
+        ...
+
+    async def retrieve(self, *, thread_id: str, provider_run_id: str) -> ProviderRun: ...
+
+    async def watch(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        since_status: str,
+        since_step: str | None,
+        timeout_ms: int,
+    ) -> tuple[ProviderRun, bool]:
+        """Watch (poll, or follow the event stream) until (status, step_id) differs from
+        (since_status, since_step): (run, True); or until ``timeout_ms`` passes: (the last
+        run seen, False)."""
+        ...
+
+    async def submit_outputs(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        step_id: str,
+        outputs: Sequence[Output],
+        effect_key: str,
+    ) -> SubmitOutcome:
+        """All of the step's outputs in one submission. Raises OutcomeUnknown when the
+        request may have been applied without us seeing the answer: call
+        reconcile_submission before sending again."""
+        ...
+
+    async def reconcile_submission(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        step_id: str,
+        outputs: Sequence[Output],
+    ) -> SubmitOutcome | None:
+        """After an unknown outcome: already_submitted, run_moved_on or not_submitted, read
+        from the provider's records; None when they cannot tell."""
+        ...
+
+    async def cancel(self, *, thread_id: str, provider_run_id: str) -> str:
+        """Ask the provider to stop the run; returns the status it is in afterwards."""
+        ...

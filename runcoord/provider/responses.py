@@ -1,0 +1,399 @@
+"""The Responses adapter: a turn is a chain of background responses in one conversation.
+
+Our ``thread_id`` is the conversation id and ``assistant_id`` the model. The turn's current
+response is its ``provider_run_id``; a submission is the follow-up response carrying every
+``function_call_output`` of the step, which becomes the current one
+(``SubmitOutcome.new_provider_run_id``). What can and cannot be reconciled after a lost
+answer is set out in README.md: in short, the conversation shows whether our items reached
+it, never which response carried them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Literal
+
+import openai
+from openai import AsyncOpenAI, omit
+from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
+
+from runcoord.coordinator.domain.model import Output
+from runcoord.provider import responses_mapping as mapping
+from runcoord.provider.errors import (
+    STREAM_BROKEN,
+    Attempt,
+    ProviderUnavailable,
+    Unreconcilable,
+    stream_broken,
+    translate,
+)
+from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
+from runcoord.provider.polling import BackoffPolicy, watch
+from runcoord.provider.port import (
+    RUN_ID_KEY,
+    TERMINAL_STATUSES,
+    ProviderRun,
+    SubmitOutcome,
+    run_metadata,
+)
+from runcoord.provider.sse import read_events
+from runcoord.provider.streaming import watch_stream
+
+Observe = Literal["poll", "stream"]
+OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
+
+# runcoord_step on the response that opens a turn (follow-ups name the step they answer).
+OPENING_STEP = "input"
+_MAX_ITEMS_PER_CREATE = 20  # OpenAI's limit on conversations.items.create
+
+
+class ResponsesProvider:
+    """The port over ``client.responses`` and ``client.conversations``.
+
+    ``tools`` are the function tools every response of a turn offers the model. ``observe``
+    is how ``watch`` follows a response: ``poll`` (retrieve with adaptive backoff) or
+    ``stream`` (its event stream, resumed from the last sequence number after a drop; see
+    streaming.py). The caller owns (and closes) ``client``.
+    """
+
+    name = "responses"
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        *,
+        tools: Sequence[FunctionToolParam],
+        parallel_tool_calls: bool = True,
+        instructions: str | None = None,
+        backoff: BackoffPolicy | None = None,
+        page_size: int = 100,
+        observe: Observe = "poll",
+    ) -> None:
+        if observe not in OBSERVE_MODES:
+            raise ValueError(f"observe must be one of {OBSERVE_MODES}, not {observe!r}")
+        self.observe = observe
+        self._read = client
+        # Writes are sent once: the SDK's own retry of a lost create would start a second
+        # response. Whether to send again is decided after reconciling, by the executor.
+        self._write = client.with_options(max_retries=0)
+        self._tools = list(tools)
+        self._parallel = parallel_tool_calls
+        self._instructions = instructions
+        self._backoff = backoff or BackoffPolicy()
+        self._page_size = page_size
+
+    # -- creating ----------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        assistant_id: str,
+        input: str,
+        effect_key: str,
+        metadata: Mapping[str, str] | None = None,
+        after_unknown_outcome: bool = False,
+    ) -> tuple[ProviderRun, bool]:
+        """Open the turn with one background response; ``assistant_id`` names the model.
+
+        Only after an unknown outcome is the conversation read first: on a first attempt an
+        earlier turn with the same text would look like ours.
+        """
+        if after_unknown_outcome and await self._input_arrived(thread_id, input):
+            # A response was created for our input (its items reach the conversation when
+            # it is created), but nothing in the API names it: conversation items carry no
+            # response id, and responses cannot be listed. Starting another would run the
+            # turn twice.
+            raise Unreconcilable(
+                f"create_run {run_id}: an earlier attempt's input is in conversation"
+                f" {thread_id}, so a response was started for it, but the Responses API"
+                " cannot name that response; not starting a second one"
+            )
+        attempt = Attempt("create_run", thread_id, write=True, effect_key=effect_key)
+        try:
+            response = await self._write.responses.create(
+                model=assistant_id,
+                background=True,
+                conversation=thread_id,
+                input=input,
+                tools=self._tools,
+                parallel_tool_calls=self._parallel,
+                instructions=self._instructions,
+                metadata=run_metadata(metadata, run_id, OPENING_STEP),
+                extra_headers={IDEMPOTENCY_HEADER: effect_key},
+            )
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return mapping.to_provider_run(response, poll_after=None), False
+
+    async def _input_arrived(self, conversation_id: str, text: str) -> bool:
+        scan = mapping.InputScan(text)
+        attempt = Attempt("list_items", conversation_id, write=False)
+        try:
+            async for item in self._read.conversations.items.list(
+                conversation_id, order="desc", limit=self._page_size
+            ):
+                if scan.see(item):
+                    break
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return scan.found
+
+    # -- observing ---------------------------------------------------------------------
+
+    async def retrieve(self, *, thread_id: str, provider_run_id: str) -> ProviderRun:
+        attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=provider_run_id)
+        try:
+            raw = await self._read.responses.with_raw_response.retrieve(provider_run_id)
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        run = mapping.to_provider_run(raw.parse(), poll_after=poll_after_ms(raw.headers))
+        if run.status == "requires_action":
+            return await self._follow(thread_id, run)
+        return run
+
+    async def _follow(self, thread_id: str, run: ProviderRun) -> ProviderRun:
+        """A step, or, if the conversation already answered it, where the turn is now.
+
+        Parked on a step the conversation already answered: the turn went on in a follow-up
+        whose id we lost. Follow it through the conversation instead."""
+        moved = await self._progress(thread_id, run)
+        return run if moved is None else moved
+
+    async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
+        scan = mapping.ProgressScan(frozenset(c.id for c in run.tool_calls))
+        attempt = Attempt("list_items", thread_id, write=False)
+        try:
+            async for item in self._read.conversations.items.list(
+                thread_id, order="desc", limit=self._page_size
+            ):
+                if scan.see(item):
+                    break
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return scan.run(run.provider_run_id)
+
+    async def watch(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        since_status: str,
+        since_step: str | None,
+        timeout_ms: int,
+    ) -> tuple[ProviderRun, bool]:
+        async def poll() -> ProviderRun:
+            return await self.retrieve(thread_id=thread_id, provider_run_id=provider_run_id)
+
+        # A step is a finished response: its stream could only replay history, and what
+        # may still change (the step answered) shows in the conversation, which a poll
+        # reads. The same goes for a finished turn. So only working responses are streamed.
+        finished = since_status in TERMINAL_STATUSES or (
+            since_status == "requires_action"
+            and since_step is not None
+            and mapping.base_response_id(since_step) == provider_run_id
+        )
+        if self.observe == "stream" and not finished:
+
+            def events(after: int | None) -> AsyncGenerator[tuple[int, ProviderRun | None]]:
+                return self._events(thread_id, provider_run_id, after)
+
+            async def follow(run: ProviderRun) -> ProviderRun:
+                return await self._follow(thread_id, run)
+
+            return await watch_stream(
+                events,
+                poll,
+                follow,
+                since_status=since_status,
+                since_step=since_step,
+                timeout_ms=timeout_ms,
+                policy=self._backoff,
+            )
+        return await watch(
+            poll,
+            since_status=since_status,
+            since_step=since_step,
+            timeout_ms=timeout_ms,
+            policy=self._backoff,
+        )
+
+    async def _events(
+        self, thread_id: str, response_id: str, after: int | None
+    ) -> AsyncGenerator[tuple[int, ProviderRun | None]]:
+        """The response's event stream (after sequence number ``after``), each event as its
+        sequence number and, for the events carrying the response, the state it shows."""
+        attempt = Attempt("stream", thread_id, write=False, provider_run_id=response_id)
+        try:
+            async with self._read.responses.with_streaming_response.retrieve(
+                response_id, stream=True, starting_after=omit if after is None else after
+            ) as raw:
+                async for event in read_events(raw.iter_lines()):
+                    yield mapping.stream_event(event.data)
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        except mapping.StreamEventError as exc:
+            # The stream broke on the provider's side; resuming may mend it.
+            raise ProviderUnavailable(f"stream of {response_id} on {thread_id}: {exc}") from exc
+        except STREAM_BROKEN as exc:
+            raise stream_broken(exc, attempt) from exc
+
+    async def _get(self, thread_id: str, response_id: str) -> Response:
+        try:
+            return await self._read.responses.retrieve(response_id)
+        except openai.APIError as exc:
+            attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=response_id)
+            raise translate(exc, attempt) from exc
+
+    # -- submitting --------------------------------------------------------------------
+
+    async def submit_outputs(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        step_id: str,
+        outputs: Sequence[Output],
+        effect_key: str,
+    ) -> SubmitOutcome:
+        """The follow-up response, carrying every output; it becomes the turn's current run."""
+        # The step's response gives the follow-up its model and the turn's metadata. A step
+        # found in the conversation (see retrieve) has the response we follow as its base.
+        base = mapping.base_response_id(step_id)
+        step = await self._get(thread_id, base)
+        state = mapping.status(step)
+        if state != "requires_action":
+            return SubmitOutcome("run_moved_on", f"response {base} is {state}")
+        # Look before sending, on every attempt: a follow-up for calls the conversation has
+        # already answered would run the model on them again, and OpenAI does not document
+        # refusing it. A partial answer is not ours: sending the rest would duplicate some.
+        scan = await self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
+        seen = scan.verdict(thread_id)
+        if seen is not None and seen.outcome in ("already_submitted", "run_moved_on"):
+            return seen
+        if scan.answered and seen is None:
+            return SubmitOutcome(
+                "rejected",
+                f"conversation {thread_id} already has outputs for {sorted(scan.answered)}"
+                " but not for every call of the step",
+            )
+        metadata = dict(step.metadata or {})
+        items: list[ResponseInputItemParam] = [
+            {"type": "function_call_output", "call_id": o.tool_call_id, "output": o.output}
+            for o in outputs
+        ]
+        attempt = Attempt(
+            "submit_outputs", thread_id, True, provider_run_id, step_id, effect_key=effect_key
+        )
+        try:
+            follow_up = await self._write.responses.create(
+                model=step.model,
+                background=True,
+                conversation=thread_id,
+                input=items,
+                tools=self._tools,
+                parallel_tool_calls=self._parallel,
+                instructions=self._instructions,
+                metadata=run_metadata(metadata, metadata.get(RUN_ID_KEY, ""), step_id),
+                extra_headers={IDEMPOTENCY_HEADER: effect_key},
+            )
+        except openai.BadRequestError as exc:
+            # Outputs may have landed since we looked (a racing attempt); a 400 for them
+            # looks like one for wrong call ids, and the conversation tells which.
+            verdict = await self.reconcile_submission(
+                thread_id=thread_id,
+                provider_run_id=provider_run_id,
+                step_id=step_id,
+                outputs=outputs,
+            )
+            if verdict is not None and verdict.outcome in ("already_submitted", "run_moved_on"):
+                return SubmitOutcome(verdict.outcome, f"{exc.message} ({verdict.detail})")
+            return SubmitOutcome("rejected", exc.message)
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return SubmitOutcome("submitted", new_provider_run_id=follow_up.id)
+
+    async def reconcile_submission(
+        self,
+        *,
+        thread_id: str,
+        provider_run_id: str,
+        step_id: str,
+        outputs: Sequence[Output],
+    ) -> SubmitOutcome | None:
+        """From the conversation: all the step's outputs in it = already_submitted (but the
+        follow-up's id is lost: new_provider_run_id stays None); none = not_submitted; a
+        part, or the step's calls not found = None."""
+        scan = await self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
+        return scan.verdict(thread_id)
+
+    async def _scan_outputs(
+        self, conversation_id: str, call_ids: frozenset[str]
+    ) -> mapping.OutputsScan:
+        scan = mapping.OutputsScan(call_ids)
+        attempt = Attempt("list_items", conversation_id, write=False)
+        try:
+            async for item in self._read.conversations.items.list(
+                conversation_id, order="desc", limit=self._page_size
+            ):
+                if scan.see(item):
+                    break
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return scan
+
+    # -- cancelling --------------------------------------------------------------------
+
+    async def cancel(self, *, thread_id: str, provider_run_id: str) -> str:
+        """Stop the turn. A response still working is cancelled. A turn waiting on outputs
+        has nothing running, but its open calls would make the conversation's next response
+        fail ("No tool output found for function call"), so they are closed with an explicit
+        error output added as conversation items, without running the model again.
+        Safe to call again after OutcomeUnknown."""
+        response = await self._get(thread_id, provider_run_id)
+        state = mapping.status(response)
+        if state in ("queued", "in_progress"):
+            return await self._cancel_response(thread_id, provider_run_id)
+        if state == "requires_action":
+            await self._close_calls(thread_id, response)
+            return "cancelled"
+        return state
+
+    async def _cancel_response(self, thread_id: str, response_id: str) -> str:
+        attempt = Attempt("cancel", thread_id, write=True, provider_run_id=response_id)
+        try:
+            cancelled = await self._write.responses.cancel(response_id)
+        except openai.BadRequestError as exc:
+            # It finished meanwhile: its status is the answer (or its open calls need closing).
+            current = await self._get(thread_id, response_id)
+            state = mapping.status(current)
+            if state == "requires_action":
+                await self._close_calls(thread_id, current)
+                return "cancelled"
+            if state in TERMINAL_STATUSES:
+                return state
+            raise translate(exc, attempt) from exc
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return mapping.status(cancelled)
+
+    async def _close_calls(self, thread_id: str, response: Response) -> None:
+        calls = mapping.function_calls(response)
+        scan = await self._scan_outputs(thread_id, frozenset(c.id for c in calls))
+        open_calls = [c for c in calls if c.id not in scan.answered]
+        attempt = Attempt("close_calls", thread_id, write=True, provider_run_id=response.id)
+        for start in range(0, len(open_calls), _MAX_ITEMS_PER_CREATE):
+            chunk = open_calls[start : start + _MAX_ITEMS_PER_CREATE]
+            items: list[ResponseInputItemParam] = [
+                {
+                    "type": "function_call_output",
+                    "call_id": c.id,
+                    "output": mapping.CANCELLED_OUTPUT,
+                }
+                for c in chunk
+            ]
+            try:
+                await self._write.conversations.items.create(thread_id, items=items)
+            except openai.APIError as exc:
+                raise translate(exc, attempt) from exc
