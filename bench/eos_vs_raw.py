@@ -18,10 +18,10 @@ import uuid
 from confluent_kafka import Consumer, Producer
 
 from runcoord.codec import AvroCodec
+from runcoord.codec.wire import to_record
 from runcoord.config import REPO_ROOT, load
-from runcoord.coordinator.domain.inputs import StartRun
 from runcoord.coordinator.loop import Coordinator, LoopConfig
-from runcoord.coordinator.wire import to_record
+from runcoord.domain.inputs import StartRun
 from runcoord.harness.replay.env import create_topics, delete_topics
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runcoord.coordinator.domain import Policy, ToolRule
+from runcoord.domain import Policy, ToolRule
 from runcoord.errors import ConfigError
 
 # OpenAI's limit on one tool output; the registry may set a lower one per tool.

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.wire import from_record, to_record
+from runcoord.codec.wire import from_record, to_record
 from runcoord.forensics.reader import PositionReader
 from runcoord.kafka import TopicNames
 

@@ -19,8 +19,8 @@ import psycopg
 
 from runcoord import tracing
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain.inputs import StartRun
-from runcoord.coordinator.wire import to_record
+from runcoord.codec.wire import to_record
+from runcoord.domain.inputs import StartRun
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

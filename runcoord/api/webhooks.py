@@ -26,7 +26,7 @@ from openai import InvalidWebhookSignatureError, OpenAI
 
 from runcoord.api.turns import enqueue
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain.inputs import RunObserved
+from runcoord.domain.inputs import RunObserved
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

@@ -23,15 +23,15 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import Decision, Phase, Policy, RunState, decide
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain.evolve import JournalError
-from runcoord.coordinator.domain.intents import KIND
+from runcoord.codec.wire import from_record
 from runcoord.coordinator.outbox import Outbox, Record
 from runcoord.coordinator.partitions import PartitionRuns, Staged
 from runcoord.coordinator.rebuild import StateReader
-from runcoord.coordinator.wire import from_record
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import Decision, Phase, Policy, RunState, decide
+from runcoord.domain import inputs as inp
+from runcoord.domain.evolve import JournalError
+from runcoord.domain.intents import KIND
 from runcoord.errors import Fatal, KafkaRetriable, Retriable, SerializationError
 from runcoord.faults import fault_point
 from runcoord.kafka import (

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import Decision, RunState
-from runcoord.coordinator.domain.events import ToolOutputRecorded
-from runcoord.coordinator.domain.intents import KIND
-from runcoord.coordinator.wire import to_record
+from runcoord.codec.wire import to_record
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import Decision, RunState
+from runcoord.domain.events import ToolOutputRecorded
+from runcoord.domain.intents import KIND
 from runcoord.errors import SerializationError
 from runcoord.kafka import TopicNames
 

@@ -10,7 +10,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from runcoord.coordinator.domain import Policy, RunState, next_due
+from runcoord.domain import Policy, RunState, next_due
 
 
 @dataclass

@@ -8,8 +8,8 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import RunState
-from runcoord.coordinator.wire import from_record
+from runcoord.codec.wire import from_record
+from runcoord.domain import RunState
 from runcoord.errors import KafkaRetriable, SerializationError
 from runcoord.kafka import consumer_config, raise_for_error
 

@@ -29,19 +29,19 @@ from runcoord.effects.ledger import (
     connect_redis,
 )
 from runcoord.effects.limits import ConcurrencyLimiter, Limits
-from runcoord.effects.provider_executor import KINDS as PROVIDER_KINDS
-from runcoord.effects.provider_executor import ProviderEffects
 from runcoord.effects.runtime import Executor, ExecutorConfig, Handler
-from runcoord.effects.tool_executor import KINDS as TOOL_KINDS
-from runcoord.effects.tool_executor import ToolCalls
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
 from runcoord.provider.assistants import AssistantsProvider
+from runcoord.provider.executor import KINDS as PROVIDER_KINDS
+from runcoord.provider.executor import ProviderEffects
 from runcoord.provider.port import RunProvider
 from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
 from runcoord.registry import Registry, load_registry
 from runcoord.submitter.executor import KINDS as SUBMISSION_KINDS
 from runcoord.submitter.executor import Submissions
+from runcoord.tools.executor import KINDS as TOOL_KINDS
+from runcoord.tools.executor import ToolCalls
 
 log = logging.getLogger("runcoord.executor")
 app = typer.Typer(no_args_is_help=True)

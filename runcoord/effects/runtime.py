@@ -33,10 +33,10 @@ from confluent_kafka import (
 
 from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.wire import from_record, to_record
+from runcoord.codec.wire import from_record, to_record
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from runcoord.effects.offsets import OffsetTracker
 from runcoord.errors import Fatal, Retriable, SerializationError
 from runcoord.kafka import TopicNames, consumer_config, error_for, producer_config
@@ -81,7 +81,7 @@ class ExecutorStats:
     retries: int = 0
     failures: int = 0
     dead_letters: int = 0
-    skipped: int = 0  # stale watches not run (coordinator.domain.intents.stale)
+    skipped: int = 0  # stale watches not run (runcoord.domain.intents.stale)
 
 
 class Executor:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runcoord.coordinator.domain.model import Output, ToolCall
+from runcoord.domain.model import Output, ToolCall
 from runcoord.forensics.facts import AuditEntry, LedgerEntry, ToolInfo
 
 # What one action of a write tool leaves in the world, for "one ticket exists".

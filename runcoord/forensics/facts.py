@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import intents as it
+from runcoord.domain import events as ev
+from runcoord.domain import intents as it
 from runcoord.forensics.projection import RunRow
 
 

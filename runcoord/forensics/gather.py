@@ -11,10 +11,10 @@ from collections import defaultdict
 from typing import Any
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.domain.ids import effect_key
-from runcoord.coordinator.wire import from_record
+from runcoord.codec.wire import from_record
+from runcoord.domain import events as ev
+from runcoord.domain import intents as it
+from runcoord.domain.ids import effect_key
 from runcoord.errors import SerializationError
 from runcoord.forensics import store
 from runcoord.forensics.facts import (

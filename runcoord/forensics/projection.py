@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain.phases import TERMINAL, Phase
+from runcoord.domain import events as ev
+from runcoord.domain.phases import TERMINAL, Phase
 
 _TERMINAL_VALUES = frozenset(p.value for p in TERMINAL)
 _PHASES = frozenset(p.value for p in Phase)

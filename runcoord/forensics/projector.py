@@ -22,9 +22,9 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from runcoord import metrics
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.wire import from_record
+from runcoord.codec.wire import from_record
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import events as ev
 from runcoord.errors import Retriable, SerializationError
 from runcoord.forensics import store
 from runcoord.forensics.projection import EventRow, RunRow, StepRow, event_row, fold, step_row

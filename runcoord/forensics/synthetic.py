@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.domain.ids import effect_key, payload_hash
-from runcoord.coordinator.domain.model import Output, ToolCall
-from runcoord.coordinator.wire import to_record
+from runcoord.codec.wire import to_record
+from runcoord.domain import events as ev
+from runcoord.domain import intents as it
+from runcoord.domain.ids import effect_key, payload_hash
+from runcoord.domain.model import Output, ToolCall
 from runcoord.kafka import TopicNames
 from runcoord.partitioning import partition_for
 

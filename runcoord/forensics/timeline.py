@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.domain.ids import effect_key
-from runcoord.coordinator.domain.model import Output, ToolCall
+from runcoord.domain import events as ev
+from runcoord.domain import intents as it
+from runcoord.domain.ids import effect_key
+from runcoord.domain.model import Output, ToolCall
 from runcoord.forensics.explain import (
     CallFacts,
     CallStory,

@@ -16,7 +16,7 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
-from runcoord.coordinator.domain.model import Output
+from runcoord.domain.model import Output
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.errors import Attempt, ProviderUnavailable, translate
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms

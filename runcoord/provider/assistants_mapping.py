@@ -11,7 +11,7 @@ from __future__ import annotations
 from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain.model import ToolCall
 from runcoord.provider.port import RUN_ID_KEY, TERMINAL_STATUSES, ProviderRun, SubmitOutcome
 
 

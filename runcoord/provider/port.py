@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from runcoord.coordinator.domain.model import Output, ToolCall
+from runcoord.domain.model import Output, ToolCall
 
 # The vendor-neutral statuses a ProviderRun carries.
 STATUSES: frozenset[str] = frozenset(

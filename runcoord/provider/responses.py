@@ -17,7 +17,7 @@ import openai
 from openai import AsyncOpenAI, omit
 from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
 
-from runcoord.coordinator.domain.model import Output
+from runcoord.domain.model import Output
 from runcoord.provider import responses_mapping as mapping
 from runcoord.provider.errors import (
     STREAM_BROKEN,

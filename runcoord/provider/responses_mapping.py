@@ -24,7 +24,7 @@ from openai.types.responses import (
     ResponseFunctionToolCallOutputItem,
 )
 
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain.model import ToolCall
 from runcoord.provider.port import WORKING_STATUSES, ProviderRun, SubmitOutcome
 
 # What a call left open by a cancelled turn is answered with (ResponsesProvider.cancel).

@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from runcoord.effects.guard import LedgerGuard, Outcome, Sent
 from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from runcoord.errors import ConfigError

@@ -25,10 +25,10 @@ from confluent_kafka import Consumer, Producer
 from openai import OpenAI
 
 from runcoord.codec import AvroCodec
+from runcoord.codec.wire import from_record, to_record
 from runcoord.config import REPO_ROOT
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.wire import from_record, to_record
 from runcoord.db import migrate
+from runcoord.domain import inputs as inp
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry
 from tests.integration.processes import Proc, free_port, running

@@ -30,9 +30,9 @@ from confluent_kafka import Consumer
 from psycopg import conninfo, sql
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.wire import from_record
+from runcoord.codec.wire import from_record
 from runcoord.db import migrate
+from runcoord.domain import events as ev
 from runcoord.kafka import TopicNames, consumer_config
 from runcoord.stack.polling import wait_until
 from tests.integration.processes import free_port

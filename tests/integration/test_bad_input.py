@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from runcoord.coordinator.domain import Policy
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import inputs as inp
+from runcoord.codec.wire import to_record
 from runcoord.coordinator.loop import Coordinator, LoopConfig
-from runcoord.coordinator.wire import to_record
 from runcoord.db import migrate
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import Policy
+from runcoord.domain import events as ev
+from runcoord.domain import inputs as inp
 from runcoord.kafka import TopicNames
 from runcoord.registry import load_registry
 from runcoord.topics import Level, TopicSpec

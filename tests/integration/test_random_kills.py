@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from runcoord.coordinator.domain import events as ev
+from runcoord.domain import events as ev
 from runcoord.kafka import TopicNames
 from tests.integration.e2e import (
     SDK_WARNINGS,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from runcoord.registry import ToolSpec
-from runcoord.submitter.intake import accept
+from runcoord.tools.intake import accept
 
 SPEC = ToolSpec(
     endpoint="/tools/t",

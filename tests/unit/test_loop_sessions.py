@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from runcoord.coordinator.domain.policy import Policy
 from runcoord.coordinator.loop import Coordinator, LoopConfig
+from runcoord.domain.policy import Policy
 from runcoord.errors import Fenced, KafkaRetriable
 
 

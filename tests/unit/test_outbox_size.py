@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import inputs as inp
 from runcoord.coordinator.outbox import MAX_RECORD_BYTES, Outbox, RecordTooLarge
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import inputs as inp
 from runcoord.kafka import TopicNames
 from tests.unit.domain.helpers import Driver, call
 

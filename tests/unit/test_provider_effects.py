@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from runcoord.effects.guard import LedgerGuard
 from runcoord.effects.ledger import EffectState, InMemoryLedger
-from runcoord.effects.provider_executor import ProviderEffects
 from runcoord.provider.errors import OutcomeUnknown, ProviderUnavailable
+from runcoord.provider.executor import ProviderEffects
 from runcoord.provider.port import ProviderRun
 from tests.unit.fake_time import FakeTime
 

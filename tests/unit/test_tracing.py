@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from runcoord import tracing
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain.decide import Decision
-from runcoord.coordinator.domain.intents import ToolCallIntent
 from runcoord.coordinator.outbox import Outbox
+from runcoord.domain import inputs as inp
+from runcoord.domain.decide import Decision
+from runcoord.domain.intents import ToolCallIntent
 from runcoord.effects.runtime import Executor, ExecutorConfig
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames

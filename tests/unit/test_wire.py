@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.domain.model import Output, RunState, Step, ToolCall
-from runcoord.coordinator.domain.phases import Phase
-from runcoord.coordinator.wire import CATEGORIES, MESSAGE_TYPES, avro_schema, from_record, to_record
+from runcoord.codec.wire import CATEGORIES, MESSAGE_TYPES, avro_schema, from_record, to_record
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import events as ev
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
+from runcoord.domain.model import Output, RunState, Step, ToolCall
+from runcoord.domain.phases import Phase
 from runcoord.errors import SerializationError
 from runcoord.schemas import SCHEMA_DIR
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from confluent_kafka import Message, Producer
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain.inputs import StartRun
-from runcoord.coordinator.wire import from_record, to_record
+from runcoord.codec.wire import from_record, to_record
+from runcoord.domain.inputs import StartRun
 from runcoord.harness.replay.procs import Replica, Supervisor, python_argv
 from runcoord.harness.systems.kafka_io import Follower, RememberingProducer
 from runcoord.harness.systems.port import Finish, Outgoing

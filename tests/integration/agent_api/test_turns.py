@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from runcoord.api.relay import RelayConfig, relaying
-from runcoord.coordinator.domain.inputs import StartRun
+from runcoord.domain.inputs import StartRun
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
 from tests.integration.agent_api.world import api, inbox_records

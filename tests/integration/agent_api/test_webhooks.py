@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain.inputs import RunObserved
-from runcoord.coordinator.domain.model import ToolCall
-from runcoord.coordinator.wire import from_record
+from runcoord.codec.wire import from_record
+from runcoord.domain.inputs import RunObserved
+from runcoord.domain.model import ToolCall
 from runcoord.forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.kafka import TopicNames
 from tests.integration.agent_api.world import World, api, signed

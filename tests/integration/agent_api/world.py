@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from runcoord.api.app import ApiConfig, create_app
 from runcoord.api.keys import create
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.wire import from_record
+from runcoord.codec.wire import from_record
 from runcoord.db import migrate
 from runcoord.kafka import TopicNames, consumer_config
 

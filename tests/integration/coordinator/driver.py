@@ -23,12 +23,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message
 
-from runcoord.coordinator.domain import ToolCall
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.wire import from_record, to_record
+from runcoord.codec.wire import from_record, to_record
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import ToolCall
+from runcoord.domain import events as ev
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from runcoord.errors import SerializationError
 from runcoord.kafka import TopicNames, consumer_config
 from runcoord.partitioning import partition_for

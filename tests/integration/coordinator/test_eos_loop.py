@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from runcoord.coordinator.domain import Policy
-from runcoord.coordinator.domain import intents as it
 from runcoord.coordinator.loop import Coordinator, LoopConfig
+from runcoord.domain import Policy
+from runcoord.domain import intents as it
 from runcoord.kafka import TopicNames
 from runcoord.registry import load_registry
 from runcoord.stack.polling import wait_until

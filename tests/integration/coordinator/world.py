@@ -20,10 +20,10 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain import ToolCall
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.wire import from_record, to_record
+from runcoord.codec.wire import from_record, to_record
+from runcoord.domain import ToolCall
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 
 TOOLS = Path(__file__).resolve().parents[2] / "fixtures" / "tools.yaml"

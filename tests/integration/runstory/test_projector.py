@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.wire import to_record
+from runcoord.codec.wire import to_record
 from runcoord.deadletter import DeadLetter
 from runcoord.forensics.projector import Projector, ProjectorConfig
 from runcoord.forensics.synthetic import Encoded, Templates, interleave

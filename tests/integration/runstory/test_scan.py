@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from runcoord.codec import AvroCodec
-from runcoord.coordinator.domain.model import ToolCall
 from runcoord.db import migrate
+from runcoord.domain.model import ToolCall
 from runcoord.forensics.scan import scan
 from runcoord.forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.kafka import TopicNames

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from runcoord.coordinator.domain import Policy, ToolCall, ToolRule, decide
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain.decide import Decision
-from runcoord.coordinator.domain.model import RunState
+from runcoord.domain import Policy, ToolCall, ToolRule, decide
+from runcoord.domain import inputs as inp
+from runcoord.domain.decide import Decision
+from runcoord.domain.model import RunState
 
 POLICY = Policy(
     tools={

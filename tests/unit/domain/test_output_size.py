@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from runcoord.coordinator.domain import events as ev
+from runcoord.domain import events as ev
 from tests.unit.domain.helpers import POLICY, Driver, call, start
 
 SMALL = dataclasses.replace(POLICY, max_output_bytes=1_000, max_step_output_bytes=1_500)

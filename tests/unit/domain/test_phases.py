@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transitions import MachineError
 
-from runcoord.coordinator.domain.phases import (
+from runcoord.domain.phases import (
     TERMINAL,
     IllegalTransition,
     Phase,

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from runcoord.coordinator.domain import Phase, fold
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.domain.evolve import TERMINAL_STATUSES
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain import Phase, fold
+from runcoord.domain import events as ev
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
+from runcoord.domain.evolve import TERMINAL_STATUSES
+from runcoord.domain.model import ToolCall
 from tests.unit.domain.helpers import POLICY, Driver
 
 OUTPUTS = st.sampled_from(['{"ok": true}', '{"ok": false}', "plain text"])

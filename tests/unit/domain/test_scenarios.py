@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from runcoord.coordinator.domain import Phase, decide, fold
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
+from runcoord.domain import Phase, decide, fold
+from runcoord.domain import events as ev
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from tests.unit.domain.helpers import Driver, call, start
 
 

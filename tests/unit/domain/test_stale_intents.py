@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runcoord.coordinator.domain import intents as it
+from runcoord.domain import intents as it
 
 COMMON = {
     "effect_key": "ek1_x",

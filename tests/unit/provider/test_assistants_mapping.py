@@ -8,7 +8,7 @@ import pytest
 from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain.model import ToolCall
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.headers import poll_after_ms
 

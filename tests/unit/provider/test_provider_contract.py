@@ -12,7 +12,7 @@ import json
 import pytest
 from openai import AsyncOpenAI
 
-from runcoord.coordinator.domain.model import Output
+from runcoord.domain.model import Output
 from runcoord.provider import OutcomeUnknown, Unreconcilable
 
 from .conftest import Sim

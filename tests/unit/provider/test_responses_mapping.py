@@ -12,7 +12,7 @@ from openai.types.responses import (
     ResponseFunctionToolCallOutputItem,
 )
 
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain.model import ToolCall
 from runcoord.provider import responses_mapping as mapping
 
 

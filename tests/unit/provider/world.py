@@ -8,7 +8,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from runcoord.coordinator.domain.model import Output
+from runcoord.domain.model import Output
 from runcoord.provider import (
     AssistantsProvider,
     Observe,

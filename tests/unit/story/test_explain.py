@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain.ids import effect_key
-from runcoord.coordinator.domain.model import Output, ToolCall
+from runcoord.domain import events as ev
+from runcoord.domain.ids import effect_key
+from runcoord.domain.model import Output, ToolCall
 from runcoord.forensics.explain import CallFacts, StepFacts, explain_call, explain_step
 from runcoord.forensics.facts import AuditEntry, JournalEntry, LedgerEntry, RunFacts, ToolInfo
 from runcoord.forensics.projection import RunRow

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain import events as ev
+from runcoord.domain.model import ToolCall
 from runcoord.forensics.projection import RunRow, event_row, fold, step_row
 
 

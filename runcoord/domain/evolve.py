@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain.model import RunState, Step
-from runcoord.coordinator.domain.phases import TERMINAL, Phase, Trigger, advance
+from runcoord.domain import events as ev
+from runcoord.domain.model import RunState, Step
+from runcoord.domain.phases import TERMINAL, Phase, Trigger, advance
 
 # Vendor-neutral provider statuses and the trigger each one fires.
 STATUS_TRIGGER: dict[str, Trigger] = {

@@ -23,17 +23,17 @@ from typing import Any
 
 import httpx
 
-from runcoord.coordinator.domain import error_output
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import error_output
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
 from runcoord.effects.guard import LedgerGuard, Outcome, Sent
 from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from runcoord.effects.limits import ConcurrencyLimiter, Permit
 from runcoord.errors import Retriable
 from runcoord.faults import fault_point
 from runcoord.registry import MAX_OUTPUT_BYTES, Registry, ToolSpec
-from runcoord.submitter.intake import Intake, accept
+from runcoord.tools.intake import Intake, accept
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runcoord.coordinator.domain.phases import TERMINAL, Phase
+from runcoord.domain.phases import TERMINAL, Phase
 
 
 @dataclass(frozen=True, slots=True)

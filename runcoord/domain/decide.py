@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from runcoord.coordinator.domain import events as ev
-from runcoord.coordinator.domain import inputs as inp
-from runcoord.coordinator.domain import intents as it
-from runcoord.coordinator.domain.evolve import TERMINAL_STATUSES, evolve
-from runcoord.coordinator.domain.ids import effect_key, payload_hash
-from runcoord.coordinator.domain.model import Output, RunState, Step, ToolCall
-from runcoord.coordinator.domain.phases import Phase
-from runcoord.coordinator.domain.policy import Policy
+from runcoord.domain import events as ev
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
+from runcoord.domain.evolve import TERMINAL_STATUSES, evolve
+from runcoord.domain.ids import effect_key, payload_hash
+from runcoord.domain.model import Output, RunState, Step, ToolCall
+from runcoord.domain.phases import Phase
+from runcoord.domain.policy import Policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from runcoord.coordinator.domain import events, inputs, intents
-from runcoord.coordinator.domain.model import Output, RunState, Step, ToolCall
 from runcoord.deadletter import DeadLetter
+from runcoord.domain import events, inputs, intents
+from runcoord.domain.model import Output, RunState, Step, ToolCall
 from runcoord.errors import SerializationError
 
 CATEGORIES: dict[str, tuple[type[Any], ...]] = {

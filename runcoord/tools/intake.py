@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import jsonschema
 
-from runcoord.coordinator.domain import error_output
+from runcoord.domain import error_output
 from runcoord.registry import MAX_OUTPUT_BYTES, ToolSpec
 
 _MARKER = "\n[truncated: {n} more bytes]"

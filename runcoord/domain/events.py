@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runcoord.coordinator.domain.model import Output, ToolCall
+from runcoord.domain.model import Output, ToolCall
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runcoord.coordinator.domain.model import ToolCall
+from runcoord.domain.model import ToolCall
 
 
 @dataclass(frozen=True, slots=True)
