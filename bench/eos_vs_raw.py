@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer
 
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import to_record
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 from runcoord.coordinator.loop import Coordinator, LoopConfig
 from runcoord.domain.inputs import StartRun
 from runcoord.harness.replay.env import create_topics, delete_topics
@@ -53,7 +53,7 @@ def fill(bootstrap: str, topic: str, count: int, codec: AvroCodec) -> None:
 
 
 def eos(bootstrap: str, topics: TopicNames, count: int) -> float:
-    policy = load_registry(REPO_ROOT / "tools.yaml").policy()
+    policy = load_registry(load().tools_file).policy()
     config = LoopConfig(
         bootstrap=bootstrap,
         topics=topics,

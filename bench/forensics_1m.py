@@ -165,7 +165,7 @@ def main() -> None:
                     (topics.events, str(args.seed), args.runs),
                 ).fetchall()
             ]
-        codec, registry = AvroCodec(), load_registry(REPO_ROOT / "tools.yaml")
+        codec, registry = AvroCodec(), load_registry(load().tools_file)
         cli_s, cli_cpu_s, core_s, spans = [], [], [], []
         for run_id in picks:
             took, cpu, text = timed_cli(run_id, args.prefix)

@@ -8,7 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 from runcoord.harness.faultplan import load_plan
 from runcoord.harness.replay.cli import unwind_on_signals
 from runcoord.harness.replay.run import QUEUE_MS, ReplayConfig, replay
@@ -34,7 +34,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     trace = generate(
         GeneratorConfig(turns=args.turns, seed=50, rate=args.rate),
-        load_registry(REPO_ROOT / "tools.yaml"),
+        load_registry(load().tools_file),
     )
     write_trace(out / "trace.jsonl", trace)
     config = ReplayConfig(

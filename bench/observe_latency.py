@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 from runcoord.harness.faultplan import load_plan
 from runcoord.harness.replay.cli import unwind_on_signals
 from runcoord.harness.replay.run import ReplayConfig, replay
@@ -106,7 +106,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         trace = generate(
             GeneratorConfig(turns=args.turns, seed=args.seed, rate=args.rate),
-            load_registry(REPO_ROOT / "tools.yaml"),
+            load_registry(load().tools_file),
         )
         write_trace(folder / "trace.jsonl", trace)
         results: dict[str, Dispatch] = {}

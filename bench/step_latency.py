@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 from runcoord.harness.faultplan import load_plan
 from runcoord.harness.replay.cli import unwind_on_signals
 from runcoord.harness.replay.run import ReplayConfig, replay
@@ -38,7 +38,7 @@ def main() -> None:
         folder = Path(tmp)
         trace = generate(
             GeneratorConfig(turns=args.turns, seed=21, latency=parse_latency("fixed:ms=200")),
-            load_registry(REPO_ROOT / "tools.yaml"),
+            load_registry(load().tools_file),
         )
         write_trace(folder / "trace.jsonl", trace)
         for rate in (float(r) for r in args.rates.split(",")):

@@ -32,10 +32,16 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("sim", "runcoord.sim.cli", "Simulators: the provider API and the sandbox tool gateway."),
     ("db", "runcoord.db", "Database migrations."),
     ("workload", "runcoord.harness.workload.cli", "Workload traces for the evaluation harness."),
-    ("executor", "runcoord.effects.cli", "Effect executors: provider, tools, submissions."),
     ("forensics", "runcoord.forensics.cli", "The run projection, one run's story, anomaly scans."),
     ("api", "runcoord.api.cli", "The agent API, its outbox relay and its API keys."),
 ]
+# (group, command, module, function): a group whose commands live in different packages.
+_SUBCOMMANDS: list[tuple[str, str, str, str]] = [
+    ("executor", "provider", "runcoord.provider.cli", "provider"),
+    ("executor", "tools", "runcoord.tools.cli", "tools"),
+    ("executor", "submissions", "runcoord.submitter.cli", "submissions"),
+]
+_SUBGROUP_HELP = {"executor": "Effect executors: provider, tools, submissions."}
 # (command, module, function): single commands.
 _COMMANDS: list[tuple[str, str, str]] = [
     ("coordinator", "runcoord.coordinator.cli", "coordinator"),
@@ -48,13 +54,20 @@ def _mount(only: str | None = None) -> None:
     for name, module, help_text in _GROUPS:
         if only in (None, name):
             app.add_typer(importlib.import_module(module).app, name=name, help=help_text)
+    for group in dict.fromkeys(g for g, *_ in _SUBCOMMANDS):
+        if only in (None, group):
+            sub = typer.Typer(no_args_is_help=True)
+            for g, name, module, function in _SUBCOMMANDS:
+                if g == group:
+                    sub.command(name)(getattr(importlib.import_module(module), function))
+            app.add_typer(sub, name=group, help=_SUBGROUP_HELP[group])
     for name, module, function in _COMMANDS:
         if only in (None, name):
             app.command(name)(getattr(importlib.import_module(module), function))
 
 
 def main() -> None:
-    known = {name for name, *_ in (*_GROUPS, *_COMMANDS)}
+    known = {name for name, *_ in (*_GROUPS, *_SUBCOMMANDS, *_COMMANDS)}
     command = sys.argv[1] if len(sys.argv) > 1 else None
     _mount(command if command in known else None)
     app()

@@ -6,14 +6,16 @@ Every setting is documented in the README's "Configuration" table; keep the two 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUNCOORD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RUNCOORD_", extra="ignore", populate_by_name=True)
 
     # Where the local stack keeps its data, logs and pid files (ignored by git).
     state_dir: Path = REPO_ROOT / ".state"
@@ -30,10 +32,36 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_port: int = 56379
     topics_file: Path = REPO_ROOT / "topics.yaml"
+    # The provider's base URL (…/v1), shared by the agent API and the executors; the default is
+    # the local simulator (`runcoord sim provider`).
+    provider_url: str = "http://127.0.0.1:8390/v1"
+    # Which run protocol each assistant's turns use (runcoord/providers.py); absent = all auto.
+    providers_file: Path = REPO_ROOT / "providers.yaml"
     # Where --metrics-port listens: loopback by default; 0.0.0.0 in a container (compose.yaml).
     metrics_host: str = "127.0.0.1"
     # Traces (runcoord/tracing.py): none | otlp | console | file:PATH.
     otel_exporter: str = "none"
+    # The tool registry every process reads (tools.yaml).
+    tools_file: Path = REPO_ROOT / "tools.yaml"
+    # The sandbox (or real) tool gateway the tool executor calls.
+    gateway_url: str = "http://127.0.0.1:8391"
+    # The provider's API key; OPENAI_API_KEY as the SDK names it, or RUNCOORD_OPENAI_API_KEY.
+    openai_api_key: str = Field(
+        default="sk-local",
+        validation_alias=AliasChoices("RUNCOORD_OPENAI_API_KEY", "OPENAI_API_KEY"),
+    )
+    # The secret provider webhooks are signed with (the agent API checks it).
+    openai_webhook_secret: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RUNCOORD_OPENAI_WEBHOOK_SECRET", "OPENAI_WEBHOOK_SECRET"),
+    )
+    # Every product process serves Prometheus /metrics on this port when set (--metrics-port).
+    metrics_port: int | None = None
+    # Test hook: kill|stop|hang@POINT[:N] makes a process fault itself (runcoord/faults.py).
+    fault_at: str | None = None
+    # Logs: text, or json (one object per line, with the correlation ids); and the level.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
 
     @property
     def bootstrap(self) -> str:

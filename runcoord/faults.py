@@ -15,6 +15,8 @@ import os
 import signal
 import threading
 
+from runcoord.config import load
+
 log = logging.getLogger(__name__)
 
 ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "hang": None}
@@ -51,13 +53,17 @@ class FaultPlan:
                 os.kill(os.getpid(), sig)
 
 
-_PLAN = FaultPlan(os.environ.get("RUNCOORD_FAULT_AT"))
+_PLAN: FaultPlan | None = None
 
 
 def fault_point(point: str) -> None:
+    global _PLAN
+    if _PLAN is None:  # a process that never called configure(): the setting decides
+        _PLAN = FaultPlan(load().fault_at)
     _PLAN.reached(point)
 
 
 def configure(spec: str | None) -> None:
+    """Arm this process's fault plan: a CLI flag's value, else RUNCOORD_FAULT_AT."""
     global _PLAN
-    _PLAN = FaultPlan(spec)
+    _PLAN = FaultPlan(spec if spec is not None else load().fault_at)

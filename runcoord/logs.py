@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
+
+from runcoord.config import load
 
 # Fields a LogRecord always has; anything else came in through `extra`.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -34,15 +35,16 @@ _CHATTY = ("httpx", "httpx2", "httpcore", "httpcore2")
 
 
 def setup(level: str | None = None) -> None:
+    settings = load()
     handler = logging.StreamHandler()
-    if os.environ.get("RUNCOORD_LOG_FORMAT", "text") == "json":
+    if settings.log_format == "json":
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(
-        level=(level or os.environ.get("RUNCOORD_LOG_LEVEL", "INFO")).upper(),
+        level=(level or settings.log_level).upper(),
         handlers=[handler],
         force=True,
     )

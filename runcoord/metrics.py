@@ -89,7 +89,9 @@ class HttpMetrics:
 
 
 def serve(port: int | None, host: str | None = None) -> None:
-    """Expose /metrics on host:port (None or 0: not at all); host defaults to
-    RUNCOORD_METRICS_HOST, itself loopback unless set."""
+    """Expose /metrics on host:port; port None means RUNCOORD_METRICS_PORT (unset or 0: not
+    at all), host None means RUNCOORD_METRICS_HOST, itself loopback unless set."""
+    settings = load()
+    port = settings.metrics_port if port is None else port
     if port:
-        start_http_server(port, addr=host or load().metrics_host)
+        start_http_server(port, addr=host or settings.metrics_host)

@@ -14,13 +14,18 @@ from typing import Annotated
 import typer
 
 from runcoord import faults, logs, metrics, tracing
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 from runcoord.coordinator.loop import FAULT_POINTS, Coordinator, LoopConfig
+from runcoord.domain import Policy
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
 from runcoord.registry import load_registry
 
 log = logging.getLogger("runcoord.coordinator")
+
+# The options' defaults are the loop's and the policy's own, never written twice.
+_LOOP = LoopConfig(bootstrap="")
+_POLICY = Policy()
 
 
 def coordinator(
@@ -33,39 +38,49 @@ def coordinator(
     topic_prefix: Annotated[
         str, typer.Option(help="Prefix of every topic name (tests, tenants).")
     ] = "",
-    tools: Annotated[Path, typer.Option(help="The tool registry.")] = REPO_ROOT / "tools.yaml",
-    batch_max: Annotated[int, typer.Option(help="Inputs per transaction at most.")] = 500,
-    batch_wait_ms: Annotated[int, typer.Option(help="How long to wait to fill a batch.")] = 20,
+    tools: Annotated[
+        Path | None, typer.Option(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
+    ] = None,
+    batch_max: Annotated[
+        int, typer.Option(help="Inputs per transaction at most.")
+    ] = _LOOP.batch_max,
+    batch_wait_ms: Annotated[
+        int, typer.Option(help="How long to wait to fill a batch.")
+    ] = _LOOP.batch_wait_ms,
     step_budget_ms: Annotated[
         int, typer.Option(help="Longest a step may wait for its tools.")
-    ] = 60_000,
+    ] = _POLICY.step_budget_ms,
     safety_margin_ms: Annotated[
         int, typer.Option(help="Answer a step this long before expiry.")
-    ] = 30_000,
+    ] = _POLICY.safety_margin_ms,
     run_budget_ms: Annotated[
         int, typer.Option(help="A turn not done by then is cancelled.")
-    ] = 600_000,
+    ] = _POLICY.run_budget_ms,
     watch_timeout_ms: Annotated[
         int, typer.Option(help="Longest one provider watch lasts.")
-    ] = 20_000,
-    session_timeout_ms: Annotated[int, typer.Option(help="Group session timeout.")] = 10_000,
-    max_poll_interval_ms: Annotated[int, typer.Option(help="Group max poll interval.")] = 60_000,
+    ] = _POLICY.watch_timeout_ms,
+    session_timeout_ms: Annotated[
+        int, typer.Option(help="Group session timeout.")
+    ] = _LOOP.session_timeout_ms,
+    max_poll_interval_ms: Annotated[
+        int, typer.Option(help="Group max poll interval.")
+    ] = _LOOP.max_poll_interval_ms,
     call_deadline_s: Annotated[
         float,
         typer.Option(
             help="A transactional call not back by then is taken as hung: clients rebuilt."
         ),
-    ] = 45.0,
+    ] = _LOOP.call_deadline_s,
     stats_every_s: Annotated[float, typer.Option(help="Print loop figures this often.")] = 10.0,
     metrics_port: Annotated[
         int | None,
-        typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+        typer.Option(help="Serve Prometheus /metrics here (default: RUNCOORD_METRICS_PORT)."),
     ] = None,
     fault_at: Annotated[
         str | None,
         typer.Option(
-            envvar="RUNCOORD_FAULT_AT",
-            help=f"Test hook: kill|stop|hang@POINT[:N], POINT one of {', '.join(FAULT_POINTS)}.",
+            help=f"Test hook: kill|stop|hang@POINT[:N], POINT one of {', '.join(FAULT_POINTS)} "
+            "(default: RUNCOORD_FAULT_AT).",
         ),
     ] = None,
 ) -> None:
@@ -81,7 +96,7 @@ def coordinator(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
-        registry = load_registry(tools)
+        registry = load_registry(tools or settings.tools_file)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

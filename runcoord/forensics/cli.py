@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 
 app = typer.Typer(no_args_is_help=True)
 log = logging.getLogger("runcoord.forensics")
@@ -31,7 +31,7 @@ def project(
     stats_every_s: Annotated[float, typer.Option(help="Log figures this often.")] = 10.0,
     metrics_port: Annotated[
         int | None,
-        typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+        typer.Option(help="Serve Prometheus /metrics here (default: RUNCOORD_METRICS_PORT)."),
     ] = None,
 ) -> None:
     """Consume runs.events, effects and runs.dlq into the run projection (PostgreSQL)."""
@@ -80,7 +80,9 @@ def run(
     run_id: Annotated[str, typer.Argument(help="The run to explain.")],
     topic_prefix: PrefixOpt = "",
     as_json: JsonOpt = False,
-    tools: Annotated[Path, typer.Option(help="The tool registry.")] = REPO_ROOT / "tools.yaml",
+    tools: Annotated[
+        Path | None, typer.Option(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
+    ] = None,
 ) -> None:
     """One run's full story: journal, intents, ledger and sandbox audit on one clock."""
     import psycopg
@@ -96,7 +98,7 @@ def run(
 
     settings = load()
     try:
-        registry = load_registry(tools)
+        registry = load_registry(tools or load().tools_file)
     except ConfigError as exc:
         typer.echo(f"warning: {exc}; explaining without the registry", err=True)
         registry = None

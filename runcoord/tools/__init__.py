@@ -1,1 +1,1 @@
-"""Tools: the gateway port, answer intake, and the tool executor that calls each tool at most once."""
+"""Tools: the gateway port, answer intake, and the executor that calls each tool at most once."""

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from runcoord.config import REPO_ROOT, load
+from runcoord.config import load
 from runcoord.errors import ConfigError
 from runcoord.harness.faultplan import load_plan, plan_path
 from runcoord.harness.replay.run import ReplayConfig, copy_plan, new_replay_id, replay
@@ -49,7 +49,9 @@ def replay_command(
     out: Annotated[Path | None, _Opt(help="Where to keep the evidence.")] = None,
     html: Annotated[Path | None, _Opt(help="Also write the HTML report here.")] = None,
     keep: Annotated[bool, _Opt(help="Keep the replay's databases and topics.")] = False,
-    tools: Annotated[Path, _Opt(help="The tool registry.")] = REPO_ROOT / "tools.yaml",
+    tools: Annotated[
+        Path | None, _Opt(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
+    ] = None,
 ) -> None:
     """Replay a trace with faults; print the side-by-side report at the end."""
     logging.basicConfig(level=logging.WARNING)
@@ -86,7 +88,7 @@ def replay_command(
         executors=executors,
         budget_s=budget_s,
         drain_s=drain_s,
-        tools_file=tools,
+        tools_file=tools or settings.tools_file,
         keep=keep,
         replay_id=replay_id,
     )

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from openai import OpenAI
 
-from runcoord.config import REPO_ROOT, Settings
+from runcoord.config import REPO_ROOT, Settings, load
 from runcoord.harness.faultplan import FaultPlan, expand
 from runcoord.harness.replay.driver import Driver, DriverConfig
 from runcoord.harness.replay.env import (
@@ -64,7 +64,7 @@ class ReplayConfig:
     budget_s: float = 120.0
     expires_after_s: float = 600.0
     drain_s: float | None = None  # stop waiting for stragglers this long after the last send
-    tools_file: Path = REPO_ROOT / "tools.yaml"
+    tools_file: Path = field(default_factory=lambda: load().tools_file)
     keep: bool = False  # keep the databases and topics
     replay_id: str = field(default_factory=lambda: new_replay_id())
 

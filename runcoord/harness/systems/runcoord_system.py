@@ -41,7 +41,7 @@ class RuncoordSystem:
         return {}
 
     def groups(self) -> dict[str, int]:
-        # Names as runcoord/coordinator/cli.py (--group) and runcoord/effects/cli.py (_serve)
+        # Names as runcoord/coordinator/cli.py (--group) and runcoord/effects/serve.py (serve)
         # make them.
         out = {f"{self.prefix}coordinator": self.coordinators}
         out |= {f"{self.prefix}runcoord-executor-{k}": self.executors for k in EXECUTOR_KINDS}

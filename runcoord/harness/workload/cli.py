@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from runcoord.config import REPO_ROOT
+from runcoord.config import load
 from runcoord.errors import ConfigError
 from runcoord.harness.workload.generate import GeneratorConfig, generate
 from runcoord.harness.workload.latency import DEFAULT_SPEC, parse_latency
@@ -39,7 +39,9 @@ def generate_cmd(
     resubmit_share: Annotated[
         float, _Opt(help="Share of turns marked for a client resubmission.")
     ] = 0.0,
-    tools: Annotated[Path, _Opt(help="The tool registry.")] = REPO_ROOT / "tools.yaml",
+    tools: Annotated[
+        Path | None, _Opt(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
+    ] = None,
 ) -> None:
     """Generate a synthetic workload trace shaped like production (deterministic per seed)."""
     try:
@@ -51,7 +53,7 @@ def generate_cmd(
             repeat_share=repeat_share,
             resubmit_share=resubmit_share,
         )
-        registry = load_registry(tools)
+        registry = load_registry(tools or load().tools_file)
         trace = generate(config, registry)
     except (ValueError, ConfigError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -1,0 +1,92 @@
+"""`runcoord executor provider`, and the provider clients the submission executor shares."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Annotated
+
+import typer
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+from runcoord import tracing
+from runcoord.config import Settings
+from runcoord.effects.guard import LedgerGuard
+from runcoord.effects.runtime import Handler
+from runcoord.effects.serve import (
+    ConcurrencyOpt,
+    FaultOpt,
+    InstanceOpt,
+    MetricsOpt,
+    PrefixOpt,
+    ledger,
+    serve,
+)
+from runcoord.provider.assistants import AssistantsProvider
+from runcoord.provider.executor import KINDS, ProviderEffects
+from runcoord.provider.port import RunProvider
+from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
+from runcoord.registry import load_registry
+
+ProviderUrlOpt = Annotated[
+    str | None,
+    typer.Option(help="The provider's base URL (…/v1) (default: RUNCOORD_PROVIDER_URL)."),
+]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option(help="The provider's API key (default: OPENAI_API_KEY).")
+]
+
+
+def provider(
+    instance_id: InstanceOpt = None,
+    topic_prefix: PrefixOpt = "",
+    provider_url: ProviderUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    concurrency: ConcurrencyOpt = 512,
+    fault_at: FaultOpt = None,
+    metrics_port: MetricsOpt = None,
+    observe: Annotated[
+        str,
+        typer.Option(
+            help="How a Responses run is watched: poll (retrieve with backoff) or stream "
+            "(its event stream, resumed after a drop)."
+        ),
+    ] = "poll",
+) -> None:
+    """Create provider runs (at most one per turn), watch them, cancel them."""
+    if observe not in OBSERVE_MODES:
+        raise typer.BadParameter(f"--observe: one of {', '.join(OBSERVE_MODES)}")
+
+    @asynccontextmanager
+    async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
+        async with providers(settings, provider_url, api_key, observe) as clients:
+            yield ProviderEffects(clients, LedgerGuard(ledger(settings), owner))
+
+    options = (instance_id, topic_prefix, concurrency, fault_at, metrics_port)
+    serve("provider", KINDS, handler, *options)
+
+
+@asynccontextmanager
+async def providers(
+    settings: Settings, url: str | None, api_key: str | None, observe: Observe = "poll"
+) -> AsyncIterator[dict[str, RunProvider]]:
+    """Both protocols; each intent names the one its run uses."""
+    tools = load_registry(settings.tools_file).function_tools()
+    async with AsyncExitStack() as stack:
+        # With tracing on, every provider request carries the intent span's context.
+        http = (
+            DefaultAsyncHttpxClient(event_hooks=tracing.httpx_event_hooks())
+            if tracing.ENABLED
+            else None
+        )
+        client = await stack.enter_async_context(
+            AsyncOpenAI(
+                base_url=url or settings.provider_url,
+                api_key=api_key or settings.openai_api_key,
+                http_client=http,
+            )
+        )
+        yield {
+            "assistants": AssistantsProvider(client),
+            "responses": ResponsesProvider(client, tools=tools, observe=observe),  # type: ignore[arg-type]
+        }

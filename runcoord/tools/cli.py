@@ -1,0 +1,66 @@
+"""`runcoord executor tools`: one tool executor replica."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from runcoord import tracing
+from runcoord.config import Settings, load
+from runcoord.effects.guard import LedgerGuard
+from runcoord.effects.ledger import RedisGuard, connect_redis
+from runcoord.effects.limits import ConcurrencyLimiter, Limits
+from runcoord.effects.runtime import Handler
+from runcoord.effects.serve import (
+    ConcurrencyOpt,
+    FaultOpt,
+    InstanceOpt,
+    MetricsOpt,
+    PrefixOpt,
+    ledger,
+    serve,
+)
+from runcoord.registry import load_registry
+from runcoord.tools.executor import KINDS, ToolCalls
+
+
+def tools(
+    instance_id: InstanceOpt = None,
+    topic_prefix: PrefixOpt = "",
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(help="The tool gateway's base URL (default: RUNCOORD_GATEWAY_URL)."),
+    ] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
+    ] = None,
+    per_tenant: Annotated[
+        int, typer.Option(help="Tool calls in flight per tenant.")
+    ] = Limits.per_tenant,
+    concurrency: ConcurrencyOpt = 256,
+    fault_at: FaultOpt = None,
+    metrics_port: MetricsOpt = None,
+) -> None:
+    """Call tools at most once per tool call, with backpressure per tenant and tool."""
+    reg = load_registry(registry or load().tools_file)
+
+    @asynccontextmanager
+    async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
+        redis_guard = RedisGuard(connect_redis(settings.redis))
+        limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
+        async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
+            yield ToolCalls(
+                reg,
+                gateway_url or settings.gateway_url,
+                LedgerGuard(ledger(settings), owner),
+                http,
+                limiter,
+                owner,
+            )
+
+    serve("tools", KINDS, handler, instance_id, topic_prefix, concurrency, fault_at, metrics_port)
