@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class _Consumed(Protocol):
+    """What a dead letter needs of a consumed Kafka message (confluent_kafka.Message)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> str | bytes | None: ...
+    def value(self) -> str | bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +31,29 @@ class DeadLetter:
     payload: bytes
     consumer: str
     at_ms: int
+
+    @classmethod
+    def of(
+        cls,
+        msg: _Consumed,
+        *,
+        kind: str,
+        reason: str,
+        record_name: str | None,
+        consumer: str,
+        at_ms: int,
+    ) -> DeadLetter:
+        """The dead letter of one consumed message, with its original bytes."""
+        key, value = msg.key(), msg.value()
+        return cls(
+            source_topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=key.decode(errors="replace") if isinstance(key, bytes) else key,
+            kind=kind,
+            reason=reason,
+            record_name=record_name,
+            payload=value.encode() if isinstance(value, str) else value or b"",
+            consumer=consumer,
+            at_ms=at_ms,
+        )

@@ -7,6 +7,7 @@ our exceptions in :func:`error_for`, so a retry decision never inspects librdkaf
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -15,9 +16,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
-from runcoord.errors import Fenced, KafkaFatal, KafkaRetriable, RuncoordError
+from runcoord.errors import Fatal, Fenced, KafkaFatal, KafkaRetriable, RuncoordError
 
 _T = TypeVar("_T")
 
@@ -166,6 +167,20 @@ def raise_for_error(err: KafkaError | None) -> None:
     """Raise the translated exception for ``err`` (e.g. ``msg.error()``); no-op for None."""
     if err is not None:
         raise error_for(err)
+
+
+def carries_record(msg: Message, log: logging.Logger, who: str) -> bool:
+    """Whether a consumed message carries a record. A fatal consumer error raises (the loop
+    rebuilds its session); a retriable one is logged and skipped; end-of-partition is silent."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.code() != KafkaError._PARTITION_EOF:
+        exc = error_for(err)
+        if isinstance(exc, Fatal):
+            raise exc
+        log.warning("%s consumer: %s", who, exc)
+    return False
 
 
 def translate(exc: KafkaException) -> RuncoordError:

@@ -9,10 +9,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runcoord.domain import Policy, ToolRule
+from runcoord.domain.policy import (
+    MAX_OUTPUT_BYTES as MAX_OUTPUT_BYTES,
+)  # the ceiling of a tool's max_output_bytes
 from runcoord.errors import ConfigError
-
-# OpenAI's limit on one tool output; the registry may set a lower one per tool.
-MAX_OUTPUT_BYTES = 512 * 1024
 
 
 class ToolSpec(BaseModel):

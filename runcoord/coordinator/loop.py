@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from runcoord import metrics, tracing
 from runcoord.codec import AvroCodec
@@ -38,8 +38,8 @@ from runcoord.kafka import (
     BoundedCalls,
     KafkaRetriableError,
     TopicNames,
+    carries_record,
     consumer_config,
-    error_for,
     producer_config,
     translate,
 )
@@ -305,15 +305,7 @@ class Coordinator:
             metrics.RUNS.labels(phase.value).set(phases.get(phase.value, 0))
 
     def _usable(self, msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return msg.partition() in self.owned
-        if err.code() != KafkaError._PARTITION_EOF:
-            exc = error_for(err)
-            if isinstance(exc, Fatal):
-                raise exc
-            log.warning("consumer: %s", exc)
-        return False
+        return carries_record(msg, log, "coordinator") and msg.partition() in self.owned
 
     def _handle(self, msg: Message, staged: Staged, outbox: Outbox, now: int) -> None:
         p = msg.partition()
@@ -383,17 +375,12 @@ class Coordinator:
     def _dead_letter(
         self, outbox: Outbox, msg: Message, kind: str, reason: str, name: str | None, now: int
     ) -> None:
-        key = msg.key()
         outbox.dead_letter(
-            DeadLetter(
-                source_topic=msg.topic() or "",
-                partition=msg.partition() or 0,
-                offset=msg.offset() or 0,
-                key=key.decode(errors="replace") if key else None,
+            DeadLetter.of(
+                msg,
                 kind=kind,
                 reason=reason,
                 record_name=name,
-                payload=msg.value() or b"",
                 consumer=self.config.instance_id,
                 at_ms=now,
             )

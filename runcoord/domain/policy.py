@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# OpenAI's limit on one tool output; the registry may set a lower one per tool.
+MAX_OUTPUT_BYTES = 512 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ToolRule:
@@ -30,8 +33,8 @@ class Policy:
     # An executor's watch reports at the latest after this; past it plus grace we renew it.
     watch_timeout_ms: int = 20_000
     watch_grace_ms: int = 10_000
-    # OpenAI's limit on one tool output; a larger one is refused with an explicit error.
-    max_output_bytes: int = 512 * 1024
+    # A larger tool output is refused with an explicit error.
+    max_output_bytes: int = MAX_OUTPUT_BYTES
     # A step's outputs all travel in one submission intent and in the run's snapshot, each
     # one Kafka record (1 MB by default): an output that would take them past this is
     # refused the same way, so the step is still answered.

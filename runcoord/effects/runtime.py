@@ -38,8 +38,8 @@ from runcoord.deadletter import DeadLetter
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
 from runcoord.effects.offsets import OffsetTracker
-from runcoord.errors import Fatal, Retriable, SerializationError
-from runcoord.kafka import TopicNames, consumer_config, error_for, producer_config
+from runcoord.errors import Retriable, SerializationError
+from runcoord.kafka import TopicNames, carries_record, consumer_config, error_for, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Executor:
             while not stop.is_set():
                 messages = await loop.run_in_executor(kafka_thread, consumer.consume, 200, 0.2)
                 for msg in messages:
-                    if not self._usable(msg):
+                    if not carries_record(msg, log, self.config.name):
                         continue
                     p, o = msg.partition() or 0, msg.offset() or 0
                     gen = self.tracker.started(p, o)
@@ -150,17 +150,6 @@ class Executor:
             polling.set()
             poller.join(5)
             producer.flush(10)
-
-    def _usable(self, msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return True
-        if err.code() != KafkaError._PARTITION_EOF:
-            exc = error_for(err)
-            if isinstance(exc, Fatal):
-                raise exc
-            log.warning("%s consumer: %s", self.config.name, exc)
-        return False
 
     def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         # Commit what is finished before the partitions move (we are on the consumer's
@@ -326,16 +315,11 @@ class Executor:
                     backoff = min(backoff * 2, self.config.retry_cap_s)
 
     def _dead_letter(self, msg: Message, reason: str) -> DeadLetter:
-        key = msg.key()
-        return DeadLetter(
-            source_topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=key.decode(errors="replace") if key else None,
+        return DeadLetter.of(
+            msg,
             kind="decode",
             reason=reason,
             record_name=None,
-            payload=msg.value() or b"",
             consumer=self.config.instance_id,
             at_ms=int(time.time() * 1000),
         )

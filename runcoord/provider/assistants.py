@@ -25,6 +25,7 @@ from runcoord.provider.port import (
     TERMINAL_STATUSES,
     ProviderRun,
     SubmitOutcome,
+    rejected_submission,
     run_metadata,
 )
 
@@ -203,15 +204,9 @@ class AssistantsProvider:
         except openai.BadRequestError as exc:
             # OpenAI answers 400 alike to a step already answered, a run that moved on, and
             # outputs that do not match the step; the run and its steps tell which.
-            verdict = await self.reconcile_submission(
-                thread_id=thread_id,
-                provider_run_id=provider_run_id,
-                step_id=step_id,
-                outputs=outputs,
+            return await rejected_submission(
+                self, exc.message, thread_id, provider_run_id, step_id, outputs
             )
-            if verdict is not None and verdict.outcome in ("already_submitted", "run_moved_on"):
-                return SubmitOutcome(verdict.outcome, f"{exc.message} ({verdict.detail})")
-            return SubmitOutcome("rejected", exc.message)
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
         return SubmitOutcome("submitted")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from runcoord.domain.model import Output, ToolCall
+from runcoord.domain.phases import TERMINAL
 
 # The vendor-neutral statuses a ProviderRun carries.
 STATUSES: frozenset[str] = frozenset(
@@ -28,9 +29,8 @@ STATUSES: frozenset[str] = frozenset(
         "expired",
     }
 )
-TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"cancelled", "failed", "completed", "incomplete", "expired"}
-)
+# A provider run's terminal statuses are the run's terminal phases, by the same names.
+TERMINAL_STATUSES: frozenset[str] = frozenset(str(phase) for phase in TERMINAL)
 # The model is working: nothing for the coordinator to decide (see polling.changed).
 WORKING_STATUSES: frozenset[str] = frozenset({"queued", "in_progress"})
 
@@ -158,3 +158,22 @@ class RunProvider(Protocol):
     async def cancel(self, *, thread_id: str, provider_run_id: str) -> str:
         """Ask the provider to stop the run; returns the status it is in afterwards."""
         ...
+
+
+async def rejected_submission(
+    provider: RunProvider,
+    message: str,
+    thread_id: str,
+    provider_run_id: str,
+    step_id: str,
+    outputs: Sequence[Output],
+) -> SubmitOutcome:
+    """What a submission refused by the provider (HTTP 400) means. A provider answers 400
+    alike to outputs already submitted (a racing attempt), to a run that moved on, and to
+    outputs that do not match the step; only its own records tell which."""
+    verdict = await provider.reconcile_submission(
+        thread_id=thread_id, provider_run_id=provider_run_id, step_id=step_id, outputs=outputs
+    )
+    if verdict is not None and verdict.outcome in ("already_submitted", "run_moved_on"):
+        return SubmitOutcome(verdict.outcome, f"{message} ({verdict.detail})")
+    return SubmitOutcome("rejected", message)

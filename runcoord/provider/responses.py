@@ -34,6 +34,7 @@ from runcoord.provider.port import (
     TERMINAL_STATUSES,
     ProviderRun,
     SubmitOutcome,
+    rejected_submission,
     run_metadata,
 )
 from runcoord.provider.sse import read_events
@@ -301,15 +302,9 @@ class ResponsesProvider:
         except openai.BadRequestError as exc:
             # Outputs may have landed since we looked (a racing attempt); a 400 for them
             # looks like one for wrong call ids, and the conversation tells which.
-            verdict = await self.reconcile_submission(
-                thread_id=thread_id,
-                provider_run_id=provider_run_id,
-                step_id=step_id,
-                outputs=outputs,
+            return await rejected_submission(
+                self, exc.message, thread_id, provider_run_id, step_id, outputs
             )
-            if verdict is not None and verdict.outcome in ("already_submitted", "run_moved_on"):
-                return SubmitOutcome(verdict.outcome, f"{exc.message} ({verdict.detail})")
-            return SubmitOutcome("rejected", exc.message)
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
         return SubmitOutcome("submitted", new_provider_run_id=follow_up.id)
