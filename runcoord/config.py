@@ -8,17 +8,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The checkout this code runs from, when it does (tests, make, bench); in an installed wheel
+# it is site-packages and means nothing: nothing but home() may rely on it.
+REPO_ROOT = PACKAGE_DIR.parent
+# The configuration files a fresh install starts from (tools.yaml, topics.yaml, providers.yaml),
+# shipped inside the package; a file of the same name in RUNCOORD_HOME takes their place.
+DEFAULTS_DIR = PACKAGE_DIR / "defaults"
+
+
+def default_home() -> Path:
+    """RUNCOORD_HOME's default: the checkout when running from one (its `.state/` and its
+    configuration files beside the code), else ``~/.runcoord`` for an installed package."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "tools.yaml").is_file():
+        return REPO_ROOT
+    return Path.home() / ".runcoord"
+
+
+def _config_file(home: Path, name: str) -> Path:
+    mine = home / name
+    return mine if mine.is_file() else DEFAULTS_DIR / name
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNCOORD_", extra="ignore", populate_by_name=True)
 
-    # Where the local stack keeps its data, logs and pid files (ignored by git).
-    state_dir: Path = REPO_ROOT / ".state"
+    # Where the configuration files are looked for and, by default, the local stack's state.
+    home: Path = Field(default_factory=default_home)
+    # Where the local stack keeps its data, logs and pid files (ignored by git): HOME/.state.
+    state_dir: Path = Path()
     # Kafka: the first broker's client port; broker i listens on kafka_port + i.
     kafka_port: int = 9092
     kafka_brokers: int = 1
@@ -31,18 +52,20 @@ class Settings(BaseSettings):
     postgres_port: int = 55432
     redis_url: str | None = None
     redis_port: int = 56379
-    topics_file: Path = REPO_ROOT / "topics.yaml"
+    # The topic declarations: HOME/topics.yaml, else the packaged default.
+    topics_file: Path = Path()
     # The provider's base URL (…/v1), shared by the agent API and the executors; the default is
     # the local simulator (`runcoord sim provider`).
     provider_url: str = "http://127.0.0.1:8390/v1"
-    # Which run protocol each assistant's turns use (runcoord/providers.py); absent = all auto.
-    providers_file: Path = REPO_ROOT / "providers.yaml"
+    # Which run protocol each assistant's turns use (runcoord/providers.py): HOME/providers.yaml,
+    # else the packaged default (every assistant auto).
+    providers_file: Path = Path()
     # Where --metrics-port listens: loopback by default; 0.0.0.0 in a container (compose.yaml).
     metrics_host: str = "127.0.0.1"
     # Traces (runcoord/tracing.py): none | otlp | console | file:PATH.
     otel_exporter: str = "none"
-    # The tool registry every process reads (tools.yaml).
-    tools_file: Path = REPO_ROOT / "tools.yaml"
+    # The tool registry every process reads: HOME/tools.yaml, else the packaged default.
+    tools_file: Path = Path()
     # The sandbox (or real) tool gateway the tool executor calls.
     gateway_url: str = "http://127.0.0.1:8391"
     # The provider's API key; OPENAI_API_KEY as the SDK names it, or RUNCOORD_OPENAI_API_KEY.
@@ -62,6 +85,20 @@ class Settings(BaseSettings):
     # Logs: text, or json (one object per line, with the correlation ids); and the level.
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _paths_from_home(self) -> Settings:
+        # An unset path (Path()) follows HOME; one set explicitly is kept as given.
+        if self.state_dir == Path():
+            self.state_dir = self.home / ".state"
+        for field, name in (
+            ("topics_file", "topics.yaml"),
+            ("providers_file", "providers.yaml"),
+            ("tools_file", "tools.yaml"),
+        ):
+            if getattr(self, field) == Path():
+                setattr(self, field, _config_file(self.home, name))
+        return self
 
     @property
     def bootstrap(self) -> str:
