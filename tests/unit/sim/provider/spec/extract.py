@@ -1,18 +1,20 @@
 """Cut the part of OpenAI's OpenAPI spec that the simulated provider serves.
 
-The full spec is 3 MB of YAML and lives outside the repository; the conformance tests read
-this extract instead: for each endpoint the simulator implements, the schema of its 200
-answer, and every component schema those reach through ``$ref`` (plus ErrorResponse and the
-stream events the simulator sends).
+The full spec (3 MB of YAML, MIT: ``openai-openapi.LICENSE``) is kept here gzipped,
+``openai-openapi.yaml.gz``; the conformance tests read this extract instead: for each endpoint
+the simulator implements, the schema of its 200 answer, and every component schema those reach
+through ``$ref`` (plus ErrorResponse and the stream events the simulator sends).
 
-    .venv/bin/python tests/unit/sim/provider/spec/extract.py PATH/TO/openai-openapi.yaml
+    .venv/bin/python tests/unit/sim/provider/spec/extract.py [PATH/TO/openai-openapi.yaml]
 
-The extract records the full spec's sha256; ``test_provider_spec.py`` compares it with the
-full spec when that is present, so an updated spec cannot drift away unnoticed.
+Without a path it cuts from the kept spec; with one (a newer spec), gzip that file over the
+kept one too. The extract records the full spec's sha256 (of the YAML, not the gzip);
+``test_provider_spec.py`` compares it with the kept spec, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import sys
@@ -23,6 +25,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 EXTRACT = HERE / "openai-subset.json"
+SPEC = HERE / "openai-openapi.yaml.gz"
 
 # (method, path) of every endpoint the simulator implements.
 OPERATIONS: list[tuple[str, str]] = [
@@ -71,10 +74,15 @@ STREAM_EVENTS = [
 EXTRA_SCHEMAS = ["ErrorResponse", *STREAM_EVENTS]
 
 
+def spec_bytes(path: Path) -> bytes:
+    """The spec's YAML, from a plain or a gzipped file."""
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+
+
 def load_spec(path: Path) -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with path.open() as handle:
-        spec: dict[str, Any] = yaml.load(handle, Loader=loader)
+    spec: dict[str, Any] = yaml.load(spec_bytes(path), Loader=loader)
     return spec
 
 
@@ -116,11 +124,11 @@ def _refs(node: object) -> list[str]:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(spec_bytes(path)).hexdigest()
 
 
 def main(argv: list[str]) -> None:
-    path = Path(argv[1])
+    path = Path(argv[1]) if len(argv) > 1 else SPEC
     document = {**extract(load_spec(path)), "source_sha256": sha256(path)}
     EXTRACT.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
     print(f"wrote {EXTRACT} ({EXTRACT.stat().st_size} bytes)")
