@@ -28,6 +28,7 @@ from runcoord.effects.ledger import (
     connect_redis,
 )
 from runcoord.errors import Fatal, Retriable
+from tests.fake_time import FakeTime
 from tests.ledger_contract import LEASE_S, LedgerContract, meta, new_key
 from tests.tcp_proxy import TcpProxy
 
@@ -260,8 +261,8 @@ def test_a_lost_lease_hint_only_sends_the_claim_to_postgres(
 
 def test_the_breaker_skips_redis_after_a_failure() -> None:
     dead = connect_redis("redis://127.0.0.1:1/0", timeout_s=0.2)
-    now = [0.0]
-    guard = RedisGuard(dead, cooldown_s=5.0, clock=lambda: now[0])
+    now = FakeTime()
+    guard = RedisGuard(dead, cooldown_s=5.0, clock=now)
     calls = []
 
     def ping(r: redis.Redis) -> bool:
@@ -273,6 +274,6 @@ def test_the_breaker_skips_redis_after_a_failure() -> None:
     started = time.monotonic()
     assert guard.call(ping, False) is False
     assert time.monotonic() - started < 0.05 and len(calls) == 1
-    now[0] = 5.0
+    now.now = 5.0
     assert guard.available
     dead.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runcoord.effects.ledger import Acquired, Busy, InMemoryLedger, Ledger
+from tests.fake_time import FakeTime
 from tests.ledger_contract import LedgerContract, meta, new_key
 
 
@@ -26,16 +27,8 @@ class TestInMemoryLedger(LedgerContract):
         return MemoryHarness()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_lease_lapses_when_its_time_is_up() -> None:
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     ledger = InMemoryLedger(clock)
     key = new_key()
     ledger.claim(key, meta(), "a", 10.0)

@@ -13,7 +13,7 @@ from runcoord.effects.ledger import EffectState, InMemoryLedger
 from runcoord.provider.errors import OutcomeUnknown, ProviderUnavailable
 from runcoord.provider.executor import ProviderEffects
 from runcoord.provider.port import ProviderRun
-from tests.unit.fake_time import FakeTime
+from tests.fake_time import FakeTime
 
 pytestmark = pytest.mark.anyio
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 import runcoord.sim.tools.faults as faults_module
 from runcoord.sim.tools.catalog import TOOLS
 from runcoord.sim.tools.faults import FaultConfig, FaultPlan, draw
+from tests.fake_time import FakeTime
 
 
 def test_the_documented_example_parses() -> None:
@@ -81,11 +82,11 @@ def test_the_kth_delivery_of_a_request_meets_the_same_fate_whatever_the_interlea
 
 
 def test_a_window_switches_the_faults_off() -> None:
-    now = [0.0]
+    now = FakeTime()
     plan = FaultPlan(
         FaultConfig.model_validate({"window_s": 10, "global": {"error_before_act": {"rate": 1}}}),
-        clock=lambda: now[0],
+        clock=now,
     )
     assert plan.decide("post_note", "a").error_status == 503
-    now[0] = 10.0
+    now.now = 10.0
     assert plan.decide("post_note", "a").error_status is None

@@ -7,7 +7,7 @@ import pytest
 from runcoord.provider.errors import ProviderRejected, ProviderUnavailable
 from runcoord.provider.polling import Backoff, BackoffPolicy, changed, watch
 from runcoord.provider.port import ProviderRun
-from tests.unit.fake_time import FakeTime
+from tests.fake_time import FakeTime
 
 pytestmark = pytest.mark.anyio
 

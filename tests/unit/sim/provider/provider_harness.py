@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import jsonschema
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from runcoord.sim.provider.app import create_app
 from runcoord.sim.provider.clock import ManualClock
-from runcoord.sim.provider.config import SimConfig, config_from_dict
+from runcoord.sim.provider.config import config_from_dict
+from tests.sim_server import LiveServer
 
 if TYPE_CHECKING:
     # What starlette's TestClient answers with (httpx's successor, installed with it).
@@ -39,18 +35,6 @@ if TYPE_CHECKING:
 SPEC_EXTRACT = Path(__file__).parent / "spec" / "openai-subset.json"
 HEADERS = {"Authorization": "Bearer sk-test", "OpenAI-Beta": "assistants=v2"}
 FAST_TIMING = {"queue_ms": 1, "step_ms": 5, "cancel_ms": 1, "poll_after_ms": 5}
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
 
 
 # -- the spec ---------------------------------------------------------------------------
@@ -214,49 +198,6 @@ def sim(spec: SpecChecker) -> Iterator[SimClient]:
 # -- a real server ------------------------------------------------------------------------
 
 
-class LiveServer:
-    """uvicorn in a thread, on a port the OS picked; stopped by flag, not by signal."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        server_config = uvicorn.Config(
-            create_app(config), log_level="warning", ws="none", lifespan="off", access_log=False
-        )
-        self.server = uvicorn.Server(server_config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
-        )
-        self.admin = httpx.Client(base_url=self.base_url + "/_sim", timeout=5)
-
-    def start(self) -> None:
-        self.thread.start()
-        wait_until(self._healthy, what="the simulator to answer")
-
-    def _healthy(self) -> bool:
-        try:
-            return self.admin.get("/health").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.admin.close()
-        self.socket.close()
-
-    def records(self) -> Any:
-        return self.admin.get("/records").json()
-
-    def faults(self, body: dict[str, Any]) -> Any:
-        response = self.admin.post("/faults", json=body)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[LiveServer]:
     server = LiveServer(config_from_dict({"timing": FAST_TIMING, "seed": 7}))
@@ -268,5 +209,5 @@ def live_server() -> Iterator[LiveServer]:
 @pytest.fixture
 def live(live_server: LiveServer) -> LiveServer:
     """The session's server, emptied and with faults off."""
-    assert live_server.admin.post("/reset").status_code == 200
+    live_server.reset()
     return live_server

@@ -10,11 +10,12 @@ from typing import Any
 import openai
 import pytest
 from openai import OpenAI
-from provider_harness import LiveServer, SimClient, SpecChecker, make_sim
+from provider_harness import SimClient, SpecChecker, make_sim
 
 from runcoord.errors import ConfigError
 from runcoord.sim.provider.config import load_config
 from runcoord.sim.provider.middleware import ConnectionDropped
+from tests.sim_server import LiveServer
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),

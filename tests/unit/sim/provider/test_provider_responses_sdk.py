@@ -10,7 +10,8 @@ import openai
 import pytest
 from openai import OpenAI
 from openai.types.responses import Response
-from provider_harness import LiveServer, wait_until
+
+from tests.sim_server import LiveServer, wait_until
 
 TOOLS: Any = [
     {

@@ -11,7 +11,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.beta.threads import Run
-from provider_harness import LiveServer, wait_until
+
+from tests.sim_server import LiveServer, wait_until
 
 # The SDK marks its Assistants methods deprecated (OpenAI sunset its hosted Assistants API;
 # the assistants.* methods say just "deprecated"). This simulator is one of the

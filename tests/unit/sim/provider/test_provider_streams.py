@@ -16,7 +16,9 @@ import openai
 import pytest
 from openai import OpenAI
 from openai.types.responses import Response, ResponseStreamEvent
-from provider_harness import LiveServer, SpecChecker
+from provider_harness import SpecChecker
+
+from tests.sim_server import LiveServer
 
 # The schema of each event type the simulator sends (spec/extract.py, STREAM_EVENTS).
 EVENT_SCHEMAS = {
