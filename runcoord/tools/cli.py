@@ -27,6 +27,7 @@ from runcoord.effects.serve import (
 )
 from runcoord.registry import load_registry
 from runcoord.tools.executor import KINDS, ToolCalls
+from runcoord.tools.http_gateway import HttpToolGateway
 
 
 def tools(
@@ -56,9 +57,8 @@ def tools(
         async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
             yield ToolCalls(
                 reg,
-                gateway_url or settings.gateway_url,
+                HttpToolGateway(gateway_url or settings.gateway_url, http),
                 LedgerGuard(ledger(settings), owner),
-                http,
                 limiter,
                 owner,
             )

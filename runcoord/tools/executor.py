@@ -1,8 +1,10 @@
 """The tool executor: call a tool gateway at most once per tool call (G1).
 
-Each call is guarded by the ledger and sent with ``Idempotency-Key`` (the effect key) and
-``X-Fencing-Token``. What happens when an attempt's outcome is unknown (a timeout, a reset,
-a crash after sending) depends only on the registry:
+Each call is guarded by the ledger and goes through the tool gateway port
+(runcoord/tools/gateway.py) with the effect key as its idempotency key and the claim's
+fencing token. The gateway only reports what happened (an answer, not sent, or an unknown
+outcome); what happens when an attempt's outcome is unknown (a timeout, a reset, a crash
+after sending) is decided here, and depends only on the registry:
 
 - read tools have no side effects: send again;
 - ``idempotency: key``: send again with the same key, the gateway answers the first result;
@@ -21,8 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from runcoord.deadletter import DeadLetter
 from runcoord.domain import error_output
 from runcoord.domain import inputs as inp
@@ -30,23 +30,15 @@ from runcoord.domain import intents as it
 from runcoord.effects.guard import LedgerGuard, Outcome, Sent
 from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from runcoord.effects.limits import ConcurrencyLimiter, Permit
-from runcoord.errors import Retriable
 from runcoord.faults import fault_point
 from runcoord.registry import MAX_OUTPUT_BYTES, Registry, ToolSpec
+from runcoord.tools.gateway import NotSent, OutcomeUnknown, ToolGateway
 from runcoord.tools.intake import Intake, accept
 
 log = logging.getLogger(__name__)
 
 KINDS = frozenset({"tool_call"})
 MAYBE_ACTED = "The action may have been performed; it was not retried, to avoid doing it twice."
-
-
-class _Unknown(Exception):
-    """This attempt may have acted; nobody answered."""
-
-
-class _NotSent(Exception):
-    """This attempt did not reach the tool (or the tool refused before acting): retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,16 +58,14 @@ class ToolCalls:
     def __init__(
         self,
         registry: Registry,
-        gateway_url: str,
+        gateway: ToolGateway,
         guard: LedgerGuard,
-        http: httpx.AsyncClient,
         limiter: ConcurrencyLimiter | None = None,
         instance_id: str = "executor",
     ) -> None:
         self.registry = registry
-        self.gateway = gateway_url.rstrip("/")
+        self.gateway = gateway
         self.guard = guard
-        self.http = http
         self.limiter = limiter
         self.instance_id = instance_id
 
@@ -139,7 +129,7 @@ class ToolCalls:
                 await sent()
                 try:
                     return await self._send(intent, spec, claim.token)
-                except _Unknown as exc:
+                except OutcomeUnknown as exc:
                     log.info(
                         "%s %s: outcome unknown (%s)",
                         intent.tool_call_id,
@@ -148,7 +138,7 @@ class ToolCalls:
                         extra=it.log_ids(intent),
                     )
                     unknown = spec.write
-                except _NotSent as exc:
+                except NotSent as exc:
                     log.info(
                         "%s %s: not sent (%s)",
                         intent.tool_call_id,
@@ -177,52 +167,38 @@ class ToolCalls:
             return _Answer(
                 error_output("invalid_arguments", f"arguments are not JSON: {exc}"), True
             )
-        headers = {
-            "Idempotency-Key": intent.effect_key,
-            "X-Fencing-Token": str(token),
-            "X-Tenant": intent.tenant,
-            "X-Run-Id": intent.run_id,
-            "X-Tool-Call-Id": intent.tool_call_id,
-        }
-        try:
-            response = await self.http.post(
-                self.gateway + spec.endpoint,
-                json=arguments,
-                headers=headers,
-                timeout=spec.timeout_ms / 1000,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _NotSent(f"{type(exc).__name__}") from exc
-        except httpx.TransportError as exc:  # read timeout, reset, dropped: it may have acted
-            raise _Unknown(f"{type(exc).__name__}") from exc
-        if response.status_code == 429:
-            raise _NotSent("429: throttled before acting")
-        if response.status_code >= 500:
-            # A 5xx does not say whether the tool acted before failing.
-            if spec.write:
-                raise _Unknown(f"HTTP {response.status_code}")
-            raise _NotSent(f"HTTP {response.status_code}")
-        if response.status_code >= 400:
-            return _Answer(error_output("tool_error", _message(response)), True)
+        # Raises NotSent or OutcomeUnknown (the caller decides what they mean for this tool).
+        answer = await self.gateway.call(
+            spec,
+            arguments,
+            effect_key=intent.effect_key,
+            fencing_token=token,
+            tenant=intent.tenant,
+            run_id=intent.run_id,
+            tool_call_id=intent.tool_call_id,
+            timeout_s=spec.timeout_ms / 1000,
+        )
+        if not answer.ok:
+            return _Answer(error_output("tool_error", answer.message()), True)
         fault_point("tool.after_send")  # the tool acted and answered; nothing recorded yet
-        intake = accept(spec, response.content)
-        return _refused_or_not(intake, response.content)
+        intake = accept(spec, answer.body)
+        return _refused_or_not(intake, answer.body)
 
     async def _lookup(self, intent: it.ToolCallIntent, spec: ToolSpec) -> _Answer | None:
+        """The tool's own answer if its lookup says it acted on this key, else None.
+        Raises LookupUnavailable when the lookup cannot be asked."""
         assert spec.lookup is not None
-        url = self.gateway + spec.lookup.format(idempotency_key=intent.effect_key)
-        try:
-            response = await self.http.get(
-                url, headers={"X-Tenant": intent.tenant}, timeout=spec.timeout_ms / 1000
-            )
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise LookupUnavailable(f"{spec.name} lookup: {exc}") from exc
-        actions = response.json().get("actions") or []
+        lookup = await self.gateway.lookup(
+            spec,
+            effect_key=intent.effect_key,
+            tenant=intent.tenant,
+            timeout_s=spec.timeout_ms / 1000,
+        )
+        actions = lookup.actions
         if not actions:
             return None
         found = actions[0].get("response")
-        body = json.dumps(found if found is not None else actions[0]).encode()
+        body = json.dumps(found if found is not None else dict(actions[0])).encode()
         intake = accept(spec, body)
         return _refused_or_not(intake, body)
 
@@ -278,18 +254,3 @@ class ToolCalls:
 def _refused_or_not(intake: Intake, body: bytes) -> _Answer:
     original = body if intake.rejection is not None else None
     return _Answer(intake.output, intake.is_error, intake.rejection, original)
-
-
-class LookupUnavailable(Retriable):
-    """The reconcile lookup could not be asked; ask again later (never send meanwhile)."""
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict) and error.get("message"):
-            return f"HTTP {response.status_code}: {error['message']}"
-    except ValueError:
-        pass
-    return f"HTTP {response.status_code}: {response.text[:300]}"

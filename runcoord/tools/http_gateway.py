@@ -1,0 +1,112 @@
+"""The tool gateway over HTTP (the sandbox's `runcoord sim tools`, or a real one alike).
+
+A call is ``POST <base><endpoint>`` with the arguments as the JSON body and the headers
+``Idempotency-Key`` (the effect key), ``X-Fencing-Token``, ``X-Tenant``, ``X-Run-Id`` and
+``X-Tool-Call-Id``; a lookup is ``GET <base><lookup>`` (``{idempotency_key}`` = the effect
+key) with ``X-Tenant``. Both are bounded by the tool's ``timeout_ms``.
+
+What HTTP outcomes mean (tools.yaml, DESIGN.md "Tools"):
+
+- connect error, connect or pool timeout: the request never left: NotSent;
+- any other transport error (read timeout, reset, dropped connection): OutcomeUnknown;
+- 429: throttled before acting: NotSent;
+- 5xx: it does not say whether the tool acted before failing: OutcomeUnknown for a write
+  tool, NotSent for a read tool (which never acts);
+- anything else: the answer, status and body as they came.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from runcoord.registry import ToolSpec
+from runcoord.tools.gateway import (
+    GatewayAnswer,
+    GatewayError,
+    LookupAnswer,
+    LookupUnavailable,
+    NotSent,
+    OutcomeUnknown,
+    needs_lookup,
+    timeout_of,
+)
+
+# Raised before the request is on the wire: it cannot have reached the tool.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class HttpToolGateway:
+    def __init__(self, base_url: str, http: httpx.AsyncClient) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http
+
+    async def call(
+        self,
+        spec: ToolSpec,
+        arguments: Any,
+        *,
+        effect_key: str,
+        fencing_token: int,
+        tenant: str,
+        run_id: str,
+        tool_call_id: str,
+        timeout_s: float | None = None,
+    ) -> GatewayAnswer:
+        headers = {
+            "Idempotency-Key": effect_key,
+            "X-Fencing-Token": str(fencing_token),
+            "X-Tenant": tenant,
+            "X-Run-Id": run_id,
+            "X-Tool-Call-Id": tool_call_id,
+        }
+        try:
+            response = await self.http.post(
+                self.base_url + spec.endpoint,
+                json=arguments,
+                headers=headers,
+                timeout=timeout_of(spec, timeout_s),
+            )
+        except _NOT_SENT as exc:
+            raise NotSent(type(exc).__name__) from exc
+        except httpx.TransportError as exc:  # read timeout, reset, dropped: it may have acted
+            raise OutcomeUnknown(type(exc).__name__) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise GatewayError(f"{spec.name} at {self.base_url + spec.endpoint}: {exc!r}") from exc
+        status = response.status_code
+        if status == 429:
+            raise NotSent("429: throttled before acting")
+        if status >= 500:
+            # A 5xx does not say whether the tool acted before failing.
+            if spec.write:
+                raise OutcomeUnknown(f"HTTP {status}")
+            raise NotSent(f"HTTP {status}")
+        replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
+        return GatewayAnswer(status, response.content, replayed)
+
+    async def lookup(
+        self, spec: ToolSpec, *, effect_key: str, tenant: str, timeout_s: float | None = None
+    ) -> LookupAnswer:
+        url = self.base_url + needs_lookup(spec).format(idempotency_key=effect_key)
+        try:
+            response = await self.http.get(
+                url, headers={"X-Tenant": tenant}, timeout=timeout_of(spec, timeout_s)
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise LookupUnavailable(f"{spec.name} lookup: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise GatewayError(f"{spec.name} lookup at {url}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise GatewayError(f"{spec.name} lookup answered no JSON: {exc}") from exc
+        # Never read "no actions" into an answer that is not a lookup's: that would send.
+        actions = (body.get("actions") or []) if isinstance(body, dict) else None
+        if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+            raise GatewayError(
+                f"{spec.name} lookup: `actions` is not a list of objects: {json.dumps(body)[:300]}"
+            )
+        return LookupAnswer(tuple(actions))
