@@ -11,7 +11,7 @@ from runcoord.api.relay import RelayConfig, relaying
 from runcoord.kafka import TopicNames
 from tests.integration.agent_api.world import api
 from tests.integration.processes import Proc, running
-from tests.integration.runstory.projection import projector, wait_rows
+from tests.integration.forensics.projection import projector, wait_rows
 
 pytestmark = pytest.mark.integration
 

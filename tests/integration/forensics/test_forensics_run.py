@@ -14,7 +14,7 @@ import pytest
 
 from runcoord.kafka import TopicNames
 from tests.integration.e2e import SDK_WARNINGS, launch, script
-from tests.integration.runstory.projection import projector, wait_rows
+from tests.integration.forensics.projection import projector, wait_rows
 
 pytestmark = [pytest.mark.integration, *SDK_WARNINGS]
 

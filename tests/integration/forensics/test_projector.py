@@ -17,8 +17,8 @@ from runcoord.deadletter import DeadLetter
 from runcoord.forensics.projector import Projector, ProjectorConfig
 from runcoord.forensics.synthetic import Encoded, Templates, interleave
 from runcoord.kafka import TopicNames, consumer_config
-from tests.integration.runstory.journal import produce
-from tests.integration.runstory.projection import projector, wait_rows
+from tests.integration.forensics.journal import produce
+from tests.integration.forensics.projection import projector, wait_rows
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from runcoord.domain.model import ToolCall
 from runcoord.forensics.scan import scan
 from runcoord.forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.kafka import TopicNames
-from tests.integration.runstory.journal import produce
-from tests.integration.runstory.projection import projector, wait_rows
+from tests.integration.forensics.journal import produce
+from tests.integration.forensics.projection import projector, wait_rows
 
 pytestmark = pytest.mark.integration
 
