@@ -9,8 +9,8 @@ lease lapsed and someone took over), and the lease is renewed while the callback
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -51,10 +51,13 @@ Act = Callable[[Acquired, Sent], Awaitable[Outcome]]
 
 
 class LedgerGuard:
-    def __init__(self, ledger: Ledger, owner: str, lease_s: float = 30.0) -> None:
+    def __init__(
+        self, ledger: Ledger, owner: str, lease_s: float = 30.0, store_patience_s: float = 120.0
+    ) -> None:
         self.ledger = ledger
         self.owner = owner
         self.lease_s = lease_s
+        self.store_patience_s = store_patience_s
 
     async def run(self, key: str, meta: EffectMeta, act: Act) -> Settled:
         claim = await asyncio.to_thread(self.ledger.claim, key, meta, self.owner, self.lease_s)
@@ -78,11 +81,13 @@ class LedgerGuard:
             raise
         finally:
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await heartbeat
-        stored = await asyncio.to_thread(
-            self.ledger.complete, key, claim.token, outcome.state, outcome.result, outcome.error
-        )
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # never over the act's own result: store it regardless
+                log.exception("effect %s: the lease heartbeat failed", key)
+        stored = await self._complete(key, claim.token, outcome)
         if stored:
             return Settled(outcome.state, outcome.result, outcome.error, claim.attempt, False)
         # Fenced at the end: someone else finished it. Theirs is the outcome of record.
@@ -91,9 +96,36 @@ class LedgerGuard:
             raise LeaseLost(f"effect {key}: lost the lease and no outcome is stored yet")
         return Settled(record.state, record.result, record.error, record.attempts, True)
 
+    async def _complete(self, key: str, token: int, outcome: Outcome) -> bool:
+        """Store the outcome of an act that happened. The act cannot be undone, so a ledger
+        that is down for a while (a PostgreSQL restart) is waited out, up to
+        ``store_patience_s``: giving up sooner would leave a finished act looking unknown.
+        Repeating ``complete`` is safe; a take-over in between fences it (False)."""
+        deadline = time.monotonic() + self.store_patience_s
+        pause = 0.05
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    self.ledger.complete, key, token, outcome.state, outcome.result, outcome.error
+                )
+            except Retriable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("effect %s: storing its outcome failed (%s); again", key, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
     async def _heartbeat(self, key: str, token: int) -> None:
+        """Renew the lease while the act runs. A renewal that fails (the ledger unreachable)
+        is only logged: the act goes on, and the fencing at `complete` decides whose outcome
+        stands. An error here must never replace the act's own result."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            if not await asyncio.to_thread(self.ledger.renew, key, token, self.lease_s):
+            try:
+                renewed = await asyncio.to_thread(self.ledger.renew, key, token, self.lease_s)
+            except Retriable as exc:
+                log.warning("effect %s: lease renewal failed (%s); will try again", key, exc)
+                continue
+            if not renewed:
                 log.warning("effect %s: lease lost while acting (token %d)", key, token)
                 return
