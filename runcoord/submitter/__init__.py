@@ -1,1 +1,1 @@
-"""Tool-result intake and the submission executor."""
+"""The submission executor: each step's outputs submitted to the provider exactly once."""
