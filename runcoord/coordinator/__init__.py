@@ -1,1 +1,2 @@
-"""The coordinator: the run state machine (pure), its events, and the exactly-once loop."""
+"""The coordinator: the exactly-once loop that applies runs.inbox to the pure domain
+(runcoord/domain/), and its command."""
