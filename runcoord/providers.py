@@ -36,16 +36,27 @@ class ProviderChoice:
 
 
 def load_choice(path: Path) -> ProviderChoice:
-    """The configured choice; a missing file means every default."""
+    """The configured choice; a missing file means every default. Anything else that is not a
+    valid choice (unreadable, not YAML, wrong shape, unknown protocol) is a ConfigError."""
     if not path.exists():
         return ProviderChoice()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping with `default` and `assistants`")
+    unknown = sorted(str(k) for k in raw if k not in ("default", "assistants"))
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; only `default` and `assistants`")
+    assistants = raw.get("assistants") or {}
+    if not isinstance(assistants, dict):
+        raise ConfigError(f"{path}: assistants: must map assistant ids to a protocol")
     default = str(raw.get("default", "auto"))
-    per = {str(k): str(v) for k, v in (raw.get("assistants") or {}).items()}
-    for where, value in [("default", default), *per.items()]:
+    per = {str(k): str(v) for k, v in assistants.items()}
+    for where, value in [("default", default), *((f"assistants.{k}", v) for k, v in per.items())]:
         if value not in PROTOCOLS | {"auto"}:
             raise ConfigError(f"{path}: {where}: {value!r} is not assistants|responses|auto")
     return ProviderChoice(default, per)

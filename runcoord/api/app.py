@@ -5,10 +5,12 @@ exactly like one that does not exist."""
 # No `from __future__ import annotations` here: FastAPI reads the routes' Annotated
 # dependencies at runtime, and they name aliases local to create_app.
 
+import pathlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
@@ -20,10 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from runcoord import metrics, tracing
 from runcoord.api import events, keys, runs, turns, webhooks
 from runcoord.codec import AvroCodec
+from runcoord.config import Settings
+from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
+from runcoord.providers import ProviderChoice, load_choice
 
 # Ids we mint or the provider mints; anything else cannot name a run or thread of ours.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+DEFAULT_PROVIDER_URL: str = Settings.model_fields["provider_url"].default
 
 
 @dataclass(frozen=True)
@@ -33,13 +39,54 @@ class ApiConfig:
     topics: TopicNames = field(default_factory=TopicNames.with_prefix)
     webhook_secret: str | None = None
     assistant_id: str = "asst_default"
-    provider: str = "assistants"
+    # A turn whose request names no provider gets the protocol providers.yaml (loaded once, at
+    # startup) gives its assistant; `auto` decides by the provider's base URL.
+    providers: ProviderChoice = field(default_factory=ProviderChoice)
+    provider_url: str = DEFAULT_PROVIDER_URL
+
+    def protocol_for(self, assistant_id: str, requested: str | None) -> str:
+        """The request's own protocol, else providers.yaml's for the assistant, else auto."""
+        return requested or self.providers.protocol_for(assistant_id, self.provider_url)
+
+
+def config_from(
+    settings: Settings,
+    *,
+    topics: TopicNames,
+    webhook_secret: str | None = None,
+    assistant_id: str = "asst_default",
+    provider_url: str | None = None,
+    providers_file: pathlib.Path | None = None,
+) -> ApiConfig:
+    """The API's configuration from the settings (an argument given here wins over its setting);
+    a providers file or provider URL that cannot be used is a ConfigError naming it. Only the
+    default providers file may be absent (then `auto` for every assistant)."""
+    url = provider_url or settings.provider_url
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"provider URL {url!r}: expected http(s)://host[:port]/v1")
+    path = providers_file or settings.providers_file
+    if not path.exists() and (providers_file or "providers_file" in settings.model_fields_set):
+        raise ConfigError(f"providers file {path}: no such file")  # named, so not optional
+    return ApiConfig(
+        dsn=settings.dsn,
+        bootstrap=settings.bootstrap,
+        topics=topics,
+        webhook_secret=webhook_secret,
+        assistant_id=assistant_id,
+        providers=load_choice(path),
+        provider_url=url,
+    )
 
 
 class TurnIn(BaseModel):
     input: str = Field(min_length=1, max_length=32_000, description="The user's message.")
     assistant_id: str | None = Field(default=None, max_length=128)
-    provider: Literal["assistants", "responses"] | None = None
+    provider: Literal["assistants", "responses"] | None = Field(
+        default=None,
+        description="The run protocol; absent: providers.yaml's for the assistant (auto: "
+        "responses for OpenAI's own base URL, assistants for any other).",
+    )
     # Passed to the provider run as its metadata (OpenAI allows 16 keys).
     metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(
         default_factory=dict, max_length=16
@@ -148,12 +195,13 @@ def create_app(config: ApiConfig) -> FastAPI:
             ),
         ],
     ) -> JSONResponse:
+        assistant_id = body.assistant_id or config.assistant_id
         turn = turns.Turn(
             tenant=who,
             thread_id=thread_id,
             input=body.input,
-            assistant_id=body.assistant_id or config.assistant_id,
-            provider=body.provider or config.provider,
+            assistant_id=assistant_id,
+            provider=config.protocol_for(assistant_id, body.provider),
             metadata=body.metadata,
         )
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +20,7 @@ log = logging.getLogger("runcoord.api")
 PrefixOpt = Annotated[str, typer.Option(help="Prefix of every topic name (tests, tenants).")]
 MetricsOpt = Annotated[
     int | None,
-    typer.Option(envvar="RUNCOORD_METRICS_PORT", help="Serve Prometheus /metrics here."),
+    typer.Option(help="Serve Prometheus /metrics here (default: RUNCOORD_METRICS_PORT)."),
 ]
 
 
@@ -31,35 +32,63 @@ def serve(
     webhook_secret: Annotated[
         str | None,
         typer.Option(
-            envvar="OPENAI_WEBHOOK_SECRET", help="Secret provider webhooks are signed with."
+            help="Secret provider webhooks are signed with (default: OPENAI_WEBHOOK_SECRET)."
         ),
     ] = None,
     assistant_id: Annotated[
         str, typer.Option(help="Assistant a turn runs on when it names none.")
     ] = "asst_default",
-    provider: Annotated[str, typer.Option(help="assistants | responses (default for turns).")] = (
-        "assistants"
-    ),
+    provider_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The provider's base URL (…/v1); with `auto`, OpenAI's own means responses, "
+            "any other assistants (default: RUNCOORD_PROVIDER_URL, else the local simulator).",
+            show_default=False,
+        ),
+    ] = None,
+    providers_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Which protocol each assistant's turns use (a turn's own `provider` wins) "
+            "(default: RUNCOORD_PROVIDERS_FILE, else providers.yaml in the repo).",
+            show_default=False,
+        ),
+    ] = None,
     metrics_port: MetricsOpt = None,
 ) -> None:
     """Serve the agent API (FastAPI on uvicorn)."""
     import uvicorn
 
     from runcoord import logs, metrics, tracing
-    from runcoord.api.app import ApiConfig, create_app
+    from runcoord.api.app import config_from, create_app
+    from runcoord.errors import ConfigError
     from runcoord.kafka import TopicNames
 
+    settings = load()
+    try:  # before anything starts: a bad providers.yaml stops the API with its message
+        config = config_from(
+            settings,
+            topics=TopicNames.with_prefix(topic_prefix),
+            webhook_secret=webhook_secret or settings.openai_webhook_secret,
+            assistant_id=assistant_id,
+            provider_url=provider_url,
+            providers_file=providers_file,
+        )
+    except ConfigError as exc:
+        raise typer.BadParameter(
+            str(exc), param_hint="--provider-url / --providers-file (or their RUNCOORD_ variables)"
+        ) from exc
     logs.setup()
     tracing.setup("runcoord-api")
     metrics.serve(metrics_port)
-    settings = load()
-    config = ApiConfig(
-        dsn=settings.dsn,
-        bootstrap=settings.bootstrap,
-        topics=TopicNames.with_prefix(topic_prefix),
-        webhook_secret=webhook_secret,
-        assistant_id=assistant_id,
-        provider=provider,
+    log.info(
+        "provider %s; providers.yaml: default %s, %d assistants named; a turn of %s naming "
+        "no protocol gets %s",
+        config.provider_url,
+        config.providers.default,
+        len(config.providers.assistants),
+        config.assistant_id,
+        config.protocol_for(config.assistant_id, None),
     )
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from runcoord.kafka import TopicNames
-from tests.integration.agent_api.world import World, api
+from tests.integration.api.world import World, api
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from runcoord.domain.inputs import RunObserved
 from runcoord.domain.model import ToolCall
 from runcoord.forensics.synthetic import RunSpec, encode, run_messages
 from runcoord.kafka import TopicNames
-from tests.integration.agent_api.world import World, api, signed
+from tests.integration.api.world import World, api, signed
 from tests.integration.forensics.journal import produce
 from tests.integration.forensics.projection import projector, wait_rows
 

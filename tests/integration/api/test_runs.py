@@ -9,9 +9,9 @@ import pytest
 
 from runcoord.api.relay import RelayConfig, relaying
 from runcoord.kafka import TopicNames
-from tests.integration.agent_api.world import api
-from tests.integration.processes import Proc, running
+from tests.integration.api.world import api
 from tests.integration.forensics.projection import projector, wait_rows
+from tests.integration.processes import Proc, running
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from runcoord.api.relay import RelayConfig, relaying
 from runcoord.domain.inputs import StartRun
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
-from tests.integration.agent_api.world import api, inbox_records
+from tests.integration.api.world import api, inbox_records
 
 pytestmark = pytest.mark.integration
 
