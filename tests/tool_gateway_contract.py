@@ -24,6 +24,7 @@ from runcoord.tools.gateway import (
     LookupUnavailable,
     NotSent,
     OutcomeUnknown,
+    ToolFenced,
     ToolGateway,
 )
 from runcoord.tools.memory_gateway import AuditRow
@@ -43,6 +44,7 @@ ARGS: dict[str, dict[str, Any]] = {
 }
 KEY_TOOLS = ["create_ticket", "send_email", "charge_card"]  # idempotency: key
 NO_KEY_TOOLS = ["update_crm", "post_note"]  # idempotency: none (update_crm has a lookup)
+WRITES = KEY_TOOLS + NO_KEY_TOOLS
 READS = ["lookup_customer", "search_kb", "get_order_status"]
 
 
@@ -69,6 +71,20 @@ class GatewayHarness(Protocol):
         """Every fault off."""
         ...
 
+    def now(self) -> float:
+        """The gateway's wall clock (unix seconds): what request deadlines are read against."""
+        ...
+
+    def hold(self, tool: str, seconds: float) -> None:
+        """From now on ``tool``'s requests wait ``seconds`` at the gateway before the tool
+        handles them (a caller with a shorter timeout gives up first: the gateway is slow,
+        not dead, and the request goes on)."""
+        ...
+
+    async def pass_time(self, seconds: float) -> None:
+        """Let ``seconds`` of the gateway's time go by (held requests reach their tool)."""
+        ...
+
 
 def new_key() -> str:
     return f"eff-{uuid.uuid4().hex}"
@@ -91,6 +107,8 @@ async def call(
     tenant: str = "t1",
     run_id: str = "run-contract",
     tool_call_id: str = "call-1",
+    timeout_s: float | None = None,
+    deadline_ms: int | None = None,
 ) -> GatewayAnswer:
     return await h.gateway.call(
         spec or SPECS[tool],
@@ -100,7 +118,13 @@ async def call(
         tenant=tenant,
         run_id=run_id,
         tool_call_id=tool_call_id,
+        timeout_s=timeout_s,
+        deadline_ms=deadline_ms,
     )
+
+
+def ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def body(answer: GatewayAnswer) -> Any:
@@ -337,3 +361,91 @@ class ToolGatewayContract:
         assert all(a.ok and not a.replayed for a in answers)
         assert body(answers[0]) == body(answers[1]) == body(answers[2])
         assert harness.actions(key) == []
+
+    # ---- request deadlines (tools.yaml, "Request deadlines and fencing") -------------------
+
+    @pytest.mark.parametrize("tool", WRITES)
+    async def test_a_write_that_arrives_past_its_deadline_does_not_act(
+        self, harness: GatewayHarness, tool: str
+    ) -> None:
+        key = new_key()
+        with pytest.raises(NotSent):
+            await call(harness, tool, key, deadline_ms=ms(harness.now()) - 1)
+        assert harness.actions(key) == [], "refused before acting: sending again is safe"
+        assert (await call(harness, tool, key)).ok
+        assert len(harness.actions(key)) == 1
+
+    @pytest.mark.parametrize("tool", NO_KEY_TOOLS)
+    async def test_a_request_held_past_its_deadline_never_acts(
+        self, harness: GatewayHarness, tool: str
+    ) -> None:
+        """The gateway is slow: the request reaches the tool after its deadline, and the tool
+        must not act on it then (the caller may already have trusted an empty lookup)."""
+        harness.hold(tool, 1.0)
+        key = new_key()
+        with pytest.raises(OutcomeUnknown):
+            await call(harness, tool, key, timeout_s=0.3, deadline_ms=ms(harness.now() + 0.3))
+        await harness.pass_time(1.5)
+        assert harness.actions(key) == [], "it reached the tool after its deadline"
+        if tool == "update_crm":
+            found = await harness.gateway.lookup(SPECS[tool], effect_key=key, tenant="t1")
+            assert found.actions == ()
+
+    async def test_a_held_request_acts_before_its_deadline_after_an_empty_lookup(
+        self, harness: GatewayHarness
+    ) -> None:
+        """Why an empty lookup proves nothing before the deadline: the request is still on
+        its way, and acts after the caller gave up and looked."""
+        harness.hold("update_crm", 0.5)
+        key = new_key()
+        with pytest.raises(OutcomeUnknown):
+            await call(harness, "update_crm", key, timeout_s=0.2, deadline_ms=ms(harness.now() + 5))
+        spec = SPECS["update_crm"]
+        early = await harness.gateway.lookup(spec, effect_key=key, tenant="t1")
+        assert early.actions == (), "not acted yet"
+        await harness.pass_time(1.0)
+        late = await harness.gateway.lookup(spec, effect_key=key, tenant="t1")
+        (action,) = late.actions
+        (audited,) = harness.actions(key)
+        assert action["response"] == audited.response
+
+    # ---- fencing tokens ------------------------------------------------------------------
+
+    @pytest.mark.parametrize("tool", WRITES)
+    async def test_a_request_with_a_stale_fencing_token_is_refused_without_acting(
+        self, harness: GatewayHarness, tool: str
+    ) -> None:
+        key = new_key()
+        newer = await call(harness, tool, key, token=2, tool_call_id="call-newer")
+        assert newer.ok
+        with pytest.raises(ToolFenced):
+            await call(harness, tool, key, token=1, tool_call_id="call-older")
+        assert [a.fencing_token for a in harness.actions(key)] == [2], "the stale one did not act"
+        again = await call(harness, tool, key, token=2)
+        assert again.ok, "the holder of the newest token is not fenced"
+        expected = [2] if tool in KEY_TOOLS else [2, 2]
+        assert [a.fencing_token for a in harness.actions(key)] == expected
+
+    async def test_the_newer_token_acts_after_an_older_one(self, harness: GatewayHarness) -> None:
+        key = new_key()
+        assert (await call(harness, "update_crm", key, token=1)).ok
+        assert (await call(harness, "update_crm", key, token=3)).ok
+        with pytest.raises(ToolFenced):
+            await call(harness, "update_crm", key, token=2)
+        found = await harness.gateway.lookup(SPECS["update_crm"], effect_key=key, tenant="t1")
+        assert len(found.actions) == 2
+        assert [a.fencing_token for a in harness.actions(key)] == [1, 3]
+
+    async def test_fences_are_per_effect_key_and_tenant(self, harness: GatewayHarness) -> None:
+        key, other = new_key(), new_key()
+        assert (await call(harness, "post_note", key, token=9)).ok
+        assert (await call(harness, "post_note", other, token=1)).ok, "another key"
+        assert (await call(harness, "post_note", key, token=1, tenant="t2")).ok, "another tenant"
+        with pytest.raises(ToolFenced):
+            await call(harness, "post_note", key, token=8)
+        assert len(harness.actions(key)) == 2
+
+    async def test_reads_are_not_fenced(self, harness: GatewayHarness) -> None:
+        key = new_key()
+        for token in (3, 1, 2):
+            assert (await call(harness, "lookup_customer", key, token=token)).ok

@@ -1,15 +1,19 @@
 """The tool gateway over HTTP (the sandbox's `runcoord sim tools`, or a real one alike).
 
 A call is ``POST <base><endpoint>`` with the arguments as the JSON body and the headers
-``Idempotency-Key`` (the effect key), ``X-Fencing-Token``, ``X-Tenant``, ``X-Run-Id`` and
-``X-Tool-Call-Id``; a lookup is ``GET <base><lookup>`` (``{idempotency_key}`` = the effect
+``Idempotency-Key`` (the effect key), ``X-Fencing-Token``, ``X-Tenant``, ``X-Run-Id``,
+``X-Tool-Call-Id`` and ``X-Request-Deadline`` (unix ms: the tool must not act on the request
+afterwards); a lookup is ``GET <base><lookup>`` (``{idempotency_key}`` = the effect
 key) with ``X-Tenant``. Both are bounded by the tool's ``timeout_ms``.
 
-What HTTP outcomes mean (tools.yaml, DESIGN.md "Tools"):
+What HTTP outcomes mean (tools.yaml; DESIGN.md, "Unknown outcomes of tools"):
 
 - connect error, connect or pool timeout: the request never left: NotSent;
 - any other transport error (read timeout, reset, dropped connection): OutcomeUnknown;
 - 429: throttled before acting: NotSent;
+- 408 ``deadline_exceeded``: the request came to act past its deadline, and did not: NotSent;
+- 409 ``fenced``: the tool has seen a newer fencing token for this key, and did not act:
+  ToolFenced (the caller's lease was taken over);
 - 5xx: it does not say whether the tool acted before failing: OutcomeUnknown for a write
   tool, NotSent for a read tool (which never acts);
 - anything else: the answer, status and body as they came.
@@ -18,6 +22,7 @@ What HTTP outcomes mean (tools.yaml, DESIGN.md "Tools"):
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -30,6 +35,8 @@ from runcoord.tools.gateway import (
     LookupUnavailable,
     NotSent,
     OutcomeUnknown,
+    ToolFenced,
+    deadline_of,
     needs_lookup,
     timeout_of,
 )
@@ -54,13 +61,16 @@ class HttpToolGateway:
         run_id: str,
         tool_call_id: str,
         timeout_s: float | None = None,
+        deadline_ms: int | None = None,
     ) -> GatewayAnswer:
+        deadline = deadline_of(spec, timeout_s, deadline_ms, time.time())
         headers = {
             "Idempotency-Key": effect_key,
             "X-Fencing-Token": str(fencing_token),
             "X-Tenant": tenant,
             "X-Run-Id": run_id,
             "X-Tool-Call-Id": tool_call_id,
+            "X-Request-Deadline": str(deadline),
         }
         try:
             response = await self.http.post(
@@ -78,6 +88,16 @@ class HttpToolGateway:
         status = response.status_code
         if status == 429:
             raise NotSent("429: throttled before acting")
+        if status in (408, 409):
+            error = _error_of(response)
+            if status == 408 and error.get("type") == "deadline_exceeded":
+                raise NotSent(f"408: past its deadline, not acted on: {error.get('message')}")
+            if status == 409 and error.get("type") == "fenced":
+                seen = error.get("seen")
+                raise ToolFenced(
+                    f"{spec.name}: fencing token {fencing_token} refused: {error.get('message')}",
+                    seen=seen if isinstance(seen, int) else None,
+                )
         if status >= 500:
             # A 5xx does not say whether the tool acted before failing.
             if spec.write:
@@ -110,3 +130,13 @@ class HttpToolGateway:
                 f"{spec.name} lookup: `actions` is not a list of objects: {json.dumps(body)[:300]}"
             )
         return LookupAnswer(tuple(actions))
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of a refusal's JSON body, or {} (another kind of 408 or 409)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}

@@ -97,10 +97,14 @@ def call(
     key: str | None = None,
     tenant: str = "t1",
     timeout: float | None = None,
+    token: int = 1,
+    deadline_ms: int | None = None,
 ) -> httpx.Response:
     headers = {"X-Tenant": tenant, "X-Run-Id": run_id, "X-Tool-Call-Id": f"call-{key}"}
     if key is not None:
-        headers |= {"Idempotency-Key": key, "X-Fencing-Token": "1"}
+        headers |= {"Idempotency-Key": key, "X-Fencing-Token": str(token)}
+    if deadline_ms is not None:
+        headers["X-Request-Deadline"] = str(deadline_ms)
     return client.post(
         f"/tools/{tool}", json=args, headers=headers, timeout=timeout or client.timeout
     )
@@ -346,12 +350,18 @@ def test_invalid_fault_configs_are_refused(client: httpx.Client) -> None:
         assert client.post("/_sim/faults", json=bad).status_code == 422
 
 
-def test_the_config_file_is_loaded_and_reset_returns_to_it(client: httpx.Client) -> None:
+def test_the_config_file_is_loaded_and_reset_returns_to_it(
+    client: httpx.Client, run_id: str
+) -> None:
+    key = uuid.uuid4().hex
+    assert call(client, "post_note", WRITES["post_note"], run_id, key, token=5).status_code == 200
     assert client.get("/_sim/faults").json()["faults"]["seed"] == 42
     set_faults(client, {"seed": 1})
     assert client.post("/_sim/reset").status_code == 200
     assert client.get("/_sim/faults").json()["faults"]["seed"] == 42
     assert client.get("/_sim/audit").json()["rows"] == []
+    again = call(client, "post_note", WRITES["post_note"], run_id, key, token=1)
+    assert again.status_code == 200, "the fences were reset too"
 
 
 def test_start_fails_clearly_without_the_tables(pg_dsn: str) -> None:
@@ -364,3 +374,81 @@ def test_start_fails_clearly_without_the_tables(pg_dsn: str) -> None:
     )
     assert done.returncode == 2
     assert "runcoord db migrate" in done.stderr
+
+
+# ---- request deadlines and fencing tokens (tools.yaml, "Request deadlines and fencing") --------
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.mark.parametrize("tool", sorted(WRITES))
+def test_a_write_past_its_deadline_is_refused_without_acting(
+    client: httpx.Client, run_id: str, tool: str
+) -> None:
+    key = uuid.uuid4().hex
+    late = call(client, tool, WRITES[tool], run_id, key, deadline_ms=now_ms() - 1)
+    assert late.status_code == 408
+    assert late.json()["error"]["type"] == "deadline_exceeded"
+    assert audit(client, run_id) == []
+    on_time = call(client, tool, WRITES[tool], run_id, key, deadline_ms=now_ms() + 5000)
+    assert on_time.status_code == 200
+    assert len(audit(client, run_id)) == 1
+
+
+def test_the_deadline_is_checked_after_the_latency_spike(client: httpx.Client, run_id: str) -> None:
+    set_faults(client, {"tools": {"update_crm": {"latency": {"rate": 1.0, "ms": 600}}}})
+    key = uuid.uuid4().hex
+    held = call(client, "update_crm", WRITES["update_crm"], run_id, key, deadline_ms=now_ms() + 300)
+    assert held.status_code == 408, "it arrived in time, but reached the tool too late"
+    assert audit(client, run_id) == []
+
+
+def test_a_read_ignores_the_deadline(client: httpx.Client, run_id: str) -> None:
+    late = call(client, "search_kb", READS["search_kb"], run_id, "r", deadline_ms=now_ms() - 1)
+    assert late.status_code == 200
+
+
+def test_a_bad_deadline_header_is_refused(client: httpx.Client, run_id: str) -> None:
+    response = client.post(
+        "/tools/post_note",
+        json=WRITES["post_note"],
+        headers={"X-Tenant": "t1", "X-Run-Id": run_id, "X-Request-Deadline": "soon"},
+    )
+    assert response.status_code == 400
+    assert audit(client, run_id) == []
+
+
+@pytest.mark.parametrize("tool", ["create_ticket", "update_crm"])
+def test_a_stale_fencing_token_is_refused_with_409(
+    client: httpx.Client, run_id: str, tool: str
+) -> None:
+    key = uuid.uuid4().hex
+    assert call(client, tool, WRITES[tool], run_id, key, token=5).status_code == 200
+    stale = call(client, tool, WRITES[tool], run_id, key, token=4)
+    assert stale.status_code == 409
+    error = stale.json()["error"]
+    assert error["type"] == "fenced" and error["seen"] == 5
+    assert [r["fencing_token"] for r in audit(client, run_id)] == [5]
+    assert call(client, tool, WRITES[tool], run_id, key, token=6).status_code == 200
+
+
+def test_concurrent_holders_never_act_out_of_token_order(gateway: str, run_id: str) -> None:
+    """The fence is checked and raised in the action's transaction: once a token has acted,
+    no lower token acts, however the requests interleave."""
+    key = uuid.uuid4().hex
+    tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3]
+
+    def one(token: int) -> int:
+        with httpx.Client(base_url=gateway, timeout=10) as c:
+            return call(c, "post_note", WRITES["post_note"], run_id, key, token=token).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, tokens))
+    assert set(statuses) <= {200, 409} and 200 in statuses
+    with httpx.Client(base_url=gateway) as c:
+        acted = [r["fencing_token"] for r in audit(c, run_id)]
+    assert len(acted) == statuses.count(200)
+    assert acted == sorted(acted), f"a lower token acted after a higher one: {acted}"
+    assert acted[-1] == 9

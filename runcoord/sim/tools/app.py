@@ -2,7 +2,10 @@
 
 POST /tools/{name}                 call a tool; JSON body = its arguments; headers
                                    Idempotency-Key, X-Fencing-Token, X-Tenant, X-Run-Id,
-                                   X-Tool-Call-Id
+                                   X-Tool-Call-Id, X-Request-Deadline. A write whose token
+                                   is lower than one seen for its key: 409 `fenced`; one that
+                                   comes to act past its deadline: 408 `deadline_exceeded`
+                                   (neither acts; tools.yaml, "Request deadlines and fencing")
 GET  /tools/update_crm/actions?ref=<Idempotency-Key>   update_crm's reconcile lookup
 GET  /tools                        the catalog
 GET  /_sim/health                  200 once PostgreSQL and the tables are there
@@ -37,6 +40,10 @@ log = logging.getLogger(__name__)
 
 def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status_code=status)
+
+
+def _integer(raw: str) -> bool:
+    return raw.strip().lstrip("-").isdigit()
 
 
 def create_app(
@@ -109,8 +116,11 @@ def create_app(
             effect_key=h.get("idempotency-key"),
         )
         token_raw = h.get("x-fencing-token")
-        if token_raw is not None and not token_raw.strip().lstrip("-").isdigit():
+        if token_raw is not None and not _integer(token_raw):
             return _error(400, "invalid_header", "X-Fencing-Token must be an integer")
+        deadline_raw = h.get("x-request-deadline")
+        if deadline_raw is not None and not _integer(deadline_raw):
+            return _error(400, "invalid_header", "X-Request-Deadline must be unix milliseconds")
         phash = store.payload_hash(body)
         identity = h.get("idempotency-key") or h.get("x-tool-call-id") or phash
         decision = plan.decide(name, identity)
@@ -133,6 +143,7 @@ def create_app(
             payload_hash=phash,
             dedupe=tool.idempotency == "key",
             record_ref=tool.lookup,
+            deadline_ms=None if deadline_raw is None else int(deadline_raw),
         )
         return await _write(request, tool, args, call, decision.slow_s, decision.drop)
 
@@ -144,6 +155,21 @@ def create_app(
         except psycopg.OperationalError as exc:
             # Commit may or may not have happened: like a real tool, we cannot say.
             return _error(503, "storage_unavailable", str(exc))
+        if isinstance(outcome, store.Refused):
+            if outcome.reason == "fenced":
+                return _error(
+                    409,
+                    "fenced",
+                    f"X-Fencing-Token {call.fencing_token} is older than {outcome.seen}, already "
+                    "seen for this Idempotency-Key: not acted on",
+                    seen=outcome.seen,
+                )
+            return _error(
+                408,
+                "deadline_exceeded",
+                f"X-Request-Deadline {call.deadline_ms} had passed ({outcome.now_ms}) when the "
+                "request came to act: not acted on",
+            )
         if outcome.conflict:
             return _error(
                 422,

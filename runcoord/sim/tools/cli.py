@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from runcoord import tracing
 from runcoord.config import load
 from runcoord.errors import ConfigError
+from runcoord.sim.tools import store
 from runcoord.sim.tools.app import create_app
 from runcoord.sim.tools.catalog import TOOLS
 from runcoord.sim.tools.faults import FaultConfig
@@ -37,7 +38,7 @@ def _check_schema(dsn: str) -> None:
     """Fail at start, with the fix, rather than on the first tool call."""
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
-            row = conn.execute("SELECT to_regclass('sandbox_actions') IS NOT NULL").fetchone()
+            row = conn.execute(store.SCHEMA_READY).fetchone()
     except psycopg.OperationalError as exc:
         raise ConfigError(f"cannot reach PostgreSQL at {dsn}: {exc}") from exc
     if not (row and row[0]):

@@ -12,7 +12,9 @@ start or `POST /_sim/faults` (same shape, replaces the whole config) while runni
         drop_after_act: {rate: 0.2}            # act, then close the connection, no answer
 
 A caller that gives up during a latency spike does not stop the request: a write tool still acts
-afterwards, as a real server would (one more way for a caller to meet an unknown outcome).
+afterwards, as a real server would (one more way for a caller to meet an unknown outcome), unless
+the request's X-Request-Deadline has passed by then: the deadline is checked after the spike,
+right before acting, and a late write is refused (408) without acting.
 
 A request is identified by its Idempotency-Key, else X-Tool-Call-Id, else its payload hash;
 `n` counts the gateway's deliveries of that identity, so the k-th retry of a call meets the same

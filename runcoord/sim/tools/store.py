@@ -1,6 +1,13 @@
 """The gateway's PostgreSQL side: an action is its audit row plus the tool's own state, in one
 transaction, committed before the tool answers. So the audit log holds every action a caller
-could have caused, including the ones whose answer was late or lost."""
+could have caused, including the ones whose answer was late or lost.
+
+The same transaction decides whether the request may act at all (tools.yaml, "Request
+deadlines and fencing"): under a lock of its (tenant, Idempotency-Key), it raises the key's
+fence to its X-Fencing-Token and is refused if a higher token was already seen; then it is
+refused if its X-Request-Deadline has passed by the database's clock. A lookup takes the same
+lock (shared), so it never reads between a request's deadline check and its commit: a lookup
+made after a request's deadline sees that request's action, or the request never acts."""
 
 from __future__ import annotations
 
@@ -10,13 +17,19 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 AsyncConn = psycopg.AsyncConnection[DictRow]
+
+# Every table the gateway needs (the latest migration's included).
+SCHEMA_READY = (
+    "SELECT to_regclass('sandbox_actions') IS NOT NULL"
+    " AND to_regclass('sandbox_fences') IS NOT NULL AS ok"
+)
 
 
 def payload_hash(body: Any) -> str:
@@ -42,6 +55,7 @@ class Call:
     payload_hash: str
     dedupe: bool  # the tool honours Idempotency-Key
     record_ref: bool  # the tool records the key as a lookup reference
+    deadline_ms: int | None = None  # X-Request-Deadline (unix ms): never acted on afterwards
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,16 @@ class Outcome:
     audit_id: int
     replayed: bool  # a key-honouring tool answered a repeat from its records; no action
     conflict: bool = False  # the key was first used with another payload; no action
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The request did not act: ``fenced`` (a higher fencing token, ``seen``, was already seen
+    for its key) or ``late`` (its deadline had passed by ``now_ms`` when it came to act)."""
+
+    reason: Literal["fenced", "late"]
+    seen: int | None = None
+    now_ms: int | None = None
 
 
 class AsyncPool:
@@ -101,14 +125,37 @@ ON CONFLICT (tool, tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO
 RETURNING audit_id
 """
 
+# One request (or lookup) of a (tenant, key) at a time: see the module's docstring.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))"
+_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%(lock)s, 0))"
+
+_FENCE = """
+INSERT INTO sandbox_fences (tenant, effect_key, token)
+VALUES (%(tenant)s, %(idempotency_key)s, %(fencing_token)s)
+ON CONFLICT (tenant, effect_key) DO UPDATE
+SET token = GREATEST(sandbox_fences.token, EXCLUDED.token),
+    seen_at = CASE WHEN EXCLUDED.token > sandbox_fences.token
+                   THEN clock_timestamp() ELSE sandbox_fences.seen_at END
+RETURNING token
+"""
+
+_NOW_MS = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms"
+
 _EARLIER = """
 SELECT audit_id, payload_hash, response FROM sandbox_actions
 WHERE tool = %(tool)s AND tenant = %(tenant)s AND idempotency_key = %(dedupe_key)s
 """
 
 
-async def act(pool: AsyncPool, call: Call, respond: Callable[[int], dict[str, Any]]) -> Outcome:
-    """Act once (or, for a key-honouring tool that already acted on this key, replay)."""
+def _lock_name(tenant: str | None, key: str) -> str:
+    return f"sandbox:{tenant or ''}:{key}"
+
+
+async def act(
+    pool: AsyncPool, call: Call, respond: Callable[[int], dict[str, Any]]
+) -> Outcome | Refused:
+    """Act once (or, for a key-honouring tool that already acted on this key, replay), unless
+    the request is fenced or late."""
     dedupe_key = call.idempotency_key if call.dedupe else None
     params: dict[str, Any] = {
         "tool": call.tool,
@@ -122,9 +169,22 @@ async def act(pool: AsyncPool, call: Call, respond: Callable[[int], dict[str, An
         "ref": call.idempotency_key if call.record_ref else None,
     }
     async with pool.connection() as conn:
-        if dedupe_key is not None and (earlier := await _earlier(conn, params)) is not None:
-            return earlier
         async with conn.transaction():
+            if call.idempotency_key is not None:
+                lock = {"lock": _lock_name(call.tenant, call.idempotency_key)}
+                await conn.execute(_LOCK, lock)
+                if call.fencing_token is not None:
+                    fence = await (await conn.execute(_FENCE, params)).fetchone()
+                    assert fence is not None
+                    if int(fence["token"]) > call.fencing_token:
+                        return Refused("fenced", seen=int(fence["token"]))
+            if dedupe_key is not None and (earlier := await _earlier(conn, params)) is not None:
+                return earlier
+            if call.deadline_ms is not None:
+                clock = await (await conn.execute(_NOW_MS)).fetchone()
+                assert clock is not None
+                if int(clock["now_ms"]) >= call.deadline_ms:
+                    return Refused("late", now_ms=int(clock["now_ms"]))
             row = await (await conn.execute(_AUDIT, params)).fetchone()
             assert row is not None
             audit_id = int(row["id"])
@@ -133,7 +193,8 @@ async def act(pool: AsyncPool, call: Call, respond: Callable[[int], dict[str, An
             stored = await (await conn.execute(_ACTION, params)).fetchone()
             if stored is None:
                 # A concurrent request with the same key committed first (ON CONFLICT waited
-                # for it): undo our audit row, this request did not act.
+                # for it): undo our audit row, this request did not act. (The key's lock
+                # makes this unreachable; kept as the backstop of the unique index.)
                 raise psycopg.Rollback()
         if stored is None:
             earlier = await _earlier(conn, params)
@@ -164,7 +225,10 @@ async def actions_by_ref(
       AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
     ORDER BY a.audit_id
     """
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
+        if tenant is not None:
+            # Wait for a request of this key that is between its checks and its commit.
+            await conn.execute(_LOCK_SHARED, {"lock": _lock_name(tenant, ref)})
         rows = await (
             await conn.execute(sql, {"tool": tool, "ref": ref, "tenant": tenant})
         ).fetchall()
@@ -191,12 +255,10 @@ async def audit_rows(
 
 async def reset(pool: AsyncPool) -> None:
     async with pool.connection() as conn:
-        await conn.execute("TRUNCATE sandbox_actions, sandbox_audit")
+        await conn.execute("TRUNCATE sandbox_actions, sandbox_audit, sandbox_fences")
 
 
 async def schema_ready(pool: AsyncPool) -> bool:
     async with pool.connection() as conn:
-        row = await (
-            await conn.execute("SELECT to_regclass('sandbox_actions') IS NOT NULL AS ok")
-        ).fetchone()
+        row = await (await conn.execute(SCHEMA_READY)).fetchone()
     return bool(row and row["ok"])

@@ -1,13 +1,14 @@
 """The tool gateway contract against HttpToolGateway and the real sandbox gateway: the
 `runcoord sim tools` process on a database of this module's own, behind a TCP proxy the
-tests can cut. The audit rows are read from PostgreSQL, the sandbox's ground truth; faults
-are armed with the sandbox's own knobs (POST /_sim/faults)."""
+tests can cut (the `sandbox` fixture, tests/integration/tools/conftest.py). The audit rows are
+read from PostgreSQL, the sandbox's ground truth; faults are armed with the sandbox's own knobs
+(POST /_sim/faults)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,9 +19,7 @@ from psycopg.rows import dict_row
 from runcoord.tools.gateway import ToolGateway
 from runcoord.tools.http_gateway import HttpToolGateway
 from runcoord.tools.memory_gateway import AuditRow
-from tests.integration.faultkit import private_database
-from tests.integration.processes import Proc, free_port
-from tests.tcp_proxy import TcpProxy
+from tests.integration.tools.sandbox import Sandbox
 from tests.tool_gateway_contract import ToolGatewayContract
 
 pytestmark = pytest.mark.integration
@@ -32,36 +31,6 @@ FROM sandbox_audit s LEFT JOIN sandbox_actions a ON a.audit_id = s.id
 WHERE s.idempotency_key = %s
 ORDER BY s.id
 """
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    base_url: str  # direct: for the fault knobs
-    dsn: str  # its own database: nobody else's calls or resets
-    proxy: TcpProxy  # what the adapter talks to
-
-
-@pytest.fixture(scope="module")
-def sandbox(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    folder: Path = tmp_path_factory.mktemp("gateway")
-    with private_database(pg_dsn) as dsn:
-        port = free_port()
-        proc = Proc(
-            "gateway",
-            ["sim", "tools", "--host", "127.0.0.1", "--port", str(port), "--dsn", dsn],
-            folder / "gateway.log",
-        )
-        proc.start()
-        proxy = TcpProxy("127.0.0.1", port)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            proc.wait_http(f"{base}/_sim/health", timeout=60)
-            proxy.start()
-            yield Sandbox(base, dsn, proxy)
-        finally:
-            proxy.stop()
-            proc.stop()
-        assert "Traceback" not in proc.tail(100_000), proc.tail()
 
 
 class HttpHarness:
@@ -106,6 +75,15 @@ class HttpHarness:
     def cut(self) -> None:
         self.sandbox.proxy.stop()  # refuses connects, resets the pooled ones
         self._cut = True
+
+    def now(self) -> float:
+        return time.time()  # the sandbox's clock: the same host's
+
+    def hold(self, tool: str, seconds: float) -> None:
+        self._arm(tool, "latency", {"rate": 1.0, "ms": int(seconds * 1000)})
+
+    async def pass_time(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     def heal(self) -> None:
         if self._cut:

@@ -8,6 +8,7 @@ arrivals (what the tools did and were asked), and by the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -18,13 +19,14 @@ import pytest
 from runcoord.deadletter import DeadLetter
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
-from runcoord.effects.guard import LedgerGuard
+from runcoord.effects.guard import LeaseLost, LedgerGuard
 from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, InMemoryLedger, request_hash
 from runcoord.registry import Registry, ToolSpec
 from runcoord.sim.tools.catalog import TOOLS
 from runcoord.tools.executor import MAYBE_ACTED, ToolCalls
-from runcoord.tools.gateway import LookupUnavailable
-from runcoord.tools.memory_gateway import MemoryToolGateway, Responder
+from runcoord.tools.gateway import OutcomeUnknown
+from runcoord.tools.memory_gateway import MemoryToolGateway, Refusal, Responder
+from tests.fake_time import FakeTime
 from tests.tool_gateway_contract import ARGS, SPECS
 
 pytestmark = pytest.mark.anyio
@@ -44,13 +46,23 @@ def sandbox_answers(spec: ToolSpec, arguments: dict[str, Any], audit_id: int | N
 
 
 class World:
+    """One fake clock for the gateway, the ledger and the executor: nothing really sleeps."""
+
     def __init__(self, respond: Responder = sandbox_answers) -> None:
-        self.gateway = MemoryToolGateway.of(SPECS.values(), respond)
-        self.ledger = InMemoryLedger()
-        self.calls = ToolCalls(REGISTRY, self.gateway, LedgerGuard(self.ledger, "exec-1"))
+        self.time = FakeTime(time.time())
+        self.gateway = MemoryToolGateway.of(SPECS.values(), respond, clock=self.time)
+        self.ledger = InMemoryLedger(clock=self.time)
+        self.calls = self.executor("exec-1")
+
+    def executor(self, owner: str) -> ToolCalls:
+        guard = LedgerGuard(self.ledger, owner)
+        return ToolCalls(REGISTRY, self.gateway, guard, clock=self.time, sleep=self.time.sleep)
+
+    def now_ms(self) -> int:
+        return int(self.time() * 1000)
 
     def intent(
-        self, tool: str, arguments: str | None = None, tenant: str = "t1"
+        self, tool: str, arguments: str | None = None, tenant: str = "t1", step_s: float = 60
     ) -> it.ToolCallIntent:
         return it.ToolCallIntent(
             effect_key=f"eff-{uuid.uuid4().hex}",
@@ -62,7 +74,7 @@ class World:
             tool_call_id=f"call-{uuid.uuid4().hex[:6]}",
             tool=tool,
             arguments=json.dumps(ARGS[tool]) if arguments is None else arguments,
-            deadline_ms=int(time.time() * 1000) + 60_000,
+            deadline_ms=int((self.time() + step_s) * 1000),
         )
 
     async def run(self, intent: it.ToolCallIntent) -> inp.ToolResult:
@@ -144,17 +156,30 @@ async def test_a_lookup_that_finds_nothing_makes_sending_safe(world: World) -> N
     assert not result.is_error and action.fencing_token == 2
 
 
-async def test_a_lookup_that_cannot_be_asked_never_sends(world: World) -> None:
+async def test_a_lookup_that_cannot_be_asked_is_asked_again_and_never_sends(
+    world: World,
+) -> None:
     intent = world.intent("update_crm")
     world.sent_before(intent)
+    world.gateway.arm("unreachable", "update_crm", times=3)
+    result = await world.run(intent)
+    assert not result.is_error
+    assert world.arrivals(intent) == 1, "sent once, after the lookup answered"
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert action.fencing_token == 2
+
+
+async def test_a_lookup_that_cannot_be_asked_stops_at_the_step_deadline(world: World) -> None:
+    """Finding 1: the LookupUnavailable loop went on past the step deadline."""
+    intent = world.intent("update_crm", step_s=10)
+    world.sent_before(intent)
     world.gateway.arm("unreachable", "update_crm")
-    with pytest.raises(LookupUnavailable):
-        await world.calls(intent)
-    assert world.arrivals(intent) == 0
-    assert world.state(intent) is EffectState.CLAIMED, "released for a retry, not final"
-    world.gateway.disarm()
-    assert not (await world.run(intent)).is_error
-    assert len(world.gateway.actions(intent.effect_key)) == 1
+    result = await world.run(intent)
+    assert result.is_error and error_type(result) == "unknown_outcome"
+    assert MAYBE_ACTED in result.output
+    assert world.arrivals(intent) == 0, "never sent while the lookup could not be asked"
+    assert world.state(intent) is EffectState.UNKNOWN
+    assert intent.deadline_ms <= world.now_ms() <= intent.deadline_ms + 2_500
 
 
 @pytest.mark.parametrize("fault", ["drop_after_act", "error_before_act"])
@@ -231,3 +256,135 @@ async def test_an_answer_intake_refuses_goes_to_the_dead_letters() -> None:
     assert result.is_error and error_type(result) == "invalid_output"
     assert dead.payload == b'{"ticket_id":"bogus"}'
     assert len(world.gateway.actions(intent.effect_key)) == 1
+
+
+# ---- finding 1: an empty lookup is not proof of no action ------------------------------------
+
+
+async def test_a_slow_lookup_tool_is_not_sent_again_while_its_request_may_still_act(
+    world: World,
+) -> None:
+    """update_crm's request times out but is still on its way (the gateway is slow, not
+    dead): it acts 0.5 s later. The lookup finds nothing at first; the executor must not
+    send again before the request's deadline has passed."""
+    world.gateway.arm("slow", "update_crm", times=1, delay_s=0.5)
+    intent = world.intent("update_crm")
+    result = await world.run(intent)
+    world.gateway.flush()  # whatever is still on its way arrives now
+    actions = world.gateway.actions(intent.effect_key)
+    assert len(actions) == 1, f"{len(actions)} actions for one tool call"
+    assert world.arrivals(intent) == 1, "not sent again"
+    assert not result.is_error and json.loads(result.output) == actions[0].response
+    assert world.state(intent) is EffectState.SUCCEEDED
+
+
+async def test_a_slow_request_past_its_deadline_is_refused_and_only_then_sent_again(
+    world: World,
+) -> None:
+    world.gateway.arm("slow", "update_crm", times=1, delay_s=5.0)
+    intent = world.intent("update_crm")
+    result = await world.run(intent)
+    world.gateway.flush()
+    first, second = [a for a in world.gateway.arrivals if a.effect_key == intent.effect_key]
+    assert second.deadline_ms > first.deadline_ms
+    sent_again_at = second.deadline_ms - SPECS["update_crm"].timeout_ms
+    assert sent_again_at >= first.deadline_ms + 1000, "sent again only once the first expired"
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert not result.is_error and json.loads(result.output) == action.response
+    assert [r.reason for r in world.gateway.refused] == ["deadline_exceeded"]
+
+
+async def test_when_the_step_deadline_comes_first_the_outcome_stays_unknown(
+    world: World,
+) -> None:
+    world.gateway.arm("slow", "update_crm", times=1, delay_s=30.0)
+    intent = world.intent("update_crm", step_s=1.5)
+    result = await world.run(intent)
+    assert result.is_error and error_type(result) == "unknown_outcome"
+    assert MAYBE_ACTED in result.output
+    assert world.arrivals(intent) == 1, "never sent again"
+    assert world.state(intent) is EffectState.UNKNOWN
+    world.gateway.flush()
+    assert world.gateway.actions(intent.effect_key) == []
+
+
+async def test_after_a_take_over_the_predecessors_request_may_still_act(world: World) -> None:
+    """The dead executor's request is still on its way when its successor looks it up."""
+    intent = world.intent("update_crm")
+    claim = world.ledger.claim(intent.effect_key, _meta(intent), "dead-exec", 30.0)
+    assert isinstance(claim, Acquired) and world.ledger.mark_sent(intent.effect_key, claim.token)
+    world.gateway.arm("slow", "update_crm", times=1, delay_s=1.0)
+    with pytest.raises(OutcomeUnknown):
+        await world.gateway.call(
+            SPECS["update_crm"],
+            ARGS["update_crm"],
+            effect_key=intent.effect_key,
+            fencing_token=claim.token,
+            tenant=intent.tenant,
+            run_id=intent.run_id,
+            tool_call_id=intent.tool_call_id,
+        )
+    world.ledger.expire_lease(intent.effect_key)
+    result = await world.run(intent)
+    world.gateway.flush()
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert action.fencing_token == 1, "the predecessor's request acted; ours was never sent"
+    assert not result.is_error and json.loads(result.output) == action.response
+
+
+async def test_more_than_one_action_for_one_key_is_reported_not_hidden(world: World) -> None:
+    intent = world.intent("update_crm")
+    for token in (1, 1):
+        await world.gateway.call(
+            SPECS["update_crm"],
+            ARGS["update_crm"],
+            effect_key=intent.effect_key,
+            fencing_token=token,
+            tenant=intent.tenant,
+            run_id=intent.run_id,
+            tool_call_id=intent.tool_call_id,
+        )
+    world.sent_before(intent)
+    reports = await world.calls(intent)
+    result = reports[0]
+    assert isinstance(result, inp.ToolResult)
+    assert result.is_error and error_type(result) == "duplicate_action"
+    assert "2 times" in json.loads(result.output)["error"]["message"]
+    assert len(world.gateway.actions(intent.effect_key)) == 2, "no third"
+    assert world.arrivals(intent) == 2
+    (dead,) = [r for r in reports if isinstance(r, DeadLetter)]
+    assert dead.kind == "duplicate_action" and intent.effect_key in dead.reason
+    assert len(json.loads(dead.payload)["actions"]) == 2
+    again = await world.calls(intent)
+    assert again == [result], "reported once: a redelivery replays the ledger"
+
+
+# ---- finding 2: fencing at the tool ---------------------------------------------------------
+
+
+async def test_the_older_holders_late_request_is_refused_and_it_records_nothing(
+    world: World,
+) -> None:
+    """Executor A's request is in flight when its lease lapses and B takes the effect over
+    (a lost heartbeat, a pause). B's request reaches the tool first; A's arrives late with
+    the older token and is refused without acting; A stops and records nothing."""
+    intent = world.intent("create_ticket")
+    a, b = world.executor("exec-a"), world.executor("exec-b")
+    world.gateway.arm("hold", "create_ticket", times=1)
+    a_task = asyncio.create_task(a(intent))
+    while world.gateway.holding == 0:
+        await asyncio.sleep(0)
+    world.ledger.expire_lease(intent.effect_key)
+    b_reports = await b(intent)
+    b_result = b_reports[0]
+    assert isinstance(b_result, inp.ToolResult) and not b_result.is_error
+    world.gateway.release()
+    with pytest.raises(LeaseLost):
+        await a_task
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert action.fencing_token == 2 and json.loads(b_result.output) == action.response
+    assert [(r.fencing_token, r.reason) for r in world.gateway.refused] == [(1, "fenced")]
+    record = world.ledger.get(intent.effect_key)
+    assert record is not None and record.state is EffectState.SUCCEEDED
+    assert record.result == {"output": b_result.output, "is_error": False, "rejection": None}
+    assert isinstance(world.gateway.refused[0], Refusal)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
-from runcoord.tools.gateway import LookupUnavailable, NotSent, OutcomeUnknown, ToolGateway
+from runcoord.tools.gateway import (
+    LookupUnavailable,
+    NotSent,
+    OutcomeUnknown,
+    ToolFenced,
+    ToolGateway,
+)
 from runcoord.tools.memory_gateway import AuditRow, MemoryToolGateway
+from tests.fake_time import FakeTime
 from tests.tool_gateway_contract import SPECS, ToolGatewayContract, call, new_key
 
 
 class MemoryHarness:
     def __init__(self) -> None:
-        self.fake = MemoryToolGateway.of(SPECS.values())
+        self.time = FakeTime(time.time())
+        self.fake = MemoryToolGateway.of(SPECS.values(), clock=self.time)
         self.gateway: ToolGateway = self.fake
 
     def actions(self, effect_key: str) -> list[AuditRow]:
@@ -28,6 +39,16 @@ class MemoryHarness:
 
     def heal(self) -> None:
         self.fake.disarm()
+
+    def now(self) -> float:
+        return self.time()
+
+    def hold(self, tool: str, seconds: float) -> None:
+        self.fake.arm("slow", tool, delay_s=seconds)
+
+    async def pass_time(self, seconds: float) -> None:
+        await self.time.sleep(seconds)
+        self.fake.settle()
 
 
 class TestMemoryToolGateway(ToolGatewayContract):
@@ -108,3 +129,58 @@ async def test_answers_are_copies(harness: MemoryHarness) -> None:
     found = await harness.gateway.lookup(SPECS["update_crm"], effect_key=key, tenant="t1")
     found.actions[0]["response"]["audit_id"] = -1
     assert harness.actions(key)[0].response["audit_id"] != -1
+
+
+async def test_a_slow_request_acts_later_by_the_gateways_clock(harness: MemoryHarness) -> None:
+    harness.fake.arm("slow", "post_note", times=1, delay_s=1.0)
+    key = new_key()
+    with pytest.raises(OutcomeUnknown, match="slow"):
+        await call(harness, "post_note", key, deadline_ms=int((harness.now() + 5) * 1000))
+    assert harness.actions(key) == [], "still on its way"
+    await harness.time.sleep(0.99)
+    assert harness.actions(key) == []
+    await harness.time.sleep(0.01)
+    assert len(harness.actions(key)) == 1, "handled when anything next looks"
+    assert (await call(harness, "post_note", new_key())).ok, "fired once"
+
+
+async def test_flush_handles_every_slow_request_at_its_own_time(harness: MemoryHarness) -> None:
+    harness.fake.arm("slow", "update_crm", delay_s=3.0)
+    key = new_key()
+    for seconds in (5.0, 1.0):  # the second one's deadline passes before it reaches the tool
+        with pytest.raises(OutcomeUnknown):
+            await call(
+                harness, "update_crm", key, deadline_ms=int((harness.now() + seconds) * 1000)
+            )
+    harness.fake.flush()
+    assert len(harness.actions(key)) == 1
+    (refusal,) = harness.fake.refused
+    assert refusal.reason == "deadline_exceeded" and refusal.at == pytest.approx(harness.now() + 3)
+
+
+async def test_a_held_request_waits_with_its_caller_until_released(
+    harness: MemoryHarness,
+) -> None:
+    harness.fake.arm("hold", "create_ticket", times=1)
+    key = new_key()
+    task = asyncio.create_task(call(harness, "create_ticket", key))
+    while harness.fake.holding == 0:
+        await asyncio.sleep(0)
+    assert harness.actions(key) == [] and not task.done()
+    harness.fake.release()
+    assert (await task).ok and harness.fake.holding == 0
+    assert len(harness.actions(key)) == 1
+
+
+async def test_refusals_are_recorded(harness: MemoryHarness) -> None:
+    key = new_key()
+    assert (await call(harness, "post_note", key, token=4)).ok
+    with pytest.raises(ToolFenced) as fenced:
+        await call(harness, "post_note", key, token=3)
+    assert fenced.value.seen == 4
+    with pytest.raises(NotSent, match="deadline"):
+        await call(harness, "post_note", key, token=4, deadline_ms=int(harness.now() * 1000))
+    assert [(r.fencing_token, r.reason) for r in harness.fake.refused] == [
+        (3, "fenced"),
+        (4, "deadline_exceeded"),
+    ]
