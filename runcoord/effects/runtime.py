@@ -37,6 +37,7 @@ from runcoord.codec.wire import from_record, to_record
 from runcoord.deadletter import DeadLetter
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
+from runcoord.effects.guard import LeaseLost
 from runcoord.effects.offsets import OffsetTracker
 from runcoord.errors import Retriable, SerializationError
 from runcoord.kafka import TopicNames, carries_record, consumer_config, error_for, producer_config
@@ -260,6 +261,18 @@ class Executor:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.config.retry_cap_s)
+            except LeaseLost as exc:
+                # Another executor took this effect over (our lease lapsed: a pause, a lost
+                # heartbeat) and holds its own delivery of this intent: its outcome is the one
+                # of record and it reports it. Reporting ours too would be a second answer.
+                log.info(
+                    "%s %s: %s; the new holder reports it",
+                    intent.run_id,
+                    type(intent).__name__,
+                    exc,
+                    extra=it.log_ids(intent),
+                )
+                return []
             except Exception as exc:
                 # A bug or a permanent failure nobody classified: the run must not wait on
                 # it forever, so it is told, with the reason.
