@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     # Logs: text, or json (one object per line, with the correlation ids); and the level.
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    # The agent API's limits (runcoord/api/limits.py). Per tenant: a token bucket of requests
+    # refilled at api_rate_per_s (0: no limit) holding at most api_rate_burst, and at most
+    # api_streams_per_tenant open event streams (both counted in Redis; with Redis down,
+    # requests are allowed). PostgreSQL: a pool of api_db_pool_min..api_db_pool_max connections
+    # per API process; a request waits at most api_db_pool_timeout_s for one (then 503).
+    api_rate_per_s: float = 20.0
+    api_rate_burst: int = 100
+    api_streams_per_tenant: int = 16
+    api_db_pool_min: int = 2
+    api_db_pool_max: int = 10
+    api_db_pool_timeout_s: float = 10.0
 
     @model_validator(mode="after")
     def _paths_from_home(self) -> Settings:

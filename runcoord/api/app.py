@@ -16,20 +16,39 @@ import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from runcoord import metrics, tracing
-from runcoord.api import events, keys, runs, turns, webhooks
+from runcoord.api import events, keys, limits, runs, turns, webhooks
 from runcoord.codec import AvroCodec
 from runcoord.config import Settings
+from runcoord.effects.ledger.redis_guard import RedisGuard, connect_redis
 from runcoord.errors import ConfigError
 from runcoord.kafka import TopicNames
+from runcoord.provider.port import run_metadata
 from runcoord.providers import ProviderChoice, load_choice
 
 # Ids we mint or the provider mints; anything else cannot name a run or thread of ours.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-DEFAULT_PROVIDER_URL: str = Settings.model_fields["provider_url"].default
+_DEFAULTS = {name: f.default for name, f in Settings.model_fields.items()}
+DEFAULT_PROVIDER_URL: str = _DEFAULTS["provider_url"]
+DEFAULT_REDIS_URL = f"redis://127.0.0.1:{_DEFAULTS['redis_port']}/0"  # the local stack's
+
+# A turn's metadata goes on the provider's run next to the adapters' own keys (run_metadata in
+# runcoord/provider/port.py: the run id, and on Responses the step), within the provider's
+# limits (OpenAI: 16 pairs, keys up to 64 characters, values up to 512). A turn gets the pairs
+# the adapters leave, and none of their keys: a caller's value there would be overwritten.
+PROVIDER_METADATA_PAIRS = 16
+METADATA_KEY_CHARS = 64
+METADATA_VALUE_CHARS = 512
+OUR_METADATA_KEYS = tuple(run_metadata({}, "run", "step"))
+METADATA_PAIRS = PROVIDER_METADATA_PAIRS - len(OUR_METADATA_KEYS)
+RESERVED_PREFIX = "runcoord_"  # every key of ours starts with it, and future ones will
+
+# When a tenant's stream slots are all taken there is no telling when one frees.
+STREAM_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,19 @@ class ApiConfig:
     # startup) gives its assistant; `auto` decides by the provider's base URL.
     providers: ProviderChoice = field(default_factory=ProviderChoice)
     provider_url: str = DEFAULT_PROVIDER_URL
+    # Limits (see runcoord/api/limits.py and the RUNCOORD_API_* settings).
+    redis_url: str = DEFAULT_REDIS_URL
+    rate_per_s: float = _DEFAULTS["api_rate_per_s"]
+    rate_burst: int = _DEFAULTS["api_rate_burst"]
+    streams_per_tenant: int = _DEFAULTS["api_streams_per_tenant"]
+    db_pool_min: int = _DEFAULTS["api_db_pool_min"]
+    db_pool_max: int = _DEFAULTS["api_db_pool_max"]
+    db_pool_timeout_s: float = _DEFAULTS["api_db_pool_timeout_s"]
+    max_body_bytes: int = limits.MAX_BODY_BYTES
+    max_webhook_body_bytes: int = limits.MAX_WEBHOOK_BODY_BYTES
+    max_start_run_bytes: int = turns.MAX_START_RUN_BYTES
+    # How often an open event stream checks that its key is still valid (and renews its slot).
+    key_recheck_s: float = 5.0
 
     def protocol_for(self, assistant_id: str, requested: str | None) -> str:
         """The request's own protocol, else providers.yaml's for the assistant, else auto."""
@@ -76,6 +108,13 @@ def config_from(
         assistant_id=assistant_id,
         providers=load_choice(path),
         provider_url=url,
+        redis_url=settings.redis,
+        rate_per_s=settings.api_rate_per_s,
+        rate_burst=settings.api_rate_burst,
+        streams_per_tenant=settings.api_streams_per_tenant,
+        db_pool_min=settings.api_db_pool_min,
+        db_pool_max=settings.api_db_pool_max,
+        db_pool_timeout_s=settings.api_db_pool_timeout_s,
     )
 
 
@@ -87,10 +126,41 @@ class TurnIn(BaseModel):
         description="The run protocol; absent: providers.yaml's for the assistant (auto: "
         "responses for OpenAI's own base URL, assistants for any other).",
     )
-    # Passed to the provider run as its metadata (OpenAI allows 16 keys).
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(
-        default_factory=dict, max_length=16
+    metadata: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS)],
+        Annotated[str, Field(max_length=METADATA_VALUE_CHARS)],
+    ] = Field(
+        default_factory=dict,
+        max_length=METADATA_PAIRS,
+        description=f"Passed to the provider's run as its metadata, next to runcoord's own "
+        f"keys ({', '.join(OUR_METADATA_KEYS)}): at most {METADATA_PAIRS} pairs, keys up to "
+        f"{METADATA_KEY_CHARS} characters not starting with {RESERVED_PREFIX}, values up to "
+        f"{METADATA_VALUE_CHARS}.",
     )
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_leaves_room_for_ours(cls, value: Any) -> Any:
+        """Clear messages for what the schema alone would word obscurely."""
+        if not isinstance(value, dict):
+            return value
+        if len(value) > METADATA_PAIRS:
+            raise ValueError(
+                f"metadata: at most {METADATA_PAIRS} pairs, not {len(value)} (the provider "
+                f"takes {PROVIDER_METADATA_PAIRS} and runcoord adds up to "
+                f"{len(OUR_METADATA_KEYS)} of its own: {', '.join(OUR_METADATA_KEYS)})"
+            )
+        reserved = sorted(
+            k
+            for k in value
+            if isinstance(k, str) and (k in OUR_METADATA_KEYS or k.startswith(RESERVED_PREFIX))
+        )
+        if reserved:
+            raise ValueError(
+                f"metadata keys {reserved} are reserved: keys starting with "
+                f"{RESERVED_PREFIX!r} are runcoord's own"
+            )
+        return value
 
 
 class TurnOut(BaseModel):
@@ -124,22 +194,56 @@ class Problem(BaseModel):
 
 
 _bearer = HTTPBearer(auto_error=False, description="A tenant's API key: rk_…")
+_BUSY: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "The request body is over the route's limit."},
+    503: {"model": Problem, "description": "No database connection free in time; retry."},
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or unknown API key."},
     404: {"model": Problem, "description": "No such run or thread for this tenant."},
+    429: {
+        "model": Problem,
+        "description": "Over the tenant's request rate (or its open event streams); "
+        "Retry-After says when to try again.",
+    },
+    **_BUSY,
 }
 IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+Conn = psycopg.Connection[tuple[Any, ...]]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def create_app(config: ApiConfig) -> FastAPI:
     codec = AvroCodec()
     verifier = webhooks.Verifier(config.webhook_secret) if config.webhook_secret else None
+    # Every route's connection comes from here, checked before it is handed out (a database
+    # restart leaves dead ones behind); opened with the app, closed at its shutdown.
+    pool: ConnectionPool[Conn] = ConnectionPool(
+        config.dsn,
+        min_size=config.db_pool_min,
+        max_size=max(config.db_pool_min, config.db_pool_max),
+        timeout=config.db_pool_timeout_s,
+        kwargs={"autocommit": True, "connect_timeout": 10},
+        check=ConnectionPool.check_connection,
+        name="runcoord-api",
+        open=False,
+    )
+    redis = RedisGuard(connect_redis(config.redis_url))
+    rates = limits.RateLimiter(redis, config.rate_per_s, config.rate_burst)
+    slots = limits.StreamSlots(
+        redis, config.streams_per_tenant, ttl_s=max(30.0, 4 * config.key_recheck_s)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if verifier is not None:
-            verifier.close()
+        pool.open()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pool.close)
+            redis.client.close()
+            if verifier is not None:
+                verifier.close()
 
     app = FastAPI(
         title="runcoord agent API",
@@ -147,22 +251,41 @@ def create_app(config: ApiConfig) -> FastAPI:
         description="Turns in through a PostgreSQL outbox; runs and their events out.",
         lifespan=lifespan,
     )
+    # Innermost of the three, so a refused body is still counted and traced.
+    app.add_middleware(
+        limits.BodyLimit,
+        default=config.max_body_bytes,
+        per_path={"/v1/webhooks/provider": config.max_webhook_body_bytes},
+    )
     # A span per request (the child of a caller's traceparent); a turn's outbox row keeps it.
     tracing.instrument(app, exclude=("/healthz",))
     app.add_middleware(metrics.HttpMetrics)
 
-    def db() -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        with psycopg.connect(config.dsn, autocommit=True, connect_timeout=10) as conn:
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(_request: Request, exc: PoolTimeout) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"database busy: {exc}"}, status_code=503, headers={"Retry-After": "1"}
+        )
+
+    def db() -> Iterator[Conn]:
+        with pool.connection() as conn:
             yield conn
 
-    Db = Annotated[psycopg.Connection[tuple[Any, ...]], Depends(db)]
+    # Back in the pool as soon as the route returns, before its response is sent: an event
+    # stream borrows one per poll instead of holding this one for as long as it is open.
+    Db = Annotated[Conn, Depends(db, scope="function")]
 
-    def tenant(
-        conn: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> str:
+    def tenant(conn: Db, credentials: Credentials) -> str:
         found = keys.tenant_for(conn, credentials.credentials) if credentials else None
         if found is None:
             raise HTTPException(401, "missing or unknown API key", {"WWW-Authenticate": "Bearer"})
+        wait = rates.wait_s(found)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                "too many requests for this tenant",
+                {"Retry-After": limits.retry_after(wait)},
+            )
         return found
 
     Tenant = Annotated[str, Depends(tenant)]
@@ -178,6 +301,11 @@ def create_app(config: ApiConfig) -> FastAPI:
         responses={
             **_ERRORS,
             409: {"model": Problem, "description": "Idempotency-Key reused for another turn."},
+            413: {
+                "model": Problem,
+                "description": "The request body, or the turn as a Kafka record, is over its "
+                "limit.",
+            },
         },
     )
     def post_turn(
@@ -205,11 +333,20 @@ def create_app(config: ApiConfig) -> FastAPI:
             metadata=body.metadata,
         )
         try:
-            accepted = turns.accept(conn, turn, idempotency_key, config.topics.inbox, codec)
+            accepted = turns.accept(
+                conn,
+                turn,
+                idempotency_key,
+                config.topics.inbox,
+                codec,
+                max_bytes=config.max_start_run_bytes,
+            )
         except turns.ThreadNotFound as exc:
             raise HTTPException(404, "no such thread") from exc
         except turns.KeyReused as exc:
             raise HTTPException(409, "Idempotency-Key was used for another turn") from exc
+        except turns.TurnTooLarge as exc:
+            raise HTTPException(413, str(exc)) from exc
         tracing.annotate(
             run_id=accepted.run_id, thread_id=accepted.thread_id, replayed=accepted.replayed
         )
@@ -241,19 +378,41 @@ def create_app(config: ApiConfig) -> FastAPI:
         run_id: IdPath,
         conn: Db,
         who: Tenant,
+        credentials: Credentials,
         follow: bool = True,
         last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
     ) -> StreamingResponse:
         if runs.get_run(conn, config.topics.events, who, run_id) is None:
             raise HTTPException(404, "no such run")
+        assert credentials is not None  # `who` was found by it
+        key = credentials.credentials
+        permit = slots.acquire(who)
+        if permit is None:
+            raise HTTPException(
+                429,
+                f"this tenant has {config.streams_per_tenant} event streams open already",
+                {"Retry-After": str(STREAM_RETRY_AFTER_S)},
+            )
+
+        def still_allowed() -> bool:
+            """The key was not revoked since the stream opened (and the slot is kept)."""
+            with pool.connection() as c:
+                allowed = keys.tenant_for(c, key) == who
+            if allowed:
+                slots.renew(permit)
+            return allowed
+
         body = events.stream(
-            config.dsn,
+            pool,
             config.bootstrap,
             config.topics,
             run_id,
             after_seq=last_event_id or 0,
             follow=follow,
             codec=codec,
+            still_allowed=still_allowed,
+            recheck_s=config.key_recheck_s,
+            on_end=lambda: slots.release(permit),
         )
         return StreamingResponse(
             body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -264,7 +423,12 @@ def create_app(config: ApiConfig) -> FastAPI:
         response_model=WebhookOut,
         responses={
             400: {"model": Problem, "description": "Bad or missing webhook signature."},
-            503: {"model": Problem, "description": "No webhook secret is configured."},
+            413: _BUSY[413],
+            503: {
+                "model": Problem,
+                "description": "No webhook secret is configured, or no database connection "
+                "was free in time.",
+            },
         },
     )
     async def provider_webhook(request: Request, conn: Db) -> WebhookOut:

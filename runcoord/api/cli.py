@@ -105,13 +105,14 @@ def relay(topic_prefix: PrefixOpt = "", metrics_port: MetricsOpt = None) -> None
     metrics.serve(metrics_port)
     settings = load()
     topics = TopicNames.with_prefix(topic_prefix)
-    relay_ = Relay(RelayConfig(settings.bootstrap, settings.dsn, [topics.inbox]))
+    relay_ = Relay(RelayConfig(settings.bootstrap, settings.dsn, [topics.inbox], dlq=topics.dlq))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("relay up for %s", topics.inbox)
     relay_.run(stop)
-    log.info("relay stopped: %d sent, %d failed", relay_.stats.sent, relay_.stats.failed)
+    s = relay_.stats
+    log.info("relay stopped: %d sent, %d failed, %d parked", s.sent, s.failed, s.parked)
 
 
 @keys_app.command("create")

@@ -40,22 +40,29 @@ def get_run(conn: Conn, journal: str, tenant: str, run_id: str) -> dict[str, Any
             "finished_at": _iso(row[9]),
             "events": row[10],
         }
-    # Accepted by the API but not projected yet (the relay or the coordinator is behind).
+    # Accepted by the API but not projected yet (the relay or the coordinator is behind), or
+    # never to be: the relay parked its StartRun (Kafka refused it for good; see relay.py).
     turn = conn.execute(
-        "SELECT run_id, thread_id, created_at FROM api_turns WHERE run_id = %s AND tenant = %s",
+        "SELECT run_id, thread_id, created_at, inbox FROM api_turns "
+        "WHERE run_id = %s AND tenant = %s",
         (run_id, tenant),
     ).fetchone()
     if turn is None:
         return None
+    parked = conn.execute(
+        "SELECT failed_at, failure FROM api_outbox WHERE record_key = %s AND topic = %s "
+        "AND record_name = 'StartRun' AND failed_at IS NOT NULL ORDER BY id LIMIT 1",
+        (str(turn[0]).encode(), turn[3]),
+    ).fetchone()
     return {
         "run_id": turn[0],
         "thread_id": turn[1],
-        "status": "pending",
+        "status": "pending" if parked is None else "failed",
         "provider_status": None,
         "steps": 0,
-        "outcome": None,
+        "outcome": None if parked is None else f"not started: {parked[1]}",
         "accepted_at": _iso(turn[2]),
-        "updated_at": _iso(turn[2]),
-        "finished_at": None,
+        "updated_at": _iso(turn[2] if parked is None else parked[0]),
+        "finished_at": None if parked is None else _iso(parked[0]),
         "events": 0,
     }

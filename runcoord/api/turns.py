@@ -20,9 +20,19 @@ import psycopg
 from runcoord import tracing
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import to_record
+from runcoord.coordinator.outbox import MAX_RECORD_BYTES
 from runcoord.domain.inputs import StartRun
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+
+# The most a turn's StartRun may take as a Kafka record (value, key and headers). One record
+# holds at most MAX_RECORD_BYTES (runcoord/coordinator/outbox.py: librdkafka's message.max.bytes,
+# 1,000,000 by default; runcoord/kafka.py's producer_config sets none and topics.yaml sets no
+# max.message.bytes, so the broker's 1 MiB is above it). The turn's input and metadata travel on
+# in the run's RunAccepted event, its create intent and its runs.state snapshot, next to what
+# the run adds, so a turn gets a quarter of a record. The largest turn the request model admits
+# (32,000 four-byte characters, 14 full metadata pairs) encodes to about 160 kB.
+MAX_START_RUN_BYTES = MAX_RECORD_BYTES // 4
 
 # The relay LISTENs on this channel, so a new row goes out at once instead of at the next poll.
 CHANNEL = "api_outbox"
@@ -34,6 +44,14 @@ class ThreadNotFound(Exception):
 
 class KeyReused(Exception):
     """The Idempotency-Key was first used with another turn."""
+
+
+class TurnTooLarge(Exception):
+    """The turn's StartRun would be over the record limit; nothing was kept."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the turn's StartRun would be {size} bytes; at most {limit} bytes")
+        self.size, self.limit = size, limit
 
 
 @dataclass(frozen=True)
@@ -67,18 +85,43 @@ def new_run_id() -> str:
     return f"run_{uuid.uuid4().hex}"
 
 
-def enqueue(conn: Conn, topic: str, key: str, message: Any, codec: AvroCodec) -> None:
-    """Add an outbox row in the caller's transaction, with the current trace context."""
+def enqueue(
+    conn: Conn,
+    topic: str,
+    key: str,
+    message: Any,
+    codec: AvroCodec,
+    *,
+    max_bytes: int | None = None,
+) -> None:
+    """Add an outbox row in the caller's transaction, with the current trace context.
+    TurnTooLarge (and no row) when the record would take more than ``max_bytes``."""
     name, datum = to_record(message)
+    payload, parent = codec.encode(name, datum), tracing.traceparent()
+    if max_bytes is not None:
+        # What librdkafka counts against its limit: value, key and headers (traceparent).
+        size = len(payload) + len(key.encode()) + (len("traceparent") + len(parent or ""))
+        if size > max_bytes:
+            raise TurnTooLarge(size, max_bytes)
     conn.execute(
         "INSERT INTO api_outbox (topic, record_key, record_name, payload, traceparent) "
         "VALUES (%s, %s, %s, %s, %s)",
-        (topic, key.encode(), name, codec.encode(name, datum), tracing.traceparent()),
+        (topic, key.encode(), name, payload, parent),
     )
     conn.execute(f"NOTIFY {CHANNEL}")
 
 
-def accept(conn: Conn, turn: Turn, idempotency_key: str, inbox: str, codec: AvroCodec) -> Accepted:
+def accept(
+    conn: Conn,
+    turn: Turn,
+    idempotency_key: str,
+    inbox: str,
+    codec: AvroCodec,
+    *,
+    max_bytes: int = MAX_START_RUN_BYTES,
+) -> Accepted:
+    """Accept the turn, or find the one this key accepted before. ThreadNotFound, KeyReused,
+    TurnTooLarge: nothing was written."""
     digest = turn.request_hash()
     with conn.transaction():
         conn.execute(
@@ -121,7 +164,8 @@ def accept(conn: Conn, turn: Turn, idempotency_key: str, inbox: str, codec: Avro
                 int(time.time() * 1000),
                 dict(turn.metadata),
             )
-            enqueue(conn, inbox, run_id, start, codec)
+            # Raising rolls the whole transaction back: no turn without its outbox row.
+            enqueue(conn, inbox, run_id, start, codec, max_bytes=max_bytes)
             return Accepted(run_id, turn.thread_id, replayed=False)
         earlier = conn.execute(
             "UPDATE api_turns SET repeats = repeats + 1, last_repeat_at = now() "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+import httpx
 import psycopg
+import uvicorn
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
@@ -23,6 +28,7 @@ from runcoord.codec import AvroCodec
 from runcoord.codec.wire import from_record
 from runcoord.db import migrate
 from runcoord.kafka import TopicNames, consumer_config
+from runcoord.stack.polling import wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of 32 bytes, give!").decode()
 
@@ -96,3 +102,69 @@ def inbox_records(bootstrap: str, topic: str) -> list[tuple[bytes, Any]]:
     finally:
         consumer.close()
     return out
+
+
+# --------------------------------------------------------------------- over real HTTP
+
+
+@dataclass
+class Served:
+    """The API served by uvicorn on a loopback port, and an httpx client for it."""
+
+    url: str
+    http: httpx.Client
+    config: ApiConfig
+    key_a: str
+    key_b: str
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def post_turn(self, key: str, thread: str, idem: str, **body: Any) -> httpx.Response:
+        return self.http.post(
+            f"/v1/threads/{thread}/turns",
+            json={"input": "refund please", **body},
+            headers={**self.auth(key), "Idempotency-Key": idem},
+        )
+
+
+def config(dsn: str, bootstrap: str, topics: TopicNames, **settings: Any) -> ApiConfig:
+    """The API's configuration for a test: the webhook secret above, ``settings`` on top."""
+    return ApiConfig(dsn=dsn, bootstrap=bootstrap, topics=topics, webhook_secret=SECRET, **settings)
+
+
+@contextmanager
+def serving(config: ApiConfig, *, worker_threads: int | None = None) -> Iterator[Served]:
+    """The app on uvicorn in a thread of its own, on a free loopback port, until exit.
+
+    ``worker_threads`` caps the threadpool sync routes run in (anyio's default is 40), so a
+    test can show that open event streams do not use it up."""
+    migrate(config.dsn)
+    tag = uuid.uuid4().hex[:8]
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        key_a, key_b = create(conn, f"ta-{tag}"), create(conn, f"tb-{tag}")
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="warning")
+    )
+
+    async def main() -> None:
+        if worker_threads is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads
+        await server.serve()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="api", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: None if server.started else "not started", timeout=30, what="the API")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=30) as http:
+            yield Served(url, http, config, key_a, key_b)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def key_id(key: str) -> str:
+    """The id part of rk_<key_id>_<secret>."""
+    return key.removeprefix("rk_").split("_", 1)[0]
