@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from runcoord import metrics, tracing
-from runcoord.api import events, keys, limits, runs, turns, webhooks
+from runcoord.api import events, keys, limits, runs, tenants, turns, webhooks
 from runcoord.codec import AvroCodec
 from runcoord.config import Settings
 from runcoord.effects.ledger.redis_guard import RedisGuard, connect_redis
@@ -300,6 +300,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         response_model=TurnOut,
         responses={
             **_ERRORS,
+            403: {"model": Problem, "description": "The assistant is not allowed for the tenant."},
             409: {"model": Problem, "description": "Idempotency-Key reused for another turn."},
             413: {
                 "model": Problem,
@@ -324,6 +325,9 @@ def create_app(config: ApiConfig) -> FastAPI:
         ],
     ) -> JSONResponse:
         assistant_id = body.assistant_id or config.assistant_id
+        if assistant_id != config.assistant_id and not tenants.may_run(conn, who, assistant_id):
+            # Another tenant's assistant (its instructions, its files) is not this tenant's.
+            raise HTTPException(403, f"assistant {assistant_id!r} is not allowed for this tenant")
         turn = turns.Turn(
             tenant=who,
             thread_id=thread_id,

@@ -138,3 +138,49 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (rk_<id
             typer.echo(f"no active key {key_id}", err=True)
             raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+
+
+assistants_app = typer.Typer(
+    no_args_is_help=True, help="Which assistants each tenant may run (besides the default)."
+)
+app.add_typer(assistants_app, name="assistants")
+TenantOpt = Annotated[str, typer.Option(help="The tenant.")]
+AssistantArg = Annotated[str, typer.Argument(help="The assistant's id (asst_…, or a model).")]
+
+
+@assistants_app.command("allow")
+def assistants_allow(assistant_id: AssistantArg, tenant: TenantOpt) -> None:
+    """Let a tenant's turns name this assistant."""
+    import psycopg
+
+    from runcoord.api import tenants
+
+    with psycopg.connect(load().dsn, autocommit=True, connect_timeout=10) as conn:
+        added = tenants.allow(conn, tenant, assistant_id)
+    typer.echo(f"{tenant} may run {assistant_id}" + ("" if added else " (already could)"))
+
+
+@assistants_app.command("revoke")
+def assistants_revoke(assistant_id: AssistantArg, tenant: TenantOpt) -> None:
+    """Stop a tenant's turns from naming this assistant (runs already accepted go on)."""
+    import psycopg
+
+    from runcoord.api import tenants
+
+    with psycopg.connect(load().dsn, autocommit=True, connect_timeout=10) as conn:
+        if not tenants.revoke(conn, tenant, assistant_id):
+            typer.echo(f"{tenant} was not allowed {assistant_id}", err=True)
+            raise typer.Exit(1)
+    typer.echo(f"{tenant} may no longer run {assistant_id}")
+
+
+@assistants_app.command("list")
+def assistants_list(tenant: TenantOpt) -> None:
+    """The assistants a tenant may name, one a line."""
+    import psycopg
+
+    from runcoord.api import tenants
+
+    with psycopg.connect(load().dsn, autocommit=True, connect_timeout=10) as conn:
+        for assistant_id in tenants.allowed(conn, tenant):
+            typer.echo(assistant_id)

@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from runcoord.api import tenants
 from runcoord.api.keys import create
 from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
@@ -67,6 +68,7 @@ def test_one_turn_is_one_trace_from_the_api_to_the_gateway(
     assert stack.api is not None
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         key = create(conn, "t1")  # t1 may use the write tools (tools.yaml)
+        tenants.allow(conn, "t1", stack.assistant_id)  # an assistant t1's turns may name
     thread = stack.sdk.beta.threads.create().id
     turn = script([("create_ticket", {"subject": "a traced ticket"})])
     answer = httpx.post(

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from runcoord.api import tenants
 from runcoord.api.app import ApiConfig, config_from, create_app
 from runcoord.api.keys import create
 from runcoord.codec import AvroCodec
@@ -37,13 +38,15 @@ def names(unique: str) -> TopicNames:
 
 
 class Api:
-    def __init__(self, client: TestClient, key: str, dsn: str, inbox: str) -> None:
-        self.client, self.key, self.dsn, self.inbox = client, key, dsn, inbox
+    def __init__(self, client: TestClient, key: str, tenant: str, dsn: str, inbox: str) -> None:
+        self.client, self.key, self.tenant, self.dsn, self.inbox = client, key, tenant, dsn, inbox
 
     def post(self, assistant_id: str | None = None, provider: str | None = None) -> Any:
         body: dict[str, Any] = {"input": "refund please"}
         if assistant_id is not None:
             body["assistant_id"] = assistant_id
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                tenants.allow(conn, self.tenant, assistant_id)  # naming it needs the right
         if provider is not None:
             body["provider"] = provider
         return self.client.post(
@@ -76,10 +79,11 @@ class Api:
 @contextmanager
 def served(config: ApiConfig) -> Iterator[Api]:
     migrate(config.dsn)
+    tenant = f"tp-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(config.dsn, autocommit=True) as conn:
-        key = create(conn, f"tp-{uuid.uuid4().hex[:8]}")
+        key = create(conn, tenant)
     with TestClient(create_app(config)) as client:
-        yield Api(client, key, config.dsn, config.topics.inbox)
+        yield Api(client, key, tenant, config.dsn, config.topics.inbox)
 
 
 @pytest.fixture

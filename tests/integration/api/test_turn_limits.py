@@ -8,6 +8,8 @@ import json
 import psycopg
 import pytest
 
+from runcoord.api import tenants
+from runcoord.api.keys import tenant_for
 from runcoord.kafka import TopicNames
 from runcoord.provider.port import RUN_ID_KEY, STEP_KEY, run_metadata
 from tests.integration.api.world import config, serving
@@ -75,6 +77,10 @@ def test_the_largest_valid_turn_fits_the_default_limits(
         },
     }
     with serving(config(pg_dsn, bootstrap, topics)) as s:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            tenant = tenant_for(conn, s.key_a)
+            assert tenant is not None
+            tenants.allow(conn, tenant, body["assistant_id"])
         r = s.http.post(
             f"/v1/threads/th-{unique}/turns",
             content=json.dumps(body, ensure_ascii=False).encode(),

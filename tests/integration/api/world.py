@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from runcoord.api.app import ApiConfig, create_app
-from runcoord.api.keys import create
+from runcoord.api.keys import create, tenant_for
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import from_record
 from runcoord.db import migrate
@@ -42,6 +42,12 @@ class World:
 
     def auth(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
+
+    def tenant_of(self, key: str) -> str:
+        with psycopg.connect(self.config.dsn) as conn:
+            tenant = tenant_for(conn, key)
+        assert tenant is not None
+        return tenant
 
     def post_turn(self, key: str, thread: str, idem: str, text: str = "refund please") -> Any:
         return self.client.post(
