@@ -45,7 +45,8 @@ def producer_config(
         "partitioner": "murmur2_random",
         # Right after a commit the broker refuses AddOffsetsToTxn with CONCURRENT_TRANSACTIONS
         # while it writes the markers; librdkafka retries after retry.backoff.ms, so the
-        # default 100 ms becomes the cost of every transaction (FACTS.md: p50 103 ms vs 8.6 ms).
+        # default 100 ms becomes the cost of every transaction (DESIGN.md, "Measured facts":
+        # p50 103 ms vs 8.6 ms).
         "retry.backoff.ms": 5,
         "socket.nagle.disable": True,
         # Small: batching pays, but a step deadline is measured in seconds, not in linger.

@@ -12,7 +12,7 @@ _EFFECT_KEY_DOMAIN = b"runcoord/effect/v1"
 def effect_key(
     *, tenant: str, thread_id: str, run_id: str, step: str, tool_call_id: str, kind: str
 ) -> str:
-    """The key under which one side effect happens at most once (DESIGN.md, Effects)."""
+    """The key under which one side effect happens at most once (DESIGN.md, "The effect ledger")."""
     h = hashlib.sha256(_EFFECT_KEY_DOMAIN)
     for part in (tenant, thread_id, run_id, step, tool_call_id, kind):
         raw = part.encode()

@@ -1,5 +1,5 @@
 """The evaluation harness: workload traces, replay with faults, the baseline, the report.
 
 Ground truth is the sandbox gateway's audit log, never HTTP status codes (DESIGN.md,
-"Evaluation"). See README.md in this folder for the trace, plan and report formats.
+"Harness (evaluation)"). See README.md in this folder for the trace, plan and report formats.
 """

@@ -72,7 +72,8 @@ class RedisServer:
                 "--pidfile", str(self.pid_file),
                 "--logfile", str(self.log),
                 # Leases, limits and caches: nothing here must survive a restart, and
-                # correctness never rests on Redis alone (DESIGN.md), so no snapshots.
+                # correctness never rests on Redis alone (DESIGN.md, "Redis, and why
+                # correctness never rests on it"), so no snapshots.
                 "--save", "",
                 "--appendonly", "no",
             ]  # fmt: skip

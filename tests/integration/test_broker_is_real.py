@@ -164,7 +164,8 @@ def test_offsets_from_a_removed_group_member_are_refused(
     seed.close()
 
     group = f"t{unique}.zombie-group"
-    # Small timeouts so the member that stops polling is removed in ~7 s (FACTS.md).
+    # Small timeouts so the member that stops polling is removed in ~7 s (DESIGN.md,
+    # "Measured facts").
     timeouts: dict[str, Any] = {"session.timeout.ms": 6000, "max.poll.interval.ms": 7000}
     zombie_consumer = Consumer(consumer_config(bootstrap, group, **timeouts))
     consumers.append(zombie_consumer)

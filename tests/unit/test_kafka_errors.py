@@ -27,7 +27,8 @@ from runcoord.kafka import (
         (KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, fatal=True), KafkaFatal, False),
         (KafkaError(KafkaError._TRANSPORT, retriable=True), KafkaRetriable, False),
         (KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, retriable=True), KafkaRetriable, False),
-        # The zombie-fencing case of FACTS.md: abortable, then the consumer rejoins.
+        # The zombie-fencing case of DESIGN.md, "Measured facts": abortable, then the consumer
+        # rejoins.
         (KafkaError(KafkaError.UNKNOWN_MEMBER_ID, txn_requires_abort=True), KafkaRetriable, True),
         (KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), KafkaFatal, False),
     ],

@@ -1,6 +1,6 @@
 """Redis as a fast path only: every call goes through a guard that turns an outage into "no
-answer" instead of an error, so correctness never rests on Redis (DESIGN: with Redis down the
-system slows, it does not duplicate)."""
+answer" instead of an error, so correctness never rests on Redis (DESIGN.md, "Redis, and why
+correctness never rests on it": with Redis down the system slows, it does not duplicate)."""
 
 from __future__ import annotations
 

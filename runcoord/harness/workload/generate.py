@@ -1,10 +1,11 @@
 """The workload generator: N turns shaped like the seeds' production traces.
 
-Shape (DESIGN.md, "Evaluation"): 55% of tool calls read-only, 45% write; 0-4 tool calls per
-turn with median 1; 1-3 model steps per turn (tool steps, then the final answer); several
-tenants with the write tools tools.yaml enables for each; several turns per conversation,
-one after the other; model latencies from a configurable distribution. Everything comes
-from one ``random.Random(seed)``, drawn in a fixed order, so a seed is a trace.
+Shape (DESIGN.md, "Harness (evaluation)"): 55% of tool calls read-only, 45% write; 0-4 tool
+calls per turn with median 1; 1-3 model steps per turn (tool steps, then the final answer);
+several tenants with the write tools tools.yaml enables for each; several turns per
+conversation, one after the other; model latencies from a configurable distribution.
+Everything comes from one ``random.Random(seed)``, drawn in a fixed order, so a seed is a
+trace.
 """
 
 from __future__ import annotations
