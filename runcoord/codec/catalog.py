@@ -52,7 +52,7 @@ def crc64_avro(canonical: str) -> bytes:
     """CRC-64-AVRO (Rabin) fingerprint of a Parsing Canonical Form, in wire order.
 
     fastavro returns the hex of the little-endian bytes the single-object header carries (checked
-    against the Avro project's own test vectors in tests/unit/test_codec.py).
+    against the Avro project's own test vectors in tests/unit/codec/test_codec.py).
     """
     return bytes.fromhex(crc64_hex(canonical, "CRC-64-AVRO"))
 

@@ -1,7 +1,7 @@
 """Domain values <-> Avro records: one mapping, derived from the dataclasses' type hints.
 
 Each message class is written as the record of the same name (``runcoord.<ClassName>``).
-:func:`avro_schema` derives a class's schema; ``tests/unit/test_wire.py`` fails when it no
+:func:`avro_schema` derives a class's schema; ``tests/unit/codec/test_wire.py`` fails when it no
 longer equals the committed current ``.avsc``, so changing a dataclass forces a new schema
 version (and the evolution guard) instead of silently changing the wire format.
 """

@@ -38,7 +38,7 @@ from runcoord.codec.lock import read_lock
 from runcoord.errors import ConfigError
 from runcoord.schemas import SCHEMA_DIR
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "schemas"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "schemas"
 CASES = FIXTURES / "evolution"
 CATALOG_DIR = FIXTURES / "catalog"
 

@@ -25,7 +25,7 @@ from runcoord.codec.registry import SchemaRegistryUnavailable
 from runcoord.errors import ConfigError, Retriable, SerializationError, UnknownSchemaError
 from runcoord.schemas import SCHEMA_DIR
 
-FIXTURE_DIR = Path(__file__).parents[1] / "fixtures" / "schemas" / "catalog"
+FIXTURE_DIR = Path(__file__).parents[2] / "fixtures" / "schemas" / "catalog"
 CODEC = AvroCodec(FIXTURE_DIR)
 WIDGET_FP = CODEC.fingerprint("Widget")
 
