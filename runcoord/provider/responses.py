@@ -11,7 +11,7 @@ it, never which response carried them.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import openai
 from openai import AsyncOpenAI, omit
@@ -41,6 +41,8 @@ from runcoord.provider.sse import read_events
 from runcoord.provider.streaming import watch_stream
 
 Observe = Literal["poll", "stream"]
+# A scan of a conversation's items (responses_mapping): InputScan, OutputsScan, ProgressScan.
+_S = TypeVar("_S", mapping.InputScan, mapping.OutputsScan, mapping.ProgressScan)
 OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
 
 # runcoord_step on the response that opens a turn (follow-ups name the step they answer).
@@ -129,16 +131,7 @@ class ResponsesProvider:
         return mapping.to_provider_run(response, poll_after=None), False
 
     async def _input_arrived(self, conversation_id: str, text: str) -> bool:
-        scan = mapping.InputScan(text)
-        attempt = Attempt("list_items", conversation_id, write=False)
-        try:
-            async for item in self._read.conversations.items.list(
-                conversation_id, order="desc", limit=self._page_size
-            ):
-                if scan.see(item):
-                    break
-        except openai.APIError as exc:
-            raise translate(exc, attempt) from exc
+        scan = await self._scan(conversation_id, mapping.InputScan(text))
         return scan.found
 
     # -- observing ---------------------------------------------------------------------
@@ -163,16 +156,9 @@ class ResponsesProvider:
         return run if moved is None else moved
 
     async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
-        scan = mapping.ProgressScan(frozenset(c.id for c in run.tool_calls))
-        attempt = Attempt("list_items", thread_id, write=False)
-        try:
-            async for item in self._read.conversations.items.list(
-                thread_id, order="desc", limit=self._page_size
-            ):
-                if scan.see(item):
-                    break
-        except openai.APIError as exc:
-            raise translate(exc, attempt) from exc
+        scan = await self._scan(
+            thread_id, mapping.ProgressScan(frozenset(c.id for c in run.tool_calls))
+        )
         return scan.run(run.provider_run_id)
 
     async def watch(
@@ -326,7 +312,10 @@ class ResponsesProvider:
     async def _scan_outputs(
         self, conversation_id: str, call_ids: frozenset[str]
     ) -> mapping.OutputsScan:
-        scan = mapping.OutputsScan(call_ids)
+        return await self._scan(conversation_id, mapping.OutputsScan(call_ids))
+
+    async def _scan(self, conversation_id: str, scan: _S) -> _S:
+        """Show the conversation's items to ``scan``, newest first, until it has seen enough."""
         attempt = Attempt("list_items", conversation_id, write=False)
         try:
             async for item in self._read.conversations.items.list(
