@@ -83,13 +83,22 @@ def run(
     tools: Annotated[
         Path | None, typer.Option(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
     ] = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the run from a replay's evidence folder (the replay's or one system's) "
+            "instead of the projection, Kafka and PostgreSQL.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
 ) -> None:
     """One run's full story: journal, intents, ledger and sandbox audit on one clock."""
     import psycopg
 
     from runcoord.codec import AvroCodec
     from runcoord.errors import ConfigError
-    from runcoord.forensics.gather import gather
+    from runcoord.forensics.gather import gather, tool_infos
     from runcoord.forensics.reader import PositionReader
     from runcoord.forensics.render import story_text, to_json
     from runcoord.forensics.timeline import build_story
@@ -102,6 +111,17 @@ def run(
     except ConfigError as exc:
         typer.echo(f"warning: {exc}; explaining without the registry", err=True)
         registry = None
+    if evidence is not None:
+        from runcoord.forensics.evidence import gather_from_evidence, locate
+
+        folder = locate(evidence, run_id)
+        found = gather_from_evidence(folder, run_id, tool_infos(registry)) if folder else None
+        if found is None:
+            typer.echo(f"run {run_id} is not in the journal saved under {evidence}", err=True)
+            raise typer.Exit(1)
+        story = build_story(found)
+        typer.echo(to_json(story) if as_json else story_text(story))
+        return
     topics = TopicNames.with_prefix(topic_prefix)
     with (
         psycopg.connect(settings.dsn, connect_timeout=10) as conn,

@@ -1,11 +1,16 @@
 """The harness end to end, short: 30 turns without faults through the baseline and runcoord,
-real processes on the real stack, and the report's figures read back from the evidence."""
+real processes on the real stack, and the report's figures read back from the evidence; then 30
+turns whose post_note writes all fail, each missing write explained from the evidence, and a
+run's story told from the evidence folder after the replay removed its topics and database."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import psycopg
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from runcoord.config import REPO_ROOT, Settings
 from runcoord.harness.faultplan import load_plan
@@ -63,3 +68,95 @@ def test_thirty_turns_without_faults(settings: Settings, tmp_path: Path) -> None
         assert figures["steps"] == sum(1 for t in trace for _ in t.script.steps), name
         assert figures["submission_success"] == 1.0, name
         assert figures["p50_turn_s"] is not None and figures["p50_turn_s"] > 0, name
+
+
+# Every post_note fails before acting (503), so runcoord meets an unknown outcome of a tool
+# with no key and no lookup and must not re-send it; update_crm is slowed past its timeout now
+# and then (it reconciles by lookup). Windows run past the send window, for the last steps.
+MISSING_PLAN = {
+    "name": "missing-writes",
+    "description": "post_note always 503; update_crm sometimes past its timeout",
+    "seed": 3,
+    "faults": [
+        {"kind": "gateway_errors", "at": 0, "duration": "400%", "rate": 1.0,
+         "tools": ["post_note"]},
+        {"kind": "gateway_latency", "at": 0, "duration": "400%", "rate": 0.5, "ms": 2500,
+         "tools": ["update_crm"]},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_missing_writes_are_explained_and_the_evidence_outlives_the_replay(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from runcoord.forensics.cli import app as forensics_app
+    from runcoord.harness.faultplan.model import parse_plan
+    from runcoord.kafka import TopicNames
+
+    trace = generate(
+        GeneratorConfig(turns=30, seed=5, rate=10.0), load_registry(REPO_ROOT / "tools.yaml")
+    )
+    notes = sum(
+        1 for t in trace for c in t.script.calls() if c.name == "post_note" and t.tenant != "t5"
+    )
+    assert notes > 0
+    write_trace(tmp_path / "trace.jsonl", trace)
+    out = tmp_path / "replay"
+    config = ReplayConfig(
+        trace_path=tmp_path / "trace.jsonl",
+        plan=parse_plan(MISSING_PLAN),
+        out=out,
+        systems=("runcoord",),
+        rate=10.0,
+        coordinators=1,
+        executors=1,
+        budget_s=90.0,
+    )
+    replay(config, trace, settings, print)
+
+    report = build_report(load_replay(out))
+    figures = report["systems"]["runcoord"]
+    by_cause = figures["missing_writes_by_cause"]
+    unexplained = [w for w in figures["missing_writes_detail"] if w["cause"] == "unexplained"]
+    assert by_cause["unexplained"] == 0, unexplained
+    assert figures["missing_writes"] >= notes, figures["missing_writes_detail"]
+    assert sum(by_cause.values()) == figures["missing_writes"], by_cause
+    assert by_cause.get("unknown_outcome_not_retried", 0) >= notes, by_cause
+    assert figures["missing_writes_evidence"] == "journal+ledger"
+    assert figures["evidence_errors"] == {}
+
+    # The replay deleted its topics and dropped its database; the story comes from the files.
+    system = out / "runcoord"
+    info = json.loads((system / "system.json").read_text())
+    topics = TopicNames.with_prefix(info["prefix"])
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    assert topics.events not in admin.list_topics(timeout=30).topics
+    with psycopg.connect(settings.dsn, connect_timeout=10) as conn:
+        gone = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", (info["database"],)
+        ).fetchone()
+    assert gone == (0,)
+    note = next(
+        w for w in figures["missing_writes_detail"] if w["cause"] == "unknown_outcome_not_retried"
+    )
+    result = CliRunner().invoke(
+        forensics_app, ["run", note["run_id"], "--evidence", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert f"Run {note['run_id']}" in result.output
+    assert note["tool_call_id"] in result.output
+    assert "unknown" in result.output
+    # The same story, as JSON: the call's outcome is unknown and nothing acted for it.
+    result = CliRunner().invoke(
+        forensics_app,
+        ["run", note["run_id"], "--evidence", str(system), "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    story = json.loads(result.output)
+    call = next(c for c in story["calls"] if c["tool_call_id"] == note["tool_call_id"])
+    assert call["outcome"] == "unknown", call
+    assert call["actions"] == 0, call

@@ -29,6 +29,7 @@ from runcoord.harness.replay.env import (
     drop_database,
     groups_settled,
 )
+from runcoord.harness.replay.evidence import save_evidence
 from runcoord.harness.replay.faults import FaultRunner
 from runcoord.harness.replay.procs import Replica, Supervisor
 from runcoord.harness.replay.progress import Progress
@@ -266,6 +267,7 @@ def replay_system(
             "database": db_name,
         }
         (folder / "system.json").write_text(json.dumps(info, indent=2))
+        save_evidence(folder, name, settings, prefix, dsn)
     finally:
         if runner is not None:
             runner.stop()

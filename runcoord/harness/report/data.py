@@ -8,6 +8,9 @@
 <replay dir>/<system>/faults.jsonl       each fault action, when it fired, and how it went
 <replay dir>/<system>/timeline.jsonl     once a second: sent, finished, in flight
 <replay dir>/<system>/system.json        CPU per process, Redis ops, timings
+<replay dir>/<system>/journal.jsonl, intents.jsonl, dlq.jsonl, ledger.jsonl,
+    sandbox_audit.jsonl, evidence.json   what explains a run once the replay's topics and
+    database are gone (runcoord/forensics/evidence.py; the journal and ledger: runcoord only)
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runcoord.domain.events import JournalEvent
+from runcoord.forensics import evidence
 from runcoord.harness.workload.trace import TraceTurn, read_trace
+
+# The journal events the report reads (why a write is missing: report/missing.py).
+REPORT_EVENTS = frozenset({"RunAccepted", "StepOpened", "ToolOutputRecorded", "RunFinished"})
 
 
 @dataclass
@@ -58,6 +66,11 @@ class SystemData:
     faults: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # system.json
+    # The system's journal by run (REPORT_EVENTS only) and its effect ledger's rows; None when
+    # the replay saved none (the baseline has neither).
+    journal: dict[str, list[JournalEvent]] | None = None
+    ledger: list[dict[str, Any]] | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)  # evidence.json
 
 
 @dataclass
@@ -84,6 +97,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_system(folder: Path) -> SystemData:
     info_path = folder / "system.json"
     records_path = folder / "sim_records.json"
+    manifest = folder / evidence.MANIFEST
     return SystemData(
         system=folder.name,
         runs=[RunRecord(**r) for r in read_jsonl(folder / "runs.jsonl")],
@@ -92,6 +106,11 @@ def load_system(folder: Path) -> SystemData:
         faults=read_jsonl(folder / "faults.jsonl"),
         timeline=read_jsonl(folder / "timeline.jsonl"),
         info=json.loads(info_path.read_text()) if info_path.exists() else {},
+        journal=evidence.events_by_run(folder, REPORT_EVENTS)
+        if evidence.has_journal(folder)
+        else None,
+        ledger=evidence.read_ledger(folder) if (folder / evidence.LEDGER).exists() else None,
+        evidence=json.loads(manifest.read_text()) if manifest.exists() else {},
     )
 
 

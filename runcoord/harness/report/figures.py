@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runcoord.harness.report.data import SystemData
+from runcoord.harness.report.missing import attribute_missing
 from runcoord.harness.report.steps import TERMINAL, analyse
 from runcoord.harness.report.writes import write_figures
 from runcoord.harness.workload.trace import TraceTurn
@@ -92,6 +93,16 @@ def system_figures(
     our_subs = [s for s in subs if s["run_id"] in ours]
     model_steps = [v.tool_steps_reached + (1 if v.completed else 0) for v in views]
     writes = write_figures(runs, data.audit, trace, write_tools, window)
+    missing = attribute_missing(
+        writes.missing_by_run,
+        writes.expected_by_run,
+        {r.run_id: r for r in runs},
+        data.audit,
+        trace,
+        journal=data.journal,
+        ledger=data.ledger,
+        sim_records=data.sim_records,
+    )
     creates = data.sim_records.get("counts", {}).get("creates_by_run_id", {})
     sent = len(runs)
     per_10k = 10_000 / writes.write_turns if writes.write_turns else 0.0
@@ -138,6 +149,11 @@ def system_figures(
         "observed_writes": writes.observed_writes,
         "observed_expected_ratio": _round(writes.ratio, 4),
         "missing_writes": writes.missing_writes,
+        "missing_writes_by_cause": missing.by_cause(),
+        "missing_writes_evidence": missing.evidence,
+        "missing_writes_note": missing.note,
+        "missing_writes_detail": missing.detail(),
+        "evidence_errors": data.evidence.get("errors", {}),
         "excess_writes": writes.excess_writes,
         "write_turns": writes.write_turns,
         "duplicate_clusters": len(writes.clusters),

@@ -8,13 +8,49 @@ from pathlib import Path
 from typing import Any
 
 from runcoord.harness.report.data import ReplayData
+from runcoord.harness.report.missing import CAUSES
 from runcoord.harness.report.plots import all_plots
-from runcoord.harness.report.render import ROWS
+from runcoord.harness.report.render import ROWS, cause_rows, missing_causes
 
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     systems = report["systems"]
-    return [(label, [fmt(systems[n].get(key)) for n in systems]) for label, key, fmt in ROWS]
+    out = []
+    for label, key, fmt in ROWS:
+        out.append((label, [fmt(systems[n].get(key)) for n in systems]))
+        if key == "missing_writes":
+            out += cause_rows(report)
+    return out
+
+
+def _cause_table(report: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(cause, what it means, count per system) for the missing writes section."""
+    systems = report["systems"]
+    return [
+        (
+            cause,
+            CAUSES.get(cause, ""),
+            [str((systems[n].get("missing_writes_by_cause") or {}).get(cause, 0)) for n in systems],
+        )
+        for cause in missing_causes(report)
+    ]
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    out = []
+    for name, figures in report["systems"].items():
+        evidence = figures.get("missing_writes_evidence")
+        if evidence:
+            out.append(f"{name}: causes read from {evidence}")
+        if figures.get("missing_writes_note"):
+            out.append(f"{name}: {figures['missing_writes_note']}")
+        for write in figures.get("missing_writes_detail") or []:
+            if write.get("cause") == "unexplained":
+                out.append(
+                    f"{name}: unexplained: run {write['run_id']} {write['tool']} "
+                    f"({write.get('tool_call_id') or 'never asked'}): {write['why']}"
+                )
+    return out
 
 
 def write_html(report: dict[str, Any], replay: ReplayData, folder: Path) -> Path:
@@ -27,6 +63,13 @@ def write_html(report: dict[str, Any], replay: ReplayData, folder: Path) -> Path
         + "</tr>"
         for label, values in _rows(report)
     )
+    causes = "".join(
+        f"<tr><td>{escape.escape(cause)}</td><td>{escape.escape(meaning)}</td>"
+        + "".join(f"<td class=n>{escape.escape(v)}</td>" for v in values)
+        + "</tr>"
+        for cause, meaning, values in _cause_table(report)
+    )
+    notes = "".join(f"<li>{escape.escape(n)}</li>" for n in _notes(report))
     images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in plots)
     protocol = escape.escape(json.dumps(report["protocol"], indent=2))
     page = f"""<!doctype html>
@@ -37,6 +80,11 @@ td.n{{text-align:right;font-family:monospace}}</style></head><body>
 <h1>runcoord replay report</h1>
 <p>Ground truth: the sandbox gateway's audit log and the simulated provider's records.</p>
 <table><tr><th>figure</th>{head}</tr>{body}</table>
+<h2>Missing writes by cause</h2>
+<p>Every expected write with no audit row, and why (runcoord/harness/report/missing.py);
+<code>unexplained</code> must stay 0.</p>
+<table><tr><th>cause</th><th>meaning</th>{head}</tr>{causes}</table>
+<ul>{notes}</ul>
 {images}
 <h2>Protocol</h2><pre>{protocol}</pre>
 </body></html>
@@ -57,6 +105,14 @@ def write_markdown(report: dict[str, Any], replay: ReplayData, folder: Path) -> 
         "| --- |" + " ---: |" * len(names),
     ]
     lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in _rows(report)]
+    lines += ["", "## Missing writes by cause", ""]
+    lines += ["| cause | meaning | " + " | ".join(names) + " |"]
+    lines += ["| --- | --- |" + " ---: |" * len(names)]
+    lines += [
+        f"| {cause} | {meaning} | " + " | ".join(values) + " |"
+        for cause, meaning, values in _cause_table(report)
+    ]
+    lines += ["", *(f"- {n}" for n in _notes(report))]
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     lines += ["## Protocol", "", "```json", json.dumps(report["protocol"], indent=2), "```", ""]
     path = folder / "report.md"

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from runcoord.harness.report.missing import CAUSES, UNEXPLAINED
+
 Fmt = Callable[[Any], str]
 
 
@@ -55,6 +57,30 @@ ROWS: list[tuple[str, str, Fmt]] = [
 ]
 
 
+def missing_causes(report: dict[str, Any]) -> list[str]:
+    """The causes of missing writes any system has, in CAUSES order; always ``unexplained``."""
+    seen = {
+        cause
+        for figures in report["systems"].values()
+        for cause, n in (figures.get("missing_writes_by_cause") or {}).items()
+        if n
+    } | {UNEXPLAINED}
+    return [c for c in CAUSES if c in seen] + sorted(seen - set(CAUSES))
+
+
+def cause_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """One row per cause of missing writes: the count per system ("-" without attribution)."""
+    systems = report["systems"]
+    rows = []
+    for cause in missing_causes(report):
+        values = []
+        for name in systems:
+            by_cause = systems[name].get("missing_writes_by_cause")
+            values.append("-" if by_cause is None else _int(by_cause.get(cause, 0)))
+        rows.append((f"  missing: {cause.replace('_', ' ')}", values))
+    return rows
+
+
 def table(report: dict[str, Any]) -> Table:
     systems = report["systems"]
     protocol = report["protocol"]
@@ -68,6 +94,9 @@ def table(report: dict[str, Any]) -> Table:
         out.add_column(name, justify="right")
     for label, key, fmt in ROWS:
         out.add_row(label, *(fmt(systems[name].get(key)) for name in systems))
+        if key == "missing_writes":
+            for cause_label, values in cause_rows(report):
+                out.add_row(cause_label, *values)
     for cause in ("client_resubmission", "legitimate_repeat", "unknown"):
         out.add_row(
             f"clusters: {cause.replace('_', ' ')}",
@@ -81,4 +110,10 @@ def table(report: dict[str, Any]) -> Table:
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(table(report))
+    console = console or Console()
+    console.print(table(report))
+    for name, figures in report["systems"].items():
+        if figures.get("missing_writes_note"):
+            console.print(f"{name}, missing writes: {figures['missing_writes_note']}")
+        for part, error in (figures.get("evidence_errors") or {}).items():
+            console.print(f"{name}, evidence {part} not saved: {error}")

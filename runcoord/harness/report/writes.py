@@ -71,6 +71,9 @@ class WriteFigures:
     excess_writes: int  # actions beyond what the runs' scripts asked for
     write_turns: int  # runs whose script makes at least one write
     clusters: list[Cluster]
+    # Per run: (tool, payload hash) -> how many the script asks for / how many never happened.
+    expected_by_run: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)
+    missing_by_run: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
@@ -139,9 +142,13 @@ def write_figures(
         if row.run_id in by_id:
             observed[row.run_id][(row.tool, row.payload_hash)] += 1
     missing = excess = 0
+    missing_by_run: dict[str, Counter[tuple[str, str]]] = {}
     for run_id in by_id:
         want, got = expected[run_id], observed.get(run_id, Counter())
-        missing += sum(max(0, n - got[k]) for k, n in want.items())
+        lacking = Counter({k: n - got[k] for k, n in want.items() if n > got[k]})
+        if lacking:
+            missing_by_run[run_id] = lacking
+        missing += sum(lacking.values())
         excess += sum(max(0, n - want[k]) for k, n in got.items())
     excess += sum(1 for row in audit if row.run_id not in by_id)
     clusters = find_clusters(audit, window_s)
@@ -154,4 +161,6 @@ def write_figures(
         excess_writes=excess,
         write_turns=sum(1 for c in expected.values() if c),
         clusters=clusters,
+        expected_by_run=expected,
+        missing_by_run=missing_by_run,
     )
