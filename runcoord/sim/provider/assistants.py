@@ -18,7 +18,7 @@ from runcoord.sim.provider.faults import gate
 from runcoord.sim.provider.paging import list_body, page_params, paginate
 from runcoord.sim.provider.params import Body, function_tools, invalid_type, read_json_object
 from runcoord.sim.provider.records import CreateRecord
-from runcoord.sim.provider.state import SimState, sim_of
+from runcoord.sim.provider.state import SimState, created_once, sim_of
 
 T = TypeVar("T")
 
@@ -120,7 +120,16 @@ async def create_thread(request: Request) -> JSONResponse:
     sim = sim_of(request)
     body = Body(await read_json_object(request), THREAD_FIELDS)
     await gate(sim.faults, sim.clock, request, "other")
-    return _json(_new_thread(sim, body).to_api())
+
+    def create() -> tuple[str, dict[str, str]]:
+        thread = _new_thread(sim, body)
+        return thread.id, thread.metadata
+
+    thread_id, replayed = created_once(
+        sim, "assistants", request.headers.get("idempotency-key"), create
+    )
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return _json(sim.assistants.thread(thread_id).to_api(), headers=headers)
 
 
 def _new_thread(sim: SimState, body: Body) -> Thread:

@@ -16,7 +16,7 @@ from runcoord.sim.provider.paging import list_body, page_params, paginate
 from runcoord.sim.provider.params import Body, read_json_object
 from runcoord.sim.provider.responses import carries_outputs, record_submission
 from runcoord.sim.provider.responses_store import OutputsMismatch
-from runcoord.sim.provider.state import sim_of
+from runcoord.sim.provider.state import created_once, sim_of
 
 router = APIRouter()
 
@@ -31,8 +31,16 @@ async def create_conversation(request: Request) -> JSONResponse:
     items = parse_input(sim.ids, body.array("items"), "items")
     if len(items) > 20:
         raise _too_many(len(items))
-    conversation = sim.responses.new_conversation(metadata, items)
-    return JSONResponse(conversation.to_api())
+
+    def create() -> tuple[str, dict[str, str]]:
+        conversation = sim.responses.new_conversation(metadata, items)
+        return conversation.id, conversation.metadata
+
+    conversation_id, replayed = created_once(
+        sim, "responses", request.headers.get("idempotency-key"), create
+    )
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(sim.responses.conversation(conversation_id).to_api(), headers=headers)
 
 
 def _too_many(count: int) -> Exception:

@@ -43,10 +43,24 @@ class SubmissionRecord:
 
 
 @dataclass
+class ContainerRecord:
+    """A thread (Assistants) or conversation (Responses) created, and how often a request
+    with the same Idempotency-Key was answered with it instead of a new one."""
+
+    api: Api
+    id: str
+    metadata: dict[str, str]
+    idempotency_key: str | None
+    created_at: float
+    replays: int = 0
+
+
+@dataclass
 class Records:
     run_id_key: str = "run_id"
     creates: list[CreateRecord] = field(default_factory=list)
     submissions: list[SubmissionRecord] = field(default_factory=list)
+    containers: list[ContainerRecord] = field(default_factory=list)
 
     def created(self, record: CreateRecord) -> None:
         self.creates.append(record)
@@ -74,6 +88,7 @@ class Records:
             "run_id_key": self.run_id_key,
             "runs": [{**asdict(c), **now_of(c)} for c in self.creates],
             "submissions": [asdict(s) for s in self.submissions],
+            "containers": [asdict(c) for c in self.containers],
             "counts": {
                 "creates_by_run_id": dict(creates_by_run_id),
                 "submissions_by_run": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from starlette.requests import HTTPConnection
@@ -12,7 +13,7 @@ from runcoord.sim.provider.clock import Clock
 from runcoord.sim.provider.config import SimConfig
 from runcoord.sim.provider.faults import Faults
 from runcoord.sim.provider.ids import Ids
-from runcoord.sim.provider.records import CreateRecord, Records
+from runcoord.sim.provider.records import Api, ContainerRecord, CreateRecord, Records
 from runcoord.sim.provider.responses_store import ResponsesStore
 
 
@@ -29,6 +30,9 @@ class SimState:
         self.faults.set(self.config.faults, seed=self.config.seed)
         self.faults.fired.clear()
         self.records = Records(self.config.run_id_key)
+        # POST /threads and /conversations honour Idempotency-Key: a repeat gets the first
+        # answer, so a client that lost it can ask again without making a second container.
+        self.created_by_key: dict[tuple[str, str], ContainerRecord] = {}
         self.assistants = AssistantsStore(
             self.ids,
             self.clock,
@@ -70,3 +74,20 @@ class SimState:
 
 def sim_of(connection: HTTPConnection) -> SimState:
     return cast(SimState, connection.app.state.sim)
+
+
+def created_once(
+    sim: SimState, api: Api, key: str | None, create: Callable[[], tuple[str, dict[str, str]]]
+) -> tuple[str, bool]:
+    """Create a thread or conversation once per Idempotency-Key: (its id, replayed). Without a
+    key every request creates one, as OpenAI's API does."""
+    if key is not None and (api, key) in sim.created_by_key:
+        record = sim.created_by_key[(api, key)]
+        record.replays += 1
+        return record.id, True
+    container_id, metadata = create()
+    record = ContainerRecord(api, container_id, dict(metadata), key, sim.clock.now())
+    sim.records.containers.append(record)
+    if key is not None:
+        sim.created_by_key[(api, key)] = record
+    return container_id, False
