@@ -56,6 +56,18 @@ class AssistantsProvider:
 
     # -- creating ----------------------------------------------------------------------
 
+    async def create_thread(
+        self, *, conversation: str, effect_key: str, metadata: Mapping[str, str]
+    ) -> str:
+        attempt = Attempt("create_thread", conversation, write=True, effect_key=effect_key)
+        try:
+            thread = await self._write.beta.threads.create(
+                metadata=dict(metadata), extra_headers={IDEMPOTENCY_HEADER: effect_key}
+            )
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return thread.id
+
     async def create_run(
         self,
         *,

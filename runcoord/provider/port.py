@@ -91,6 +91,15 @@ class RunProvider(Protocol):
 
     name: str  # "assistants" | "responses": RunState.provider
 
+    async def create_thread(
+        self, *, conversation: str, effect_key: str, metadata: Mapping[str, str]
+    ) -> str:
+        """A new provider thread (Assistants) or conversation (Responses) for one of our
+        conversations; its id. Sent with Idempotency-Key = ``effect_key``: a repeat after a
+        lost answer gets the same container from a provider that honours the key. Raises
+        OutcomeUnknown when the answer was lost (no API lists threads to look it up)."""
+        ...
+
     async def create_run(
         self,
         *,

@@ -87,6 +87,18 @@ class ResponsesProvider:
 
     # -- creating ----------------------------------------------------------------------
 
+    async def create_thread(
+        self, *, conversation: str, effect_key: str, metadata: Mapping[str, str]
+    ) -> str:
+        attempt = Attempt("create_conversation", conversation, write=True, effect_key=effect_key)
+        try:
+            created = await self._write.conversations.create(
+                metadata=dict(metadata), extra_headers={IDEMPOTENCY_HEADER: effect_key}
+            )
+        except openai.APIError as exc:
+            raise translate(exc, attempt) from exc
+        return created.id
+
     async def create_run(
         self,
         *,

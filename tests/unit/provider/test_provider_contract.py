@@ -175,3 +175,28 @@ async def test_a_watch_that_sees_no_change_times_out(world: World) -> None:
         timeout_ms=50,
     )
     assert (seen.status, changed) == ("in_progress", False)
+
+
+@pytest.mark.parametrize("lost_mode", ["500", "drop"])
+async def test_a_conversations_thread_is_created_once_per_key(
+    world: World, lost_mode: str
+) -> None:
+    """Our conversation's provider thread: a create whose answer was lost is OutcomeUnknown,
+    and asking again with the same key gets the thread the lost create made, not a second."""
+    before = len(world.sim.records()["containers"])
+    world.sim.faults({"endpoints": {"other": {"lost_rate": 1.0, "lost_mode": lost_mode}}})
+    with pytest.raises(OutcomeUnknown) as caught:
+        await world.provider.create_thread(
+            conversation="t1/c-1", effect_key="ek-thread-c1", metadata={"runcoord_conv": "c-1"}
+        )
+    assert caught.value.effect_key == "ek-thread-c1"
+    world.sim.faults({})
+    again = await world.provider.create_thread(
+        conversation="t1/c-1", effect_key="ek-thread-c1", metadata={"runcoord_conv": "c-1"}
+    )
+    other = await world.provider.create_thread(
+        conversation="t1/c-2", effect_key="ek-thread-c2", metadata={"runcoord_conv": "c-2"}
+    )
+    created = world.sim.records()["containers"][before:]
+    assert [c["id"] for c in created] == [again, other]  # the lost one is `again`
+    assert created[0]["replays"] == 1
