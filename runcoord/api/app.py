@@ -6,6 +6,7 @@ exactly like one that does not exist."""
 # dependencies at runtime, and they name aliases local to create_app.
 
 import pathlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from runcoord import metrics, tracing
-from runcoord.api import events, keys, limits, runs, tenants, turns, webhooks
+from runcoord.api import events, keys, limits, runs, tenants, threads, turns, webhooks
 from runcoord.codec import AvroCodec
 from runcoord.config import Settings
 from runcoord.effects.ledger.redis_guard import RedisGuard, connect_redis
@@ -167,6 +168,41 @@ class TurnOut(BaseModel):
     run_id: str
     thread_id: str
     replayed: bool = Field(description="True when this Idempotency-Key was seen before.")
+
+
+class ThreadIn(BaseModel):
+    thread_id: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Your own conversation id; absent: one is minted (thr_…).",
+    )
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=dict, max_length=16
+    )
+
+
+class ProviderThreadOut(BaseModel):
+    protocol: Literal["assistants", "responses"]
+    state: str = Field(description="claimed (being created), succeeded, failed or unknown.")
+    id: str | None = Field(description="The provider's thread or conversation id.")
+    error: str | None
+
+
+class ThreadRunOut(BaseModel):
+    run_id: str
+    provider: str
+    assistant_id: str
+    created_at: str | None
+
+
+class ThreadOut(BaseModel):
+    thread_id: str
+    metadata: dict[str, str]
+    created_at: str | None
+    provider_threads: list[ProviderThreadOut] = Field(
+        description="Created by runcoord on the thread's first turn, once per protocol."
+    )
+    runs: list[ThreadRunOut] = Field(description="The newest 100, newest first.")
 
 
 class RunOut(BaseModel):
@@ -345,8 +381,6 @@ def create_app(config: ApiConfig) -> FastAPI:
                 codec,
                 max_bytes=config.max_start_run_bytes,
             )
-        except turns.ThreadNotFound as exc:
-            raise HTTPException(404, "no such thread") from exc
         except turns.KeyReused as exc:
             raise HTTPException(409, "Idempotency-Key was used for another turn") from exc
         except turns.TurnTooLarge as exc:
@@ -359,6 +393,23 @@ def create_app(config: ApiConfig) -> FastAPI:
         )
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return JSONResponse(out.model_dump(), status_code=202, headers=headers)
+
+    @app.post("/v1/threads", status_code=201, response_model=ThreadOut, responses=_ERRORS)
+    def post_thread(body: ThreadIn, conn: Db, who: Tenant) -> ThreadOut:
+        thread_id = body.thread_id or f"thr_{uuid.uuid4().hex}"
+        if not turns.open_thread(conn, who, thread_id, body.metadata):
+            raise HTTPException(409, f"thread {thread_id} exists")
+        conn.commit()
+        found = threads.get_thread(conn, who, thread_id)
+        assert found is not None  # just written, in this tenant
+        return ThreadOut(**found)
+
+    @app.get("/v1/threads/{thread_id}", response_model=ThreadOut, responses=_ERRORS)
+    def get_thread(thread_id: IdPath, conn: Db, who: Tenant) -> ThreadOut:
+        found = threads.get_thread(conn, who, thread_id)
+        if found is None:
+            raise HTTPException(404, "no such thread")
+        return ThreadOut(**found)
 
     @app.get("/v1/runs/{run_id}", response_model=RunOut, responses=_ERRORS)
     def get_run(run_id: IdPath, conn: Db, who: Tenant) -> RunOut:

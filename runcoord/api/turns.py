@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from runcoord import tracing
 from runcoord.codec import AvroCodec
@@ -36,10 +37,6 @@ MAX_START_RUN_BYTES = MAX_RECORD_BYTES // 4
 
 # The relay LISTENs on this channel, so a new row goes out at once instead of at the next poll.
 CHANNEL = "api_outbox"
-
-
-class ThreadNotFound(Exception):
-    """The thread belongs to another tenant (told apart from "does not exist": it is not)."""
 
 
 class KeyReused(Exception):
@@ -111,6 +108,18 @@ def enqueue(
     conn.execute(f"NOTIFY {CHANNEL}")
 
 
+def open_thread(
+    conn: Conn, tenant: str, thread_id: str, metadata: Mapping[str, str] | None = None
+) -> bool:
+    """Record the tenant's conversation; False when it existed already (its metadata kept)."""
+    cur = conn.execute(
+        "INSERT INTO api_threads (tenant, thread_id, metadata) VALUES (%s, %s, %s) "
+        "ON CONFLICT (tenant, thread_id) DO NOTHING",
+        (tenant, thread_id, Jsonb(dict(metadata or {}))),
+    )
+    return cur.rowcount == 1
+
+
 def accept(
     conn: Conn,
     turn: Turn,
@@ -120,20 +129,12 @@ def accept(
     *,
     max_bytes: int = MAX_START_RUN_BYTES,
 ) -> Accepted:
-    """Accept the turn, or find the one this key accepted before. ThreadNotFound, KeyReused,
-    TurnTooLarge: nothing was written."""
+    """Accept the turn, or find the one this key accepted before. KeyReused, TurnTooLarge:
+    nothing was written. The thread is the tenant's own conversation: the first turn opens it
+    (its provider thread comes later, from the provider executor)."""
     digest = turn.request_hash()
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO api_threads (thread_id, tenant) VALUES (%s, %s) "
-            "ON CONFLICT (thread_id) DO NOTHING",
-            (turn.thread_id, turn.tenant),
-        )
-        owner = conn.execute(
-            "SELECT tenant FROM api_threads WHERE thread_id = %s", (turn.thread_id,)
-        ).fetchone()
-        if owner is None or owner[0] != turn.tenant:
-            raise ThreadNotFound(turn.thread_id)
+        open_thread(conn, turn.tenant, turn.thread_id)
         run_id = new_run_id()
         # A concurrent POST with the same key waits here for the first to commit, then
         # finds its row: exactly one run per key, whatever the timing.
@@ -163,6 +164,7 @@ def accept(
                 turn.input,
                 int(time.time() * 1000),
                 dict(turn.metadata),
+                conversation=True,
             )
             # Raising rolls the whole transaction back: no turn without its outbox row.
             enqueue(conn, inbox, run_id, start, codec, max_bytes=max_bytes)

@@ -63,7 +63,7 @@ class _Decider:
         return {
             "run_id": r.run_id,
             "tenant": r.tenant,
-            "thread_id": r.thread_id,
+            "thread_id": r.provider_thread,
             "provider": r.provider,
         }
 
@@ -263,6 +263,7 @@ class _Decider:
                 assistant_id=cmd.assistant_id,
                 input=cmd.input,
                 metadata=dict(cmd.metadata),
+                conversation=cmd.conversation,
             )
         )
 
@@ -295,6 +296,7 @@ class _Decider:
             status=obs.status,
             expires_at_ms=obs.expires_at_ms,
             reconciled=obs.reconciled,
+            provider_thread_id=obs.provider_thread_id,
         )
         if gave_up:
             # Don't leave the provider's run to idle until it expires.

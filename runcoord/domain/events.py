@@ -33,6 +33,7 @@ class ProviderRunCreated(Event):
     status: str
     expires_at_ms: int | None
     reconciled: bool
+    provider_thread_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -83,6 +83,7 @@ def _apply(state: RunState, event: ev.JournalEvent) -> RunState:
                 state,
                 phase=phase,
                 provider_run_id=event.provider_run_id,
+                provider_thread_id=event.provider_thread_id,
                 provider_status=event.status,
                 expires_at_ms=event.expires_at_ms,
             )

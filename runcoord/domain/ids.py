@@ -22,5 +22,19 @@ def effect_key(
     return "ek1_" + h.hexdigest()
 
 
+def conversation_key(*, tenant: str, conversation: str, provider: str) -> str:
+    """The effect key of a conversation's provider thread (Assistants) or conversation
+    (Responses): created once per tenant, conversation and protocol, whichever turn comes
+    first. Never change it: the ledger row under it is the conversation's mapping."""
+    return effect_key(
+        tenant=tenant,
+        thread_id=conversation,
+        run_id="",
+        step="",
+        tool_call_id="",
+        kind=f"create_thread:{provider}",
+    )
+
+
 def payload_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()

@@ -24,6 +24,9 @@ class StartRun:
     requested_at_ms: int
     # Passed to the provider's run as its metadata (OpenAI: 16 keys, values up to 512 chars).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # True: thread_id is the tenant's own conversation id (the agent API), and the provider
+    # thread or conversation is runcoord's to create. False: thread_id is the provider's.
+    conversation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,8 @@ class RunCreated:
     status: str
     expires_at_ms: int | None
     reconciled: bool
+    # The provider thread (or conversation) the run lives in, when runcoord chose it.
+    provider_thread_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ class CreateRunIntent(Intent):
     assistant_id: str
     input: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # thread_id is the tenant's conversation: find or create its provider thread first.
+    conversation: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

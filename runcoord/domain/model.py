@@ -60,6 +60,8 @@ class RunState:
     phase: Phase = Phase.CREATING
     create_key: str = ""
     provider_run_id: str | None = None
+    # The provider's thread, when it is not thread_id (a conversation runcoord created).
+    provider_thread_id: str | None = None
     provider_status: str | None = None
     expires_at_ms: int | None = None
     watch: int = 0  # the seq of the event that started the current watch; 0 = none
@@ -70,6 +72,11 @@ class RunState:
     give_up_at_ms: int | None = None  # set when we asked to cancel: past it we stop waiting
     outcome: str | None = None  # terminal reason
     updated_at_ms: int = field(default=0)
+
+    @property
+    def provider_thread(self) -> str:
+        """The thread (or conversation) the provider knows the run by."""
+        return self.provider_thread_id or self.thread_id
 
     @property
     def terminal(self) -> bool:

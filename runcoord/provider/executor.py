@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
+from runcoord.domain.ids import conversation_key
 from runcoord.effects.guard import LedgerGuard, Outcome, Sent
 from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_hash
 from runcoord.errors import ConfigError
@@ -24,7 +25,7 @@ from runcoord.provider.errors import (
     ProviderUnavailable,
     Unreconcilable,
 )
-from runcoord.provider.port import RunProvider
+from runcoord.provider.port import CONVERSATION_KEY, RunProvider
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,14 @@ class ProviderEffects:
 
     async def create(self, intent: it.CreateRunIntent) -> Sequence[inp.Input]:
         provider = self.provider(intent)
+        thread_id = intent.thread_id
+        if intent.conversation:
+            # The turn's thread_id is the tenant's own conversation id: its provider thread
+            # is ours to create, once, whichever of its turns comes first.
+            found = await self.thread_of(intent, provider)
+            if isinstance(found, inp.EffectFailed):
+                return [found]
+            thread_id = found
         meta = EffectMeta(
             kind="create_run",
             tenant=intent.tenant,
@@ -106,7 +115,7 @@ class ProviderEffects:
                 try:
                     run, reconciled = await provider.create_run(
                         run_id=intent.run_id,
-                        thread_id=intent.thread_id,
+                        thread_id=thread_id,
                         assistant_id=intent.assistant_id,
                         input=intent.input,
                         effect_key=intent.effect_key,
@@ -149,6 +158,7 @@ class ProviderEffects:
                     EffectState.SUCCEEDED,
                     {
                         "provider_run_id": run.provider_run_id,
+                        "provider_thread_id": thread_id,
                         "status": run.status,
                         "expires_at_ms": run.expires_at_ms,
                         "reconciled": reconciled,
@@ -166,6 +176,7 @@ class ProviderEffects:
                     str(r["status"]),
                     r.get("expires_at_ms"),
                     bool(r.get("reconciled")) or settled.replayed,
+                    provider_thread_id=str(r.get("provider_thread_id") or thread_id),
                 )
             ]
         return [
@@ -173,6 +184,58 @@ class ProviderEffects:
                 intent.run_id, intent.effect_key, "create_run", settled.error or settled.state.value
             )
         ]
+
+    async def thread_of(
+        self, intent: it.CreateRunIntent, provider: RunProvider
+    ) -> str | inp.EffectFailed:
+        """The provider thread of the turn's conversation, created under the ledger at most
+        once per (tenant, conversation, protocol): the ledger row is the mapping, and every
+        later turn of the conversation gets it back from there. After an unknown outcome the
+        create is sent again with the same Idempotency-Key, which the provider answers with
+        the thread the lost create made (no API lists threads to look it up)."""
+        key = conversation_key(
+            tenant=intent.tenant, conversation=intent.thread_id, provider=intent.provider
+        )
+        meta = EffectMeta(
+            kind="create_thread",
+            tenant=intent.tenant,
+            run_id=intent.run_id,  # the turn that created it: forensics
+            step_id=None,
+            tool_call_id=None,
+            request_hash=request_hash(
+                {"conversation": intent.thread_id, "provider": intent.provider}
+            ),
+        )
+
+        async def act(claim: Acquired, sent: Sent) -> Outcome:
+            started, delay, last = self._clock(), _RETRY_FIRST_S, ""
+            while self._clock() - started < self.create_give_up_s:
+                await sent()
+                try:
+                    thread_id = await provider.create_thread(
+                        conversation=f"{intent.tenant}/{intent.thread_id}",
+                        effect_key=key,
+                        metadata={CONVERSATION_KEY: intent.thread_id},
+                    )
+                except (OutcomeUnknown, ProviderUnavailable) as exc:
+                    last = str(exc)  # the same key again: never a second thread
+                    await self._sleep(delay)
+                    delay = min(delay * 2, _RETRY_CAP_S)
+                    continue
+                except ProviderRejected as exc:
+                    return Outcome(EffectState.FAILED, None, str(exc))
+                fault_point("provider.after_create_thread")  # created; the ledger not told
+                return Outcome(EffectState.SUCCEEDED, {"thread_id": thread_id})
+            # The same key may still be honoured later: not FAILED, never a blind second.
+            return Outcome(EffectState.UNKNOWN, None, f"gave up creating the thread: {last}")
+
+        settled = await self.guard.run(key, meta, act)
+        if settled.state is EffectState.SUCCEEDED and isinstance(settled.result, dict):
+            return str(settled.result["thread_id"])
+        why = settled.error or settled.state.value
+        return inp.EffectFailed(
+            intent.run_id, intent.effect_key, "create_run", f"conversation thread: {why}"
+        )
 
     async def observe(self, intent: it.ObserveRunIntent) -> Sequence[inp.Input]:
         try:

@@ -37,6 +37,8 @@ WORKING_STATUSES: frozenset[str] = frozenset({"queued", "in_progress"})
 # The metadata keys the adapters put on what they create. Never change them: reconciliation
 # of a run created by an earlier version looks for exactly these keys.
 RUN_ID_KEY = "runcoord_run_id"
+# On a thread or conversation runcoord created for one of a tenant's conversations: its id.
+CONVERSATION_KEY = "runcoord_conversation"
 STEP_KEY = "runcoord_step"
 
 

@@ -90,7 +90,7 @@ class Stack:
         finished: dict[str, tuple[str, str]] = {}
         deadline = time.monotonic() + timeout
         try:
-            while set(finished) < run_ids and time.monotonic() < deadline:
+            while not run_ids <= set(finished) and time.monotonic() < deadline:
                 for msg in consumer.consume(500, 0.5):
                     if msg.error() is None:
                         name, datum = self.codec.decode(msg.value() or b"")
