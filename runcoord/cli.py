@@ -47,6 +47,8 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("coordinator", "runcoord.coordinator.cli", "coordinator"),
     ("replay", "runcoord.harness.replay.cli", "replay_command"),
     ("report", "runcoord.harness.report.cli", "report_command"),
+    ("dev", "runcoord.dev.cli", "dev"),
+    ("turn", "runcoord.dev.cli", "turn"),
 ]
 
 
