@@ -92,7 +92,11 @@ class PositionReader:
         if not plans:
             return found
         current = {tp: plan.popleft() for tp, plan in plans.items()}
-        self._consumer.assign([TopicPartition(t, p, r[0]) for (t, p), r in current.items()])
+        parts = [TopicPartition(t, p, r[0]) for (t, p), r in current.items()]
+        self._consumer.assign(parts)
+        # An earlier fetch paused the partitions it finished with, and assign() keeps a
+        # partition's pause: without this a second fetch of one waits out its whole timeout.
+        self._consumer.resume(parts)
         active = set(current)
         deadline = time.monotonic() + timeout
 
