@@ -141,8 +141,16 @@ def extract(source: Message | Sequence[tuple[str, Any]] | Mapping[str, str] | No
     pairs: list[tuple[str, Any]] = list(raw.items() if isinstance(raw, Mapping) else raw or [])
     carrier: dict[str, str] = {}
     for key, value in pairs:
-        if key in FIELDS and value is not None:
-            carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
+        if key not in FIELDS or value is None:
+            continue
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                # Informational only: an undecodable context is no context (a new trace),
+                # never a reason to refuse, or fail on, the record that carries it.
+                continue
+        carrier[key] = str(value)
     return _propagator.extract(carrier) if carrier else Context()
 
 

@@ -13,10 +13,12 @@ import os
 import socket
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -30,9 +32,8 @@ from runcoord.coordinator.rebuild import StateReader
 from runcoord.deadletter import DeadLetter
 from runcoord.domain import Decision, Phase, Policy, RunState, decide
 from runcoord.domain import inputs as inp
-from runcoord.domain.evolve import JournalError
 from runcoord.domain.intents import KIND
-from runcoord.errors import Fatal, KafkaRetriable, Retriable, SerializationError
+from runcoord.errors import Fatal, KafkaFatal, KafkaRetriable, Retriable, SerializationError
 from runcoord.faults import fault_point
 from runcoord.kafka import (
     BoundedCalls,
@@ -345,32 +346,72 @@ class Coordinator:
         now: int,
         msg: Message | None,
     ) -> None:
+        """Decide one input (or timer) and stage what it changes, or dead-letter it.
+
+        Whatever goes wrong with this one input stays with it: it is dead-lettered with the
+        reason, nothing of its decision is written or staged (the run stays as it was before
+        it), and the batch goes on. An exception escaping here would instead kill the session
+        and meet the same record again after the rebuild, stopping its partition for good.
+        """
+        name = type(message).__name__
         try:
             current = staged.get(p, message.run_id)
             decision = decide(current, message, now_ms=now, policy=self.policy)
+            # Encodes and size-checks everything before adding any of it (raises first).
             outbox.decision(p, decision)
-            if tracing.ENABLED:
-                _annotate(message, decision, current)
-        except (JournalError, ValueError, SerializationError) as exc:
-            # A bug, not bad input; the consumer must not stop on it either. The input is
-            # kept in the dead letters with the reason, and the run stays as it was.
-            log.exception("run %s: cannot apply %s", message.run_id, type(message).__name__)
-            if msg is not None:
-                self._dead_letter(
-                    outbox,
-                    msg,
-                    "internal",
-                    f"{type(exc).__name__}: {exc}",
-                    type(message).__name__,
-                    now,
-                )
+        except (KafkaRetriable, KafkaFatal):
+            raise  # the broker's trouble, not this input's: the batch's own handling
+        except SerializationError as exc:
+            # The decision cannot be written: a record over Kafka's limit, a value the codec
+            # refuses.
+            log.warning("run %s: cannot write the decision on %s: %s", message.run_id, name, exc)
+            self._refuse(outbox, p, message, msg, "internal", f"{type(exc).__name__}: {exc}", now)
+            return
+        except Exception as exc:
+            # A bug while deciding (decide() itself refuses every bad input with a reason).
+            log.exception("run %s: deciding %s raised", message.run_id, name)
+            self._refuse(outbox, p, message, msg, "decide_error", _describe(exc), now)
             return
         if decision.state is not None:
             staged.set(p, decision.state)
         if decision.dead_letter is not None and msg is not None:
-            self._dead_letter(
-                outbox, msg, "rejected", decision.dead_letter, type(message).__name__, now
+            self._dead_letter(outbox, msg, "rejected", decision.dead_letter, name, now)
+        if tracing.ENABLED:
+            try:
+                _annotate(message, decision, current)
+            except Exception:  # a span's attributes are never worth an input
+                log.exception("run %s: annotating the span of %s", message.run_id, name)
+
+    def _refuse(
+        self,
+        outbox: Outbox,
+        p: int,
+        message: inp.Input,
+        msg: Message | None,
+        kind: str,
+        reason: str,
+        now: int,
+    ) -> None:
+        """Dead-letter an input that could not be applied; a timer has no record, so its
+        letter names the run and the partition instead (it is not dropped unseen)."""
+        name = type(message).__name__
+        if msg is not None:
+            self._dead_letter(outbox, msg, kind, reason, name, now)
+            return
+        outbox.dead_letter(
+            DeadLetter(
+                source_topic="",
+                partition=p,
+                offset=-1,
+                key=message.run_id,
+                kind=kind,
+                reason=reason,
+                record_name=name,
+                payload=b"",
+                consumer=self.config.instance_id,
+                at_ms=now,
             )
+        )
 
     def _dead_letter(
         self, outbox: Outbox, msg: Message, kind: str, reason: str, name: str | None, now: int
@@ -464,6 +505,16 @@ def _annotate(message: inp.Input, decision: Decision, state: RunState | None) ->
         events=len(decision.events),
         intents=",".join(KIND[type(i)] for i in decision.intents) or None,
     )
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a dead letter's reason: its type, message and where it was raised."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
 
 
 def _next_offsets(messages: list[Message]) -> list[TopicPartition]:

@@ -2,8 +2,12 @@
 
 Pure: no clock (``now_ms`` is passed in), no I/O. Every change goes through an event folded
 with :func:`evolve`, so the state after a decision is always the fold of its journal.
-Inputs that cannot be tied to a run (or to this tenant's run) are dead-lettered with a
-reason; inputs of a run that arrive twice, late or out of order are journaled as ignored.
+Inputs that cannot be tied to a run (or to this tenant's run), or that make no sense for it
+(an observation before the provider run exists, a status nobody knows), are dead-lettered
+with a reason; inputs of a run that arrive twice, late or out of order are journaled as
+ignored. No input, however wrong, makes :func:`decide` raise: an exception would stop the
+coordinator's partition on that record. The asserts left here guard invariants of the
+state itself, which no input can break (each one says why).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from runcoord.domain import events as ev
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
-from runcoord.domain.evolve import TERMINAL_STATUSES, evolve
+from runcoord.domain.evolve import STATUS_TRIGGER, TERMINAL_STATUSES, evolve
 from runcoord.domain.ids import effect_key, payload_hash
 from runcoord.domain.model import Output, RunState, Step, ToolCall
 from runcoord.domain.phases import Phase
@@ -27,6 +31,10 @@ class Decision:
     events: tuple[ev.JournalEvent, ...] = ()
     intents: tuple[it.EffectIntent, ...] = ()
     dead_letter: str | None = None  # the reason, when the input goes to runs.dlq
+
+
+# Every status an observation may report: the vendor-neutral statuses and an open step.
+OBSERVABLE_STATUSES = frozenset({*STATUS_TRIGGER, "requires_action"})
 
 
 def error_output(kind: str, message: str) -> str:
@@ -47,6 +55,8 @@ class _Decider:
 
     @property
     def run(self) -> RunState:
+        # Only read once the run exists: decide() answers an input for no run before any
+        # handler runs, and start() reads self.state itself.
         assert self.state is not None
         return self.state
 
@@ -93,6 +103,10 @@ class _Decider:
 
     def watch(self) -> None:
         r = self.run
+        # Every caller watches a provider run that exists: created() after recording it,
+        # observed() only for a run that has one (checked first), request_cancel() and
+        # tick() only when provider_run_id is set, submission() after the follow-up run
+        # replaced it. ProviderRunCreated sets the status along with the id.
         assert r.provider_run_id is not None and r.provider_status is not None
         open_step = r.open_step
         self.intents.append(
@@ -155,6 +169,8 @@ class _Decider:
             ev.SubmissionRequested, r.run_id, step_id=step.step_id, effect_key=key, reason=reason
         )
         r = self.run
+        # A step is opened only by an observation of an existing provider run, and the step
+        # was just checked to be open.
         assert r.provider_run_id is not None and r.step is not None
         self.intents.append(
             it.SubmitOutputsIntent(
@@ -170,7 +186,7 @@ class _Decider:
 
     def open_step(self, obs: inp.RunObserved) -> None:
         r = self.run
-        assert obs.step_id is not None
+        assert obs.step_id is not None  # observed() opens a step only when it names one
         ids = [c.id for c in obs.tool_calls]
         if len(set(ids)) != len(ids):
             self.request_cancel(f"step {obs.step_id} has ambiguous (repeated) tool_call_ids")
@@ -188,7 +204,7 @@ class _Decider:
         )
         self.watch()
         step = self.run.step
-        assert step is not None
+        assert step is not None  # StepOpened, just folded in, set it
         for call in obs.tool_calls:
             refusal = self.policy.refusal(r.tenant, call.name)
             if refusal is not None:
@@ -310,6 +326,13 @@ class _Decider:
 
     def observed(self, obs: inp.RunObserved) -> None:
         r = self.run
+        if r.provider_run_id is None:
+            # Watches start only once the provider run exists: no watch can have seen this.
+            self.reject(f"RunObserved for run {r.run_id}, which has no provider run yet")
+            return
+        if obs.status not in OBSERVABLE_STATUSES:
+            self.reject(f"RunObserved with an unknown provider status {obs.status!r}")
+            return
         if r.terminal:
             self.ignore("RunObserved", f"watch:{obs.watch}", f"run already {r.phase.value}")
             return
@@ -497,9 +520,14 @@ class _Decider:
 
 
 def decide(state: RunState | None, message: inp.Input, *, now_ms: int, policy: Policy) -> Decision:
-    if state is not None and state.run_id != message.run_id:
-        raise ValueError(f"input for run {message.run_id} decided against run {state.run_id}")
+    """The decision on one input. Never raises: a refused input comes back with its reason
+    in ``dead_letter`` and the state unchanged."""
     d = _Decider(state, now_ms, policy)
+    if state is not None and state.run_id != message.run_id:
+        # The caller's slip (the loop looks the state up by the input's run_id), refused
+        # like any input that names the wrong run.
+        d.reject(f"input for run {message.run_id} decided against run {state.run_id}")
+        return d.decision()
     if isinstance(message, inp.StartRun):
         d.start(message)
         return d.decision()

@@ -2,7 +2,7 @@
 
 The machine is declared with `transitions` (Enum states, typed trigger methods) and compiled
 once into a lookup table. The pure core calls :func:`advance`, a dict lookup, on its hot
-path; ``tests/unit/test_phases.py`` checks the table against the machine for every pair.
+path; ``tests/unit/domain/test_phases.py`` checks the table against the machine for every pair.
 """
 
 from __future__ import annotations
@@ -59,7 +59,13 @@ TRANSITIONS: list[dict[str, object]] = [
     # answered elsewhere; we follow and the journal records the superseded step.
     {"trigger": Trigger.OPEN_STEP, "source": _WORKING_FROM, "dest": _P.REQUIRES_ACTION},
     {"trigger": Trigger.SUBMIT, "source": _P.REQUIRES_ACTION, "dest": _P.SUBMITTING},
-    {"trigger": Trigger.REQUEST_CANCEL, "source": _WORKING_FROM, "dest": _P.CANCELLING},
+    # Also while the provider is already cancelling on its own (OBSERVE_CANCELLING, nobody
+    # here asked): our own request then records the reason and when we stop waiting.
+    {
+        "trigger": Trigger.REQUEST_CANCEL,
+        "source": [*_WORKING_FROM, _P.CANCELLING],
+        "dest": _P.CANCELLING,
+    },
     {
         "trigger": Trigger.OBSERVE_CANCELLING,
         "source": [*_WORKING_FROM, _P.CANCELLING],

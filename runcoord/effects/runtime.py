@@ -130,11 +130,20 @@ class Executor:
                         continue
                     p, o = msg.partition() or 0, msg.offset() or 0
                     gen = self.tracker.started(p, o)
-                    if _header(msg, "kind") not in c.kinds:
-                        self.tracker.finished(p, o, gen)
-                        continue
+                    try:
+                        kind = _kind(msg)
+                    except UnicodeDecodeError:
+                        if not self._undecodable_kind_is_ours(msg):
+                            self.tracker.finished(p, o, gen)
+                            continue
+                        work = self._refuse_kind(msg, producer, p, o, gen, stop)
+                    else:
+                        if kind not in c.kinds:
+                            self.tracker.finished(p, o, gen)
+                            continue
+                        work = self._one(msg, producer, p, o, gen, stop)
                     await sem.acquire()
-                    task = asyncio.create_task(self._one(msg, producer, p, o, gen, stop))
+                    task = asyncio.create_task(work)
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     task.add_done_callback(lambda _t: sem.release())
@@ -184,6 +193,40 @@ class Executor:
         except KafkaException as exc:
             # Not fatal: the offsets are committed with the next batch, or redelivered.
             log.warning("%s commit: %s", self.config.name, exc)
+
+    def _undecodable_kind_is_ours(self, msg: Message) -> bool:
+        """Whether this executor dead-letters a record whose ``kind`` header is not UTF-8.
+
+        Every kind of executor reads every record of ``effects``; for exactly one dead letter
+        per record, the one whose kinds include the intent's own (by its decoded type) does.
+        When the value does not decode either, nobody can tell whose it is: each one does.
+        """
+        try:
+            name, datum = self.codec.decode(msg.value() or b"")
+            intent = from_record(name, datum)
+        except SerializationError:
+            return True
+        return it.KIND.get(type(intent)) in self.config.kinds
+
+    async def _refuse_kind(
+        self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
+    ) -> None:
+        """Dead-letter a record whose routing header cannot be read; it is never run (what
+        wrote the header is not the coordinator, so what it asks for is not trusted)."""
+        raw = _header_bytes(msg, "kind") or b""
+        reason = f"the kind header is not UTF-8 ({raw[:40]!r}): the intent cannot be routed"
+        letter = DeadLetter.of(
+            msg,
+            kind="routing",
+            reason=reason,
+            record_name=None,
+            consumer=self.config.instance_id,
+            at_ms=int(time.time() * 1000),
+        )
+        await self._deliver(producer, [letter], stop)
+        self.stats.dead_letters += 1
+        metrics.DEAD_LETTERS.labels(self.config.name, "routing").inc()
+        self.tracker.finished(p, o, gen)
 
     async def _one(
         self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
@@ -361,12 +404,26 @@ def _issued_at_ms(msg: Message) -> int | None:
     return ts if kind == TIMESTAMP_CREATE_TIME else None
 
 
-def _header(msg: Message, name: str) -> str | None:
+def _header_bytes(msg: Message, name: str) -> bytes | None:
     headers: Any = msg.headers() or []
     for key, value in headers:
         if key == name and value is not None:
-            return value.decode() if isinstance(value, bytes) else str(value)
+            return value if isinstance(value, bytes) else str(value).encode()
     return None
+
+
+def _header(msg: Message, name: str) -> str | None:
+    """A header's text, for logs and span attributes: bytes that are not UTF-8 read as
+    replacement characters rather than raise (see :func:`_kind` for the header that routes)."""
+    raw = _header_bytes(msg, name)
+    return None if raw is None else raw.decode(errors="replace")
+
+
+def _kind(msg: Message) -> str | None:
+    """The ``kind`` header, which routes the record; raises UnicodeDecodeError when its
+    bytes are not UTF-8 (such a record is dead-lettered, not guessed at)."""
+    raw = _header_bytes(msg, "kind")
+    return None if raw is None else raw.decode()
 
 
 def _poll_forever(producer: Producer, stop: threading.Event) -> None:

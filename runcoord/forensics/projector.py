@@ -227,8 +227,16 @@ def _header(msg: Message, name: str) -> str | None:
     pairs = headers.items() if isinstance(headers, dict) else headers
     for key, value in pairs:
         if key == name and value is not None:
-            return value.decode() if isinstance(value, bytes) else str(value)
+            return _text(value, f"the {name} header") if isinstance(value, bytes) else str(value)
     return None
+
+
+def _text(raw: bytes, what: str) -> str:
+    """UTF-8 bytes as text; other bytes make the record one to skip, with the reason."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise SerializationError(f"{what} is not UTF-8 ({raw[:40]!r})") from exc
 
 
 def _intent(msg: Message, partition: int, offset: int) -> store.IntentRow:
@@ -238,7 +246,7 @@ def _intent(msg: Message, partition: int, offset: int) -> store.IntentRow:
     if kind is None or effect_key is None or not key:
         raise SerializationError("effect intent without kind/effect_key headers or key")
     _, stamp = msg.timestamp()
-    return store.IntentRow(partition, offset, key.decode(), effect_key, kind, stamp)
+    return store.IntentRow(partition, offset, _text(key, "the key"), effect_key, kind, stamp)
 
 
 @contextmanager

@@ -8,6 +8,9 @@ Policy (README "Tool outputs"):
   plain text is truncated at a character boundary with a marker saying how much was cut;
   JSON is never cut (half a JSON document misleads a model worse than none): it is replaced
   by an error output naming the size, and the original goes to the dead letters.
+- JSON intake cannot read is refused too: nested deeper than Python's recursion limit
+  allows to parse, check against the schema or normalize (``"[" * 100000``), or holding a
+  number too long to convert. Intake never raises on a tool's answer.
 Anything refused becomes an explicit error output for the model plus a reason for the
 dead letters; a run never waits on a bad answer.
 """
@@ -45,11 +48,21 @@ def accept(spec: ToolSpec | None, body: bytes) -> Intake:
         if wants_json:
             return _refuse("invalid_output", f"tool output is not JSON: {exc.msg} at {exc.pos}")
         return Intake(_truncate(text, limit), False, None)
+    except RecursionError:
+        return _too_deep("parse")
+    except ValueError as exc:  # valid JSON Python will not read: an over-long integer
+        return _refuse("invalid_output", f"tool output is JSON intake cannot read: {exc}")
     if wants_json and spec is not None:
-        problem = _schema_problem(spec.output_schema or {}, value)
+        try:
+            problem = _schema_problem(spec.output_schema or {}, value)
+        except RecursionError:
+            return _too_deep("check against its schema")
         if problem is not None:
             return _refuse("invalid_output", f"tool output does not fit its schema: {problem}")
-    normalized = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        normalized = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        return _too_deep("normalize")
     size = len(normalized.encode())
     if size > limit:
         return _refuse("output_too_large", f"tool output is {size} bytes; the limit is {limit}")
@@ -72,6 +85,12 @@ def _truncate(text: str, limit: int) -> str:
     room = max(0, limit - len(_MARKER.format(n=len(raw)).encode()))
     kept = raw[:room].decode("utf-8", errors="ignore")  # never split a character
     return kept + _MARKER.format(n=len(raw) - len(kept.encode()))
+
+
+def _too_deep(stage: str) -> Intake:
+    return _refuse(
+        "invalid_output", f"tool output is JSON nested too deeply to {stage} (recursion limit)"
+    )
 
 
 def _refuse(kind: str, reason: str) -> Intake:

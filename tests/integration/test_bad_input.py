@@ -9,7 +9,13 @@ Two small stacks, each started once for this module (every case uses its own run
 - ``inbox``: an in-process coordinator and a scripted world; the test answers the tool calls
   of its runs itself, right or wrong, straight onto runs.inbox;
 - ``tools``: an in-process coordinator, the scripted provider, a real tool executor
-  (``runcoord executor tools``) and a real HTTP tool server that answers badly on purpose.
+  (``runcoord executor tools``, with tracing on so that it reads every intent's trace
+  headers) and a real HTTP tool server that answers badly on purpose.
+
+Kafka headers that are not UTF-8 go to every consumer that reads headers: the tool executor
+(the ``kind`` header routes: a dead letter; ``traceparent`` only informs: read as absent) and
+the forensics projector (a record it skips with the reason, and goes on). The coordinator's
+own reading of ``traceparent`` is in tests/integration/coordinator/test_poison_inputs.py.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
@@ -32,11 +40,14 @@ from runcoord.codec.wire import to_record
 from runcoord.coordinator.loop import Coordinator, LoopConfig
 from runcoord.db import migrate
 from runcoord.deadletter import DeadLetter
-from runcoord.domain import Policy
+from runcoord.domain import Policy, ToolCall
 from runcoord.domain import events as ev
 from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
+from runcoord.forensics.projector import ProjectorConfig, projecting
 from runcoord.kafka import TopicNames
 from runcoord.registry import load_registry
+from runcoord.stack.polling import wait_until
 from runcoord.topics import Level, TopicSpec
 from runcoord.topics import apply as apply_topics
 from runcoord.topics import delete as delete_topics
@@ -183,6 +194,7 @@ def tools(
             log,
         )
         executor.env.pop("RUNCOORD_FAULT_AT", None)
+        executor.env["RUNCOORD_OTEL_EXPORTER"] = f"file:{log.parent / 'spans.jsonl'}"
         with running(executor):
             driver = Driver(bootstrap, topics, executor_tools=True)
             try:
@@ -456,6 +468,31 @@ def on_the_wrong_partition(d: Driver, tag: str) -> Sent:
     return sent
 
 
+@inbox_case
+def observation_before_the_provider_run_exists(d: Driver, tag: str) -> Sent:
+    # It tripped an assert in decide: the coordinator died, and so did every restart of it.
+    d.start_runs({tag: [["lookup"]]}, hold_create=True)
+    d.held_create(tag)
+    calls = (ToolCall("call_x", "lookup", "{}"),)
+    sent = d.inject(inp.RunObserved(tag, 0, "requires_action", "step_0", calls, None, None, True))
+    letter_for(d, tag, sent, "rejected", "has no provider run yet")
+    d.release_create(tag)
+    assert d.finish(tag) == "completed"
+    return sent
+
+
+@inbox_case
+def observation_with_an_unknown_status(d: Driver, tag: str) -> Sent:
+    call = held_run(d, tag)
+    d.step_opened(tag, "step_0")
+    watch = d.current_watch(tag)
+    sent = d.inject(inp.RunObserved(tag, watch, "paused", None, (), None, None, True))
+    letter_for(d, tag, sent, "rejected", "unknown provider status 'paused'")
+    d.answer(call)
+    assert d.finish(tag) == "completed"
+    return sent
+
+
 @pytest.mark.parametrize("kind", sorted(INBOX))
 def test_bad_inbox_input_is_dead_lettered_and_the_coordinator_goes_on(
     inbox: Driver, kind: str
@@ -546,3 +583,125 @@ def assert_executor_goes_on(tools: ToolsStack, partition: int, tag: str) -> None
     assert output_of(d, after, f"call_{after}_0_0") == '{"ok":true}'
     assert d.finish(after) == "completed", "the tool executor kept going"
     assert tools.executor.alive(), tools.executor.tail()
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def tool_call_intent(tag: str, tool: str = "echo") -> it.ToolCallIntent:
+    """A tool call as a coordinator would emit it, for a run no coordinator knows."""
+    return it.ToolCallIntent(
+        effect_key=f"ek1_{uuid.uuid4().hex}",
+        run_id=tag,
+        tenant="t1",
+        thread_id=f"th_{tag}",
+        provider="assistants",
+        step_id="step_0",
+        tool_call_id=f"call_{tag}",
+        tool=tool,
+        arguments="{}",
+        deadline_ms=int(time.time() * 1000) + 60_000,
+    )
+
+
+def test_an_intent_whose_kind_header_is_not_utf8_is_dead_lettered_not_run(
+    tools: ToolsStack,
+) -> None:
+    d = tools.driver
+    tag = f"kind-not-utf8-{uuid.uuid4().hex[:6]}"
+    intent = tool_call_intent(tag)
+    value = d.codec.encode(*to_record(intent))
+    headers = [("kind", b"\xff\xfe"), ("effect_key", intent.effect_key.encode())]
+    partition = d.produce(d.topics.effects, value, tag.encode(), headers=headers)
+    letter = d.letter(tag)
+    assert (letter.kind, letter.payload, letter.partition) == ("routing", value, partition)
+    assert "kind header is not UTF-8" in letter.reason, letter.reason
+    assert TOOL_EXECUTOR in letter.consumer.split("/")
+    assert_executor_goes_on(tools, partition, tag)
+    assert tools.server.calls_for(intent.tool_call_id) == [], "an unroutable intent never runs"
+    assert [x.key for x in d.letters].count(tag) == 1, "one dead letter per bad record"
+
+
+def test_an_undecodable_kind_header_of_another_executors_intent_is_left_to_it(
+    tools: ToolsStack,
+) -> None:
+    # Every kind of executor reads every record: the one the intent belongs to refuses it
+    # (so there is one dead letter per record, not one per executor). Here that is the
+    # provider executor, which this stack does not run: the tool executor writes nothing.
+    d = tools.driver
+    tag = f"kind-not-utf8-create-{uuid.uuid4().hex[:6]}"
+    create = it.CreateRunIntent(
+        effect_key=f"ek1_{uuid.uuid4().hex}",
+        run_id=tag,
+        tenant="t1",
+        thread_id=f"th_{tag}",
+        provider="assistants",
+        assistant_id="asst",
+        input="hello",
+    )
+    value = d.codec.encode(*to_record(create))
+    partition = d.produce(d.topics.effects, value, tag.encode(), headers=[("kind", b"\xff")])
+    assert_executor_goes_on(tools, partition, tag)  # it read past the record, and lives
+    assert tag not in [x.key for x in d.letters]
+
+
+def test_an_intent_whose_traceparent_is_not_utf8_is_run_in_a_new_trace(
+    tools: ToolsStack,
+) -> None:
+    d = tools.driver
+    tag = f"traceparent-not-utf8-{uuid.uuid4().hex[:6]}"
+    intent = tool_call_intent(tag)
+    value = d.codec.encode(*to_record(intent))
+    headers = [
+        ("kind", b"tool_call"),
+        ("effect_key", intent.effect_key.encode()),
+        ("traceparent", b"\xff\xfe"),
+        ("tracestate", b"\xff"),
+    ]
+    partition = d.produce(d.topics.effects, value, tag.encode(), headers=headers)
+    # It ran: the tool was called, and its result reached the coordinator, which knows no
+    # such run and says so.
+    letter = d.letter(tag)
+    assert (letter.kind, letter.record_name) == ("rejected", "ToolResult"), letter
+    assert f"unknown run {tag}" in letter.reason
+    assert tools.server.calls_for(intent.tool_call_id) == ["echo"]
+    assert_executor_goes_on(tools, partition, tag)
+
+
+def test_the_projector_skips_a_record_whose_headers_are_not_utf8_and_goes_on(
+    inbox: Driver, bootstrap: str, pg_dsn: str
+) -> None:
+    migrate(pg_dsn)  # the forensics tables
+    d = inbox
+    tag = f"projector-{uuid.uuid4().hex[:6]}"
+    intent = tool_call_intent(tag)
+    value = d.codec.encode(*to_record(intent))
+    bad = [("kind", b"\xff\xfe"), ("effect_key", b"\xfe" + intent.effect_key.encode())]
+    partition = d.produce(d.topics.effects, value, tag.encode(), headers=bad)
+    after = d.run_on_partition(partition, f"{tag}-after")
+    config = ProjectorConfig(
+        bootstrap, pg_dsn, d.topics, group_id=f"{tag}-projector", batch_wait_s=0.1
+    )
+    with projecting(config) as projector:
+        d.start_runs({after: [["lookup"]]})
+        assert d.finish(after) == "completed"
+
+        def indexed() -> str | None:
+            assert projector.failure is None, f"the projector died: {projector.failure!r}"
+            with psycopg.connect(pg_dsn) as conn:
+                rows = conn.execute(
+                    "SELECT run_id, kafka_partition, kafka_offset FROM forensics_intents "
+                    "WHERE journal = %s AND run_id = ANY(%s)",
+                    (d.topics.events, [tag, after]),
+                ).fetchall()
+            runs = {r[0] for r in rows}
+            return None if after in runs else f"indexed so far: {sorted(runs)}"
+
+        wait_until(indexed, timeout=60, what=f"the intents of {after} indexed")
+        assert projector.stats.skipped >= 1, "the bad record was skipped, with a log line"
+        with psycopg.connect(pg_dsn) as conn:
+            bad_rows = conn.execute(
+                "SELECT count(*) FROM forensics_intents WHERE journal = %s AND run_id = %s",
+                (d.topics.events, tag),
+            ).fetchone()
+        assert bad_rows == (0,), "never indexed under a mangled kind"

@@ -4,6 +4,8 @@
 intents through Kafka) with what bad-input tests need:
 
 - tool calls of chosen runs are *held*: the test answers them itself, right or wrong;
+- so may be the creation of chosen runs' provider runs (``hold_create``): until the test
+  releases it, such a run has no provider run;
 - tool calls may be left to a real tool executor (``executor_tools``), the world only
   watching them go by;
 - any bytes can be produced onto any topic (corrupt Avro, foreign schemas, tombstones);
@@ -61,6 +63,8 @@ class Driver(World):
         self.executor_tools = executor_tools
         self.hold: set[str] = set()  # runs whose tool calls the test answers itself
         self.held: dict[tuple[str, str], it.ToolCallIntent] = {}
+        self.hold_create: set[str] = set()  # runs whose create intent the test releases
+        self.held_creates: dict[str, it.CreateRunIntent] = {}
         self.letters: list[DeadLetter] = []
         self.events_of: dict[str, list[ev.JournalEvent]] = defaultdict(list)
         self.tenants: dict[str, str] = {}
@@ -76,13 +80,20 @@ class Driver(World):
     # -- driving --------------------------------------------------------------------------
 
     def start_runs(
-        self, scripts: dict[str, list[list[str]]], *, tenant: str = "t1", hold: bool = False
+        self,
+        scripts: dict[str, list[list[str]]],
+        *,
+        tenant: str = "t1",
+        hold: bool = False,
+        hold_create: bool = False,
     ) -> None:
         for run_id, script in scripts.items():
             self.runs[run_id] = ScriptedRun(script, run_id=run_id)
             self.tenants[run_id] = tenant
             if hold:
                 self.hold.add(run_id)
+            if hold_create:
+                self.hold_create.add(run_id)
             self.send(
                 inp.StartRun(run_id, tenant, f"th_{run_id}", "asst", "assistants", "hello", 0)
             )
@@ -120,6 +131,29 @@ class Driver(World):
             self.topics.inbox, value, (key or message.run_id).encode(), partition=partition
         )
         return Sent(landed, value)
+
+    def held_create(self, run_id: str, timeout: float = 60) -> it.CreateRunIntent:
+        """The create intent of a ``hold_create`` run, once the coordinator emitted it."""
+
+        def emitted() -> str | None:
+            return None if run_id in self.held_creates else "no create intent yet"
+
+        self.until(emitted, f"the create intent of {run_id}", timeout)
+        return self.held_creates[run_id]
+
+    def release_create(self, run_id: str) -> None:
+        """The provider run of a ``hold_create`` run now exists: report it."""
+        intent = self.held_create(run_id)
+        self.hold_create.discard(run_id)
+        self.send(
+            inp.RunCreated(run_id, intent.effect_key, f"prov_{run_id}", "queued", None, False)
+        )
+        self.producer.flush(10)
+
+    def current_watch(self, run_id: str) -> int:
+        """The run's current watch as its journal read so far says (the last watch starter)."""
+        starters = [e.seq for e in self.events_of[run_id] if isinstance(e, ev.WATCH_STARTERS)]
+        return max(starters, default=0)
 
     def expire(self, run_id: str) -> None:
         """The provider expires the run; a watch waiting on it reports so."""
@@ -255,6 +289,10 @@ class Driver(World):
             return None  # a test's own garbage on the topic: the product must cope, not us
 
     def _answer(self, intent: it.EffectIntent) -> None:
+        if isinstance(intent, it.CreateRunIntent) and intent.run_id in self.hold_create:
+            self.intents.append(intent)
+            self.held_creates[intent.run_id] = intent
+            return
         if isinstance(intent, it.ToolCallIntent):
             if self.executor_tools:
                 self.intents.append(intent)  # a real tool executor answers it

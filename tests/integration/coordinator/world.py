@@ -195,9 +195,11 @@ def start_coordinator(
     fault_at: str | None = None,
     group: str | None = None,
     extra: list[str] | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.pop("RUNCOORD_FAULT_AT", None)
+    env.update(env_extra or {})
     if fault_at:
         env["RUNCOORD_FAULT_AT"] = fault_at
     cmd = [
