@@ -121,8 +121,8 @@ class HttpToolGateway:
             raise GatewayError(f"{spec.name} lookup at {url}: {exc}") from exc
         try:
             body = response.json()
-        except ValueError as exc:
-            raise GatewayError(f"{spec.name} lookup answered no JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested past any reader
+            raise GatewayError(f"{spec.name} lookup answered no usable JSON: {exc!r}") from exc
         # Never read "no actions" into an answer that is not a lookup's: that would send.
         actions = (body.get("actions") or []) if isinstance(body, dict) else None
         if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
@@ -136,7 +136,7 @@ def _error_of(response: httpx.Response) -> dict[str, Any]:
     """The ``error`` object of a refusal's JSON body, or {} (another kind of 408 or 409)."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
