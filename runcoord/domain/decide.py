@@ -484,8 +484,36 @@ class _Decider:
                     r.run_id, f.effect_key, r.step.step_id, "rejected", 0, f.reason
                 )
             )
+        elif f.kind == "tool_call" and (call_id := self.failed_call(f.effect_key)) is not None:
+            # The executor gave up on the call (an answer outside the tool's protocol, a
+            # bug): the model is told now, not when the step deadline passes.
+            step = r.step
+            assert step is not None  # failed_call found the call in the open step
+            message = f"the tool call could not be carried out: {f.reason}"
+            self.record_output(
+                step,
+                call_id,
+                error_output("tool_failed", message),
+                error=True,
+                source="executor",
+                key=f.effect_key,
+            )
+            self.submit_if_complete("complete")
         else:
             self.ignore("EffectFailed", f.effect_key, f"{f.kind} failed: {f.reason}")
+
+    def failed_call(self, effect_key: str) -> str | None:
+        """The call of the open, unsubmitted step whose tool effect this is, if it has no
+        output yet; None otherwise (a late or duplicate failure, or not this step's)."""
+        r = self.run
+        step = r.open_step
+        if step is None or step.submission_key is not None or r.phase is Phase.CANCELLING:
+            return None
+        for c in step.calls:
+            key = self.key(step=step.step_id, tool_call_id=c.id, kind="tool_call")
+            if key == effect_key and step.output_for(c.id) is None:
+                return c.id
+        return None
 
     def tick(self) -> None:
         r = self.run

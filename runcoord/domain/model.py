@@ -19,7 +19,7 @@ class Output:
     tool_call_id: str
     output: str
     is_error: bool
-    # tool | policy | deadline | intake: who produced this output (forensics, metrics)
+    # tool | policy | deadline | intake | executor: who produced this output (forensics, metrics)
     source: str
     payload_hash: str
 

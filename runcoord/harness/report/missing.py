@@ -21,6 +21,8 @@ to the missing writes, and each gets the first rule that holds:
   answer before the step deadline (re-sent with its key, or reconciled, until then), or the
   call's output came from the deadline (``source: deadline``) while the ledger row is missing
   or still claimed;
+- ``executor_gave_up``: the executor reported the call failed (an answer outside the tool's
+  protocol, a bug) and the model got a ``tool_failed`` output (``source: executor``);
 - ``tool_refused``: the ledger row is final with any other error output (the gateway answered an
   error: ``tool_error``, ``invalid_arguments``, ...): the model got the error;
 - ``run_ended_before_execution``: no output and no final ledger row, and the journal shows the
@@ -73,6 +75,7 @@ CAUSES: dict[str, str] = {
     ),
     "step_deadline": "the step deadline passed before the tool answered; the model was told",
     "tool_refused": "the gateway answered an error; the model got it",
+    "executor_gave_up": "the executor could not carry the call out; the model was told why",
     "run_ended_before_execution": "the run ended before an executor carried the call out",
     "run_ended_before_dispatch": "the run ended before the provider asked for the call",
     "step_never_answered": "the provider asked; the system never answered the step",
@@ -209,6 +212,8 @@ def _call_cause(
     if output is not None:
         if output.source == "deadline":
             return "step_deadline", f"output from the step deadline; {held}"
+        if output.source == "executor":
+            return "executor_gave_up", f"the executor gave up on the call ({kind}); {held}"
         return UNEXPLAINED, f"output from {output.source} ({kind}) but {held}"
     if view.finished is not None:
         return "run_ended_before_execution", f"run {view.ended()}; {held}, no output"

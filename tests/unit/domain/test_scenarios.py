@@ -194,3 +194,33 @@ def test_responses_follow_up_becomes_the_watched_run() -> None:
     assert watches[0].since_step == "resp_1"  # the step closes once the follow-up moves
     d.observe("in_progress")
     assert d.run.open_step is None
+
+
+def test_a_tool_call_the_executor_gave_up_on_is_answered_at_once_not_at_the_deadline() -> None:
+    d = Driver()
+    d.feed(start())
+    d.created()
+    out = d.observe("requires_action", "s1", (call(1), call(2)))
+    tool_keys = {
+        i.tool_call_id: i.effect_key for i in out.intents if isinstance(i, it.ToolCallIntent)
+    }
+    d.result("call_2")
+    failed = d.feed(inp.EffectFailed("r1", tool_keys["call_1"], "tool_call", "GatewayError: bad"))
+    step = d.run.step
+    assert step is not None
+    output = step.output_for("call_1")
+    assert output is not None and output.is_error and output.source == "executor"
+    assert "GatewayError: bad" in output.output
+    # The step is complete now: submitted with both outputs, long before its deadline.
+    assert [type(i) for i in failed.intents] == [it.SubmitOutputsIntent]
+    again = d.feed(inp.EffectFailed("r1", tool_keys["call_1"], "tool_call", "GatewayError: bad"))
+    assert not again.intents  # a redelivered failure changes nothing
+
+
+def test_a_tool_failure_for_no_call_of_the_open_step_is_ignored_with_its_reason() -> None:
+    d = Driver()
+    d.feed(start())
+    d.created()
+    d.observe("requires_action", "s1", (call(1),))
+    out = d.feed(inp.EffectFailed("r1", "ek1_other", "tool_call", "boom"))
+    assert not out.intents and d.run.step is not None and not d.run.step.outputs
