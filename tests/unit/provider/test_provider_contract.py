@@ -178,9 +178,7 @@ async def test_a_watch_that_sees_no_change_times_out(world: World) -> None:
 
 
 @pytest.mark.parametrize("lost_mode", ["500", "drop"])
-async def test_a_conversations_thread_is_created_once_per_key(
-    world: World, lost_mode: str
-) -> None:
+async def test_a_conversations_thread_is_created_once_per_key(world: World, lost_mode: str) -> None:
     """Our conversation's provider thread: a create whose answer was lost is OutcomeUnknown,
     and asking again with the same key gets the thread the lost create made, not a second."""
     before = len(world.sim.records()["containers"])
