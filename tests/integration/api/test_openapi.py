@@ -27,6 +27,8 @@ def world(bootstrap: str, pg_dsn: str, topics: TopicNames) -> Iterator[World]:
 def test_the_document_is_served(world: World) -> None:
     doc = world.client.get("/openapi.json").json()
     assert set(doc["paths"]) == {
+        "/v1/threads",
+        "/v1/threads/{thread_id}",
         "/v1/threads/{thread_id}/turns",
         "/v1/runs/{run_id}",
         "/v1/runs/{run_id}/events",
@@ -40,7 +42,7 @@ def test_the_api_keeps_to_its_document(world: World) -> None:
     # Driven through Hypothesis directly: schemathesis' pytest plugin predates this pytest.
     schema = schemathesis.openapi.from_asgi("/openapi.json", world.client.app)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 4
+    assert len(operations) == 6
     for operation in operations:
 
         @given(operation.as_strategy())

@@ -55,8 +55,11 @@ def test_a_tenant_reads_its_runs_and_gets_404_for_anothers(
         assert w.client.get(f"/v1/runs/{run_id}/events", headers=w.auth(w.key_b)).status_code == 404
         assert w.client.get(f"/v1/runs/{run_id}").status_code == 401
         assert w.client.get("/v1/runs/run_nope", headers=w.auth(w.key_a)).status_code == 404
-        # Nor can the other tenant drive the run's thread.
-        assert w.post_turn(w.key_b, thread, "k-1").status_code == 404
+        # The other tenant's thread of the same name is its own: a new run, not this one's.
+        theirs_too = w.post_turn(w.key_b, thread, "k-1")
+        assert theirs_too.status_code == 202 and theirs_too.json()["run_id"] != run_id
+        shown = w.client.get(f"/v1/threads/{thread}", headers=w.auth(w.key_a)).json()
+        assert [r["run_id"] for r in shown["runs"]] == [run_id]
 
         events = w.client.get(
             f"/v1/runs/{run_id}/events", params={"follow": "false"}, headers=w.auth(w.key_a)
