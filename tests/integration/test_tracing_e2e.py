@@ -69,7 +69,9 @@ def test_one_turn_is_one_trace_from_the_api_to_the_gateway(
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         key = create(conn, "t1")  # t1 may use the write tools (tools.yaml)
         tenants.allow(conn, "t1", stack.assistant_id)  # an assistant t1's turns may name
-    thread = stack.sdk.beta.threads.create().id
+    thread = (
+        f"traced-{uuid.uuid4().hex[:8]}"  # the tenant's conversation; runcoord makes its thread
+    )
     turn = script([("create_ticket", {"subject": "a traced ticket"})])
     answer = httpx.post(
         f"{stack.api}/v1/threads/{thread}/turns",
@@ -116,7 +118,11 @@ def test_one_turn_is_one_trace_from_the_api_to_the_gateway(
     assert tool_span["name"] == "tools tool_call"
     assert tool_span["attributes"]["kind"] == "tool_call"
     assert tool_span["attributes"]["tool"] == "create_ticket"
-    assert tool_span["attributes"]["thread_id"] == thread
+    shown = httpx.get(
+        f"{stack.api}/v1/threads/{thread}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ).json()
+    (provider_thread,) = shown["provider_threads"]
+    assert tool_span["attributes"]["thread_id"] == provider_thread["id"]  # the provider's
     assert chain[0]["attributes"]["effect_key"] == tool_span["attributes"]["effect_key"]
 
     # Everything that carried this run is in that one trace, back through the coordinator to

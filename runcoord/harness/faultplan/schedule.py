@@ -23,7 +23,8 @@ class Action:
     kind: str = field(compare=False)
     # provider_window | gateway_window (params: on, window id, rule) | kill | restart |
     # broker_down | broker_up | redis_down | redis_up | postgres_down | postgres_up |
-    # duplicate | resubmit
+    # duplicate | resubmit | kill_at | pause | resume | pause_watch | leader_kill | leader_up |
+    # partition_cut | partition_heal
     params: Mapping[str, Any] = field(compare=False, default_factory=dict)
     label: str = field(compare=False, default="")
     applicable: bool = field(compare=False, default=True)
@@ -155,7 +156,100 @@ def expand(plan: m.FaultPlan, window_s: float, replicas: Mapping[str, int]) -> l
                         "client resubmission",
                         after_ms=fault.after_ms,
                     )
+            case m.KillAt():
+                applicable = fault.index < replicas.get(fault.role, 0)
+                add(
+                    0.0 if fault.at is None else fault.at.seconds(window_s),
+                    "kill_at",
+                    f"kill@{fault.point}:{fault.nth} {fault.target}",
+                    applicable,
+                    target=fault.target,
+                    spec=arm_spec(fault),
+                    rearm=fault.at is not None,
+                    within_s=None if fault.within is None else fault.within.seconds(window_s),
+                    restart_after_s=fault.restart_after.seconds(window_s),
+                )
+            case m.Pause():
+                applicable = fault.index < replicas.get(fault.role, 0)
+                duration = fault.duration.seconds(window_s)
+                if fault.at is None:
+                    add(
+                        0.0,
+                        "pause_watch",
+                        f"stop@{fault.point}:{fault.nth} {fault.target} for {duration:g} s",
+                        applicable,
+                        target=fault.target,
+                        spec=arm_spec(fault),
+                        duration_s=duration,
+                        within_s=None if fault.within is None else fault.within.seconds(window_s),
+                    )
+                else:
+                    at = fault.at.seconds(window_s)
+                    add(at, "pause", f"SIGSTOP {fault.target}", applicable, target=fault.target)
+                    add(
+                        at + duration,
+                        "resume",
+                        f"SIGCONT {fault.target}",
+                        applicable,
+                        target=fault.target,
+                    )
+            case m.LeaderKill():
+                at = fault.at.seconds(window_s)
+                where = f"{fault.topic}[{fault.partition}]"
+                add(
+                    at,
+                    "leader_kill",
+                    f"kill -9 the leader of {where}",
+                    window=number,
+                    topic=fault.topic,
+                    partition=fault.partition,
+                )
+                add(
+                    at + fault.down_for.seconds(window_s),
+                    "leader_up",
+                    f"restart the old leader of {where}",
+                    window=number,
+                )
+            case m.Partition():
+                role, _, index = fault.target.partition(":")
+                applicable = int(index) < replicas.get(role, 0)
+                at = fault.at.seconds(window_s)
+                add(
+                    at,
+                    "partition_cut",
+                    f"partition {fault.target} from the brokers ({fault.mode})",
+                    applicable,
+                    target=fault.target,
+                    mode=fault.mode,
+                )
+                add(
+                    at + fault.duration.seconds(window_s),
+                    "partition_heal",
+                    f"heal {fault.target}",
+                    applicable,
+                    target=fault.target,
+                )
     return sorted(out)
+
+
+def arm_spec(fault: m.KillAt | m.Pause) -> str:
+    """The RUNCOORD_FAULT_AT value that makes the replica fault itself (runcoord/faults.py)."""
+    action = "kill" if isinstance(fault, m.KillAt) else "stop"
+    return f"{action}@{fault.point}:{fault.nth}"
+
+
+def armed_at_start(plan: m.FaultPlan) -> dict[str, str]:
+    """Replica target -> RUNCOORD_FAULT_AT for the replicas the plan arms from their start."""
+    out: dict[str, str] = {}
+    for fault in plan.faults:
+        if isinstance(fault, m.KillAt | m.Pause) and fault.point is not None and fault.at is None:
+            out[fault.target] = arm_spec(fault)
+    return out
+
+
+def partitioned(plan: m.FaultPlan) -> set[str]:
+    """Replica targets the plan partitions (they run in a network namespace of their own)."""
+    return {f.target for f in plan.faults if isinstance(f, m.Partition)}
 
 
 def _kill(

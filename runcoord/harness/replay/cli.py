@@ -16,6 +16,7 @@ from rich.console import Console
 from runcoord.config import load
 from runcoord.errors import ConfigError
 from runcoord.harness.faultplan import load_plan, plan_path
+from runcoord.harness.replay.faults import private_stack
 from runcoord.harness.replay.run import ReplayConfig, copy_plan, new_replay_id, replay
 from runcoord.harness.report.build import build_report
 from runcoord.harness.report.data import load_replay
@@ -29,7 +30,8 @@ DEFAULT_ROOT = "replays"  # under the stack's state folder
 def replay_command(
     trace: Annotated[Path, typer.Argument(help="The trace (JSONL; `runcoord workload generate`).")],
     faults: Annotated[
-        str, _Opt(help="Fault plan: none | incident | chaos | a YAML file.")
+        str,
+        _Opt(help="Fault plan: none | incident | chaos | matrix/NAME (the fault matrix) | a file."),
     ] = "none",
     provider: Annotated[str, _Opt(help="Provider API: assistants | responses.")] = "assistants",
     observe: Annotated[
@@ -39,8 +41,14 @@ def replay_command(
     rate: Annotated[
         float | None, _Opt(help="Turns per second (default: the trace's own offsets).")
     ] = None,
-    coordinators: Annotated[int, _Opt(help="Coordinator replicas (and baseline replicas).")] = 2,
-    executors: Annotated[int, _Opt(help="runcoord executor replicas of each kind.")] = 1,
+    coordinators: Annotated[
+        int | None,
+        _Opt(help="Coordinator replicas (and baseline replicas); default: the plan's, else 2."),
+    ] = None,
+    executors: Annotated[
+        int | None,
+        _Opt(help="runcoord executor replicas of each kind; default: the plan's, else 1."),
+    ] = None,
     turns: Annotated[int | None, _Opt(help="Replay only the first N turns.")] = None,
     budget_s: Annotated[float, _Opt(help="Terminal budget per turn, seconds.")] = 120.0,
     drain_s: Annotated[
@@ -75,6 +83,8 @@ def replay_command(
         turns_list = turns_list[:turns]
     settings = load()
     replay_id = new_replay_id()
+    coordinators = coordinators or plan.replicas.coordinators or 2
+    executors = executors or plan.replicas.executors or 1
     folder = out or settings.state_dir / DEFAULT_ROOT / replay_id
     config = ReplayConfig(
         trace_path=trace,
@@ -93,7 +103,11 @@ def replay_command(
         replay_id=replay_id,
     )
     started = time.monotonic()
-    replay(config, turns_list, settings, console.print)
+    # A plan's own servers (its `stack`) run for this replay alone, under .state/matrix/stack.
+    with private_stack(
+        plan.stack, settings, settings.state_dir / "matrix" / "stack", console.print
+    ) as own:
+        replay(config, turns_list, own, console.print)
     copy_plan(config, plan_path(faults))
     report = build_report(load_replay(folder))
     (folder / "report.json").write_text(json.dumps(report, indent=2))

@@ -1,8 +1,13 @@
-"""The replay's own processes: start, kill -9, restart and stop them, and count their CPU.
+"""The replay's own processes: start, kill -9, pause, restart and stop them, and count their CPU.
 
 Only processes started here are ever signalled, by their pid. kill -9 is real
-(``os.kill(pid, SIGKILL)``); CPU time is read from /proc before a process goes away, so a
-replica's figure covers all of its incarnations.
+(``os.kill(pid, SIGKILL)``), and so are SIGSTOP/SIGCONT; CPU time is read from /proc before a
+process goes away, so a replica's figure covers all of its incarnations (one that kills itself
+at a fault point is read as it dies: :meth:`Replica.wait_exit`).
+
+A replica can be *armed* (``RUNCOORD_FAULT_AT``, runcoord/faults.py: it kills or stops itself
+at a named point) and can run behind a *prefix* (``unshare --net … netpart``: in a network
+namespace of its own, runcoord/harness/replay/netpart.py); both apply from its next start.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,21 +53,89 @@ class Replica:
     starts: int = 0
     kills: int = 0
     down_on_purpose: bool = False  # killed by a fault, restart pending
+    armed: str | None = None  # RUNCOORD_FAULT_AT for its next start; its death is planned
+    prefix: list[str] = field(default_factory=list)  # argv before its own (a namespace)
+    paused: bool = False  # SIGSTOPped by the harness, SIGCONT pending
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        env.pop("RUNCOORD_FAULT_AT", None)
+        if self.armed:
+            env["RUNCOORD_FAULT_AT"] = self.armed
         with self.log.open("ab") as out:
-            out.write(f"===== harness: start {self.name} at {time.strftime('%T')} =====\n".encode())
+            armed = f" armed {self.armed}" if self.armed else ""
+            out.write(
+                f"===== harness: start {self.name}{armed} at {time.strftime('%T')} =====\n".encode()
+            )
             out.flush()
             self.popen = subprocess.Popen(
-                self.argv,
+                [*self.prefix, *self.argv],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env=env,
             )
         self.starts += 1
         self.down_on_purpose = False
+        self.paused = False
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.popen is None else self.popen.pid
+
+    def state(self) -> str | None:
+        """The process's state letter from /proc (R, S, T: stopped, Z: exited, not reaped)."""
+        if self.popen is None:
+            return None
+        try:
+            return Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+
+    def pause(self) -> bool:
+        """SIGSTOP; True if it was running."""
+        if not self.alive():
+            return False
+        assert self.popen is not None
+        os.kill(self.popen.pid, signal.SIGSTOP)
+        self.paused = True
+        return True
+
+    def resume(self) -> bool:
+        """SIGCONT; True if it was alive (stopped by the harness or by itself)."""
+        self.paused = False
+        if not self.alive():
+            return False
+        assert self.popen is not None
+        os.kill(self.popen.pid, signal.SIGCONT)
+        return True
+
+    def wait_exit(self, timeout: float, stop: threading.Event | None = None) -> int | None:
+        """Wait until this incarnation exits (at most ``timeout`` s, or until ``stop`` is
+        set); its exit code (-9: SIGKILL), or None if it still runs. Its CPU is read while it
+        is a zombie, before it is reaped."""
+        if self.popen is None:
+            return None
+        popen, deadline = self.popen, time.monotonic() + timeout
+        while True:
+            try:
+                gone = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # reaped elsewhere already (poll() in another thread)
+                gone = None
+                if popen.poll() is None:
+                    popen.wait()
+                self.down_on_purpose = True
+                return popen.returncode
+            if gone is not None:
+                used = cpu_seconds(popen.pid) or 0.0
+                popen.wait()
+                self.cpu_done += used
+                self.down_on_purpose = True
+                return popen.returncode
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                return None
+            time.sleep(0.02)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -89,6 +164,7 @@ class Replica:
             return
         used = cpu_seconds(self.popen.pid) or 0.0
         self.down_on_purpose = True
+        self.paused = False
         self.popen.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
         self.popen.terminate()
         try:
@@ -111,6 +187,10 @@ class Supervisor:
     def __init__(self) -> None:
         self.replicas: dict[str, Replica] = {}
         self.by_target: dict[str, str] = {}  # "coordinator:0" -> "coord-0"
+        # What the plan set up before the first start (replay/faults.py ``stage``: armed
+        # replicas, namespaces); the fault runner reads it. on_stop runs once all are stopped.
+        self.staging: object | None = None
+        self.on_stop: list[Callable[[], None]] = []
 
     def add(self, replica: Replica, target: str | None = None) -> Replica:
         self.replicas[replica.name] = replica
@@ -134,16 +214,21 @@ class Supervisor:
             replica.start()
 
     def dead(self) -> list[Replica]:
-        """Replicas that exited by themselves (not the ones a fault killed and not yet back)."""
+        """Replicas that exited by themselves (not the ones a fault killed and not yet back,
+        nor armed ones: their death is the plan's, and the fault runner restarts them)."""
         return [
             r
             for r in self.replicas.values()
-            if r.popen is not None and not r.alive() and not r.down_on_purpose
+            if r.popen is not None and not r.armed and not r.alive() and not r.down_on_purpose
         ]
 
     def stop_all(self) -> None:
-        for replica in reversed(list(self.replicas.values())):
-            replica.stop()
+        try:
+            for replica in reversed(list(self.replicas.values())):
+                replica.stop()
+        finally:
+            while self.on_stop:
+                self.on_stop.pop()()
 
     def cpu(self) -> dict[str, float]:
         return {name: round(r.cpu(), 2) for name, r in self.replicas.items()}

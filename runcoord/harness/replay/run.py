@@ -30,13 +30,13 @@ from runcoord.harness.replay.env import (
     groups_settled,
 )
 from runcoord.harness.replay.evidence import save_evidence
-from runcoord.harness.replay.faults import FaultRunner
+from runcoord.harness.replay.faults import FaultRunner, stage
 from runcoord.harness.replay.procs import Replica, Supervisor
 from runcoord.harness.replay.progress import Progress
 from runcoord.harness.replay.sims import Sims
 from runcoord.harness.report.data import write_jsonl
 from runcoord.harness.systems.baseline_system import BaselineSystem
-from runcoord.harness.systems.runcoord_system import RuncoordSystem
+from runcoord.harness.systems.runcoord_system import RuncoordSystem, conversation_id
 from runcoord.harness.workload.trace import TraceTurn, write_trace
 from runcoord.registry import load_registry
 from runcoord.stack.polling import wait_until
@@ -153,6 +153,7 @@ def replay_system(
         system = RuncoordSystem(
             settings.bootstrap, prefix, folder, dsn, sims.provider_url, sims.gateway_url,
             config.tools_file, config.coordinators, config.executors, observe=config.observe,
+            conversations=config.plan.threads == "runcoord",
         )  # fmt: skip
         markers = {"coordinator": " up (group", "executor": "up, kinds"}
     else:
@@ -167,6 +168,7 @@ def replay_system(
     transport = None
     driver: Driver | None = None
     try:
+        stage(config.plan, supervisor, settings, prefix)  # armed replicas, namespaces
         supervisor.start_all()
         sims.wait_ready()
         for replica in supervisor.replicas.values():
@@ -192,6 +194,8 @@ def replay_system(
             def new_thread() -> str:
                 return client.conversations.create().id
 
+        if name == "runcoord" and config.plan.threads == "runcoord":
+            new_thread = conversation_id  # the tenant's own id; runcoord creates the thread
         transport = system.transport()
         scale = scale_for(trace, config.rate)
         driver = Driver(
@@ -218,7 +222,7 @@ def replay_system(
             driver.start()
             runner.start(driver.t0)
             next_sample = driver.t0
-            while not driver.done():
+            while not (driver.done() and runner.settled()):  # faults undone, then quiet
                 driver.step()
                 now = time.time()
                 if now >= next_sample:

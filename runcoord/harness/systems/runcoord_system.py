@@ -4,6 +4,7 @@ run is finished when ``RunFinished`` appears in the journal (``runs.events``).""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
@@ -35,6 +36,9 @@ class RuncoordSystem:
     coordinators: int = 2
     executors: int = 1
     observe: str = "poll"  # the provider executors' --observe
+    # True: each conversation's id is the tenant's own (StartRun.conversation) and runcoord
+    # creates its provider thread (the agent API's way); False: the driver created it.
+    conversations: bool = False
     name: str = "runcoord"
 
     def topics(self) -> dict[str, int]:
@@ -78,12 +82,21 @@ class RuncoordSystem:
                 )
 
     def transport(self) -> RuncoordTransport:
-        return RuncoordTransport(self.bootstrap, TopicNames.with_prefix(self.prefix))
+        return RuncoordTransport(
+            self.bootstrap, TopicNames.with_prefix(self.prefix), conversations=self.conversations
+        )
+
+
+def conversation_id() -> str:
+    """A tenant's own conversation id (the driver's thread factory when runcoord creates the
+    provider threads)."""
+    return f"conv-{secrets.token_hex(8)}"
 
 
 class RuncoordTransport:
-    def __init__(self, bootstrap: str, topics: TopicNames) -> None:
+    def __init__(self, bootstrap: str, topics: TopicNames, *, conversations: bool = False) -> None:
         self.topics = topics
+        self.conversations = conversations
         self.codec = AvroCodec()
         self._inbox = RememberingProducer(bootstrap, topics.inbox)
         self._raw = Producer(producer_config(bootstrap))
@@ -112,7 +125,7 @@ class RuncoordTransport:
     def send(self, run: Outgoing) -> None:
         start = StartRun(
             run.run_id, run.tenant, run.thread_id, run.assistant_id, run.provider, run.input,
-            int(time.time() * 1000), run.metadata,
+            int(time.time() * 1000), run.metadata, conversation=self.conversations,
         )  # fmt: skip
         name, datum = to_record(start)
         self._inbox.send(run.run_id.encode(), self.codec.encode(name, datum))
