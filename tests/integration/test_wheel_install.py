@@ -51,7 +51,13 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(
         names = set(z.namelist())
     assert {t for t in top if not t.endswith(".dist-info")} == {"runcoord"}
     assert not GENERIC & top
-    for shipped in ("defaults/tools.yaml", "defaults/topics.yaml", "schemas/fingerprints.lock"):
+    shipped_files = (
+        "defaults/tools.yaml",
+        "defaults/topics.yaml",
+        "schemas/fingerprints.lock",
+        "harness/plans/matrix/broker-restart.yaml",
+    )
+    for shipped in shipped_files:
         assert f"runcoord/{shipped}" in names, shipped
 
     venv = tmp_path / "venv"

@@ -273,6 +273,7 @@ def stacks(
             return current[2]  # type: ignore[no-any-return]
         if current[1] is not None:
             current[1].close()
+            current[:] = [None, None, settings]  # stopped: never handed out again
         exits = contextlib.ExitStack()
         current[:] = [spec, exits, exits.enter_context(private_stack(spec, settings, root, say))]
         return current[2]  # type: ignore[no-any-return]

@@ -175,19 +175,8 @@ def private_stack(
     started = time.monotonic()
     try:
         if spec.kafka_brokers:
-            brokers = spec.kafka_brokers
-            base = _free_base(brokers, CONTROLLER_PORT_OFFSET)
-            home = root / f"kafka-{brokers}"
-            shutil.rmtree(home, ignore_errors=True)
-            own = Settings(
-                home=settings.home, state_dir=home, kafka_port=base, kafka_brokers=brokers,
-                kafka_heap=settings.kafka_heap, kafka_version=settings.kafka_version,
-            )  # fmt: skip
-            libs = StackPaths.of(settings).kafka_libs(settings.kafka_version)
-            cluster = KafkaCluster(own, brokers, libs=libs)
+            cluster = _private_cluster(spec.kafka_brokers, settings, root, say)
             stops.append(lambda: cluster.down(log.info))
-            say(f"private kafka: {brokers} broker(s) at {cluster.bootstrap}, state {home}")
-            cluster.up(timeout=180, say=log.info)
             env["RUNCOORD_BOOTSTRAP_SERVERS"] = cluster.bootstrap
             _PRIVATE_KAFKA[cluster.bootstrap] = cluster
             forget.append(lambda: _PRIVATE_KAFKA.pop(cluster.bootstrap, None))
@@ -234,6 +223,39 @@ def private_stack(
 
 
 _ENV_KEYS = ("RUNCOORD_BOOTSTRAP_SERVERS", "RUNCOORD_POSTGRES_DSN", "RUNCOORD_REDIS_URL")
+
+
+def _private_cluster(
+    brokers: int, settings: Settings, root: Path, say: Callable[[str], None], attempts: int = 3
+) -> KafkaCluster:
+    """A fresh KRaft cluster on free ports, up and healthy. Ports are free when probed, not
+    reserved: a cluster that fails to come up (a port taken meanwhile) is stopped, its files
+    kept aside as ``kafka-N.failed-K`` (the broker logs say why), and tried again elsewhere."""
+    home = root / f"kafka-{brokers}"
+    start = 29092
+    for attempt in range(1, attempts + 1):
+        base = _free_base(brokers, CONTROLLER_PORT_OFFSET, start)
+        shutil.rmtree(home, ignore_errors=True)
+        own = Settings(
+            home=settings.home, state_dir=home, kafka_port=base, kafka_brokers=brokers,
+            kafka_heap=settings.kafka_heap, kafka_version=settings.kafka_version,
+        )  # fmt: skip
+        libs = StackPaths.of(settings).kafka_libs(settings.kafka_version)
+        cluster = KafkaCluster(own, brokers, libs=libs)
+        say(f"private kafka: {brokers} broker(s) at {cluster.bootstrap}, state {home}")
+        try:
+            cluster.up(timeout=180, say=log.info)
+            return cluster
+        except StackError as exc:
+            cluster.down(log.info)
+            failed = root / f"kafka-{brokers}.failed-{attempt}"
+            shutil.rmtree(failed, ignore_errors=True)
+            home.rename(failed)
+            if attempt == attempts:
+                raise
+            say(f"private kafka did not come up ({str(exc).splitlines()[0]}); files in {failed}")
+            start = base + 10
+    raise AssertionError("unreachable")
 
 
 class FaultRunner:
