@@ -14,7 +14,8 @@ import psycopg
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def _iso(at: Any) -> str | None:
+def iso(at: Any) -> str | None:
+    """A timestamp column as ISO 8601, or None."""
     return at.isoformat() if isinstance(at, datetime) else None
 
 
@@ -35,9 +36,9 @@ def get_run(conn: Conn, journal: str, tenant: str, run_id: str) -> dict[str, Any
             "provider_status": row[4],
             "steps": row[5],
             "outcome": row[6],
-            "accepted_at": _iso(row[7]),
-            "updated_at": _iso(row[8]),
-            "finished_at": _iso(row[9]),
+            "accepted_at": iso(row[7]),
+            "updated_at": iso(row[8]),
+            "finished_at": iso(row[9]),
             "events": row[10],
         }
     # Accepted by the API but not projected yet (the relay or the coordinator is behind), or
@@ -61,8 +62,8 @@ def get_run(conn: Conn, journal: str, tenant: str, run_id: str) -> dict[str, Any
         "provider_status": None,
         "steps": 0,
         "outcome": None if parked is None else f"not started: {parked[1]}",
-        "accepted_at": _iso(turn[2]),
-        "updated_at": _iso(turn[2] if parked is None else parked[0]),
-        "finished_at": None if parked is None else _iso(parked[0]),
+        "accepted_at": iso(turn[2]),
+        "updated_at": iso(turn[2] if parked is None else parked[0]),
+        "finished_at": None if parked is None else iso(parked[0]),
         "events": 0,
     }

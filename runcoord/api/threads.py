@@ -5,19 +5,15 @@ the provider executor on its first turn, at most once, under the effect ledger k
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import psycopg
 
+from runcoord.api.runs import iso
 from runcoord.domain.ids import conversation_key
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 PROTOCOLS = ("assistants", "responses")
-
-
-def _iso(at: Any) -> str | None:
-    return at.isoformat() if isinstance(at, datetime) else None
 
 
 def get_thread(conn: Conn, tenant: str, thread_id: str) -> dict[str, Any] | None:
@@ -54,10 +50,10 @@ def get_thread(conn: Conn, tenant: str, thread_id: str) -> dict[str, Any] | None
     return {
         "thread_id": row[0],
         "metadata": row[1],
-        "created_at": _iso(row[2]),
+        "created_at": iso(row[2]),
         "provider_threads": sorted(provider_threads, key=lambda t: str(t["protocol"])),
         "runs": [
-            {"run_id": r[0], "provider": r[1], "assistant_id": r[2], "created_at": _iso(r[3])}
+            {"run_id": r[0], "provider": r[1], "assistant_id": r[2], "created_at": iso(r[3])}
             for r in runs
         ],
     }
