@@ -26,6 +26,7 @@ from runcoord.api.app import ApiConfig, create_app
 from runcoord.api.keys import create, tenant_for
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import from_record
+from runcoord.config import load
 from runcoord.db import migrate
 from runcoord.kafka import TopicNames, consumer_config
 from runcoord.stack.polling import wait_until
@@ -63,9 +64,9 @@ def api(dsn: str, bootstrap: str, topics: TopicNames) -> Iterator[World]:
     tag = uuid.uuid4().hex[:8]
     with psycopg.connect(dsn, autocommit=True) as conn:
         key_a, key_b = create(conn, f"ta-{tag}"), create(conn, f"tb-{tag}")
-    config = ApiConfig(dsn=dsn, bootstrap=bootstrap, topics=topics, webhook_secret=SECRET)
-    with TestClient(create_app(config)) as client:
-        yield World(client, config, key_a, key_b)
+    settings = config(dsn, bootstrap, topics)
+    with TestClient(create_app(settings)) as client:
+        yield World(client, settings, key_a, key_b)
 
 
 def signed(body: dict[str, Any], secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
@@ -135,7 +136,10 @@ class Served:
 
 
 def config(dsn: str, bootstrap: str, topics: TopicNames, **settings: Any) -> ApiConfig:
-    """The API's configuration for a test: the webhook secret above, ``settings`` on top."""
+    """The API's configuration for a test: the webhook secret above, the suite's Redis (the
+    dataclass's own default is the local stack's port, which CI's stack does not use),
+    ``settings`` on top."""
+    settings = {"redis_url": load().redis, **settings}
     return ApiConfig(dsn=dsn, bootstrap=bootstrap, topics=topics, webhook_secret=SECRET, **settings)
 
 
