@@ -45,7 +45,10 @@ def coordinator(
         int, typer.Option(help="Inputs per transaction at most.")
     ] = _LOOP.batch_max,
     batch_wait_ms: Annotated[
-        int, typer.Option(help="How long to wait to fill a batch.")
+        int,
+        typer.Option(
+            help="How long an idle coordinator waits for an input before checking its timers."
+        ),
     ] = _LOOP.batch_wait_ms,
     step_budget_ms: Annotated[
         int, typer.Option(help="Longest a step may wait for its tools.")

@@ -42,6 +42,7 @@ from runcoord.kafka import (
     carries_record,
     consumer_config,
     producer_config,
+    take_batch,
     translate,
 )
 from runcoord.partitioning import partition_for
@@ -70,7 +71,7 @@ class LoopConfig:
     # aborts its predecessor's open transaction at once instead of after its timeout.
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_max: int = 500
-    batch_wait_ms: int = 20
+    batch_wait_ms: int = 50
     ticks_per_batch: int = 1000
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 60_000
@@ -206,7 +207,7 @@ class Coordinator:
 
     def _batch(self, consumer: Consumer, producer: Producer) -> None:
         c = self.config
-        messages = consumer.consume(c.batch_max, c.batch_wait_ms / 1000)
+        messages = take_batch(consumer, c.batch_max, c.batch_wait_ms / 1000)
         inputs = [m for m in messages if self._usable(m)]
         now = int(self.clock() * 1000)
         ticks = [

@@ -40,7 +40,14 @@ from runcoord.domain import intents as it
 from runcoord.effects.guard import LeaseLost
 from runcoord.effects.offsets import OffsetTracker
 from runcoord.errors import Retriable, SerializationError
-from runcoord.kafka import TopicNames, carries_record, consumer_config, error_for, producer_config
+from runcoord.kafka import (
+    TopicNames,
+    carries_record,
+    consumer_config,
+    error_for,
+    producer_config,
+    take_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +131,7 @@ class Executor:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
-                messages = await loop.run_in_executor(kafka_thread, consumer.consume, 200, 0.2)
+                messages = await loop.run_in_executor(kafka_thread, take_batch, consumer, 200, 0.2)
                 for msg in messages:
                     if not carries_record(msg, log, self.config.name):
                         continue

@@ -28,7 +28,7 @@ from runcoord.domain import events as ev
 from runcoord.errors import Retriable, SerializationError
 from runcoord.forensics import store
 from runcoord.forensics.projection import EventRow, RunRow, StepRow, event_row, fold, step_row
-from runcoord.kafka import TopicNames, consumer_config, error_for
+from runcoord.kafka import TopicNames, consumer_config, error_for, take_batch
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Projector:
         try:
             while not stop.is_set():
                 if not pending:
-                    pending = consumer.consume(c.batch_max, c.batch_wait_s)
+                    pending = take_batch(consumer, c.batch_max, c.batch_wait_s)
                 if not pending:
                     continue
                 try:

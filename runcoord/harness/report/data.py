@@ -7,6 +7,7 @@
 <replay dir>/<system>/sim_records.json   the simulated provider's records
 <replay dir>/<system>/faults.jsonl       each fault action, when it fired, and how it went
 <replay dir>/<system>/timeline.jsonl     once a second: sent, finished, in flight
+<replay dir>/<system>/gateway_arrivals.jsonl  when each tool request reached the gateway
 <replay dir>/<system>/system.json        CPU per process, Redis ops, timings
 <replay dir>/<system>/journal.jsonl, intents.jsonl, dlq.jsonl, ledger.jsonl,
     sandbox_audit.jsonl, evidence.json   what explains a run once the replay's topics and
@@ -71,6 +72,8 @@ class SystemData:
     journal: dict[str, list[JournalEvent]] | None = None
     ledger: list[dict[str, Any]] | None = None
     evidence: dict[str, Any] = field(default_factory=dict)  # evidence.json
+    # When each tool request reached the gateway (gateway_arrivals.jsonl; reads included).
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +114,7 @@ def load_system(folder: Path) -> SystemData:
         else None,
         ledger=evidence.read_ledger(folder) if (folder / evidence.LEDGER).exists() else None,
         evidence=json.loads(manifest.read_text()) if manifest.exists() else {},
+        arrivals=read_jsonl(folder / "gateway_arrivals.jsonl"),
     )
 
 

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runcoord.harness.report.data import SystemData
+from runcoord.harness.report.hops import HOPS, step_hops
 from runcoord.harness.report.missing import attribute_missing
-from runcoord.harness.report.steps import TERMINAL, analyse
+from runcoord.harness.report.steps import TERMINAL, StepWait, analyse
 from runcoord.harness.report.writes import write_figures
 from runcoord.harness.workload.trace import TraceTurn
 
@@ -168,8 +169,30 @@ def system_figures(
         ),
         "redis_ops_per_turn": _round(redis / sent if redis is not None and sent else None, 2),
         "cpu_s": cpu,
+        "cpu_ms_per_turn": {proc: _round(seconds * 1000 / sent, 1) for proc, seconds in cpu.items()}
+        if sent
+        else {},
+        "step_hops_ms": _hop_figures(waits, data),
         "wall_s": data.info.get("wall_s"),
         "faults_fired": sum(1 for f in data.faults if f.get("applicable", True)),
+    }
+
+
+def _hop_figures(waits: Sequence[StepWait], data: SystemData) -> dict[str, dict[str, Any]]:
+    """p50/p99 (ms) and count of each hop of a tool step (report/hops.py); empty for a system
+    without a journal (the baseline keeps none)."""
+    if data.journal is None or data.ledger is None:
+        return {}
+    hops = step_hops(
+        waits, data.journal, data.ledger, data.arrivals, data.sim_records.get("submissions", [])
+    )
+    return {
+        name: {
+            "p50": _round(_ms(percentile(hops[name], 50)), 1),
+            "p99": _round(_ms(percentile(hops[name], 99)), 1),
+            "n": len(hops[name]),
+        }
+        for name in HOPS
     }
 
 

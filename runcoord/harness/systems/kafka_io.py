@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, Producer
 
-from runcoord.kafka import consumer_config, producer_config
+from runcoord.kafka import consumer_config, producer_config, take_batch
 
 
 class RememberingProducer:
@@ -55,7 +55,7 @@ class Follower:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                for msg in self._consumer.consume(500, 0.2):
+                for msg in take_batch(self._consumer, 500, 0.2):
                     if msg.error() is None:
                         self._on_message(msg)
         finally:
