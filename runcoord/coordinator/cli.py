@@ -30,7 +30,12 @@ _POLICY = Policy()
 
 def coordinator(
     instance_id: Annotated[
-        str | None, typer.Option(help="Stable replica name (coord-0…); default host-pid.")
+        str | None,
+        typer.Option(
+            help="Stable replica name (coord-0…), unique among live replicas; given, the "
+            "replica joins as a static member and gets its partitions back at once after a "
+            "restart. Default: host-pid."
+        ),
     ] = None,
     group: Annotated[
         str, typer.Option(help="Consumer group of the replicas.")
@@ -120,7 +125,8 @@ def coordinator(
         call_deadline_s=call_deadline_s,
     )
     if instance_id:
-        config = dataclasses.replace(config, instance_id=instance_id)
+        # A name given is stable across restarts (coord-0, coord-1…): join under it.
+        config = dataclasses.replace(config, instance_id=instance_id, static_membership=True)
     loop = Coordinator(config, policy)
     metrics.serve(metrics_port)
     stop = threading.Event()

@@ -81,6 +81,13 @@ class LoopConfig:
     # session's clients are then rebuilt, before max.poll.interval.ms drops us from the group.
     call_timeout_s: float = 30.0
     call_deadline_s: float = 45.0
+    # Join as a static member named instance_id (KIP-345): a replica killed and restarted
+    # under its name takes its partitions back the moment it rejoins, instead of after the
+    # dead one's session timed out and a rebalance (measured under the incident plan: tool
+    # results waited ~20 s for a restarted coordinator). The cost: a replica stopped for
+    # good keeps its partitions until session_timeout_ms passes, as a killed one always did.
+    # Only for names unique among live replicas (a twin is fenced: FENCED_INSTANCE_ID).
+    static_membership: bool = False
 
 
 @dataclass
@@ -148,6 +155,8 @@ class Coordinator:
             "session.timeout.ms": c.session_timeout_ms,
             "max.poll.interval.ms": c.max_poll_interval_ms,
         }
+        if c.static_membership:
+            overrides["group.instance.id"] = c.instance_id
         consumer = Consumer(consumer_config(c.bootstrap, c.group_id) | overrides)
         reader = StateReader(c.bootstrap, c.topics.state, f"{c.group_id}-rebuild", self.codec)
         self._calls = calls = BoundedCalls(f"{c.instance_id}-txn", c.call_deadline_s)
@@ -192,9 +201,10 @@ class Coordinator:
         # require_stable, which waits until the previous owner's transaction is resolved.
         # Only then does runs.state hold everything those offsets stand for.
         consumer.committed(partitions, timeout=60)
+        states = reader.read([tp.partition for tp in partitions])
         for tp in partitions:
             runs = PartitionRuns(tp.partition)
-            runs.load(reader.read(tp.partition).values(), self.policy)
+            runs.load(states[tp.partition].values(), self.policy)
             self.owned[tp.partition] = runs
             log.info("assigned %s[%d]: %d runs rebuilt", tp.topic, tp.partition, len(runs))
 

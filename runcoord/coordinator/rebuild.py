@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -28,25 +29,41 @@ class StateReader:
         self.codec = codec
         config = consumer_config(bootstrap, group_id, read_committed=True)
         config["enable.partition.eof"] = True
+        # The end of a partition is a fetch that comes back empty, and the broker holds an
+        # empty fetch for fetch.wait.max.ms (500 ms by default): with the default, reading a
+        # partition to its end cost about a second even when it was short, and one
+        # partition after another, so a restarted replica waited seconds for its runs.
+        config["fetch.wait.max.ms"] = 10
         self._consumer = Consumer(config)
 
-    def read(self, partition: int, timeout_s: float = 60.0) -> dict[str, RunState]:
-        runs: dict[str, RunState] = {}
-        self._consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
+    def read(
+        self, partitions: Sequence[int], timeout_s: float = 60.0
+    ) -> dict[int, dict[str, RunState]]:
+        """The runs of each partition, all read together, each to its end."""
+        runs: dict[int, dict[str, RunState]] = {p: {} for p in partitions}
+        if not partitions:
+            return runs
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        remaining = set(partitions)
         deadline = time.monotonic() + timeout_s
         try:
-            while True:
+            while remaining:
                 if time.monotonic() > deadline:
-                    raise KafkaRetriable(f"{self.topic}[{partition}] not read to its end in time")
+                    late = ", ".join(str(p) for p in sorted(remaining))
+                    raise KafkaRetriable(f"{self.topic}[{late}] not read to its end in time")
                 msg = self._consumer.poll(0.5)
                 if msg is None:
                     continue
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        return runs
+                        remaining.discard(msg.partition() or 0)
+                        continue
                     raise_for_error(err)
-                self._apply(runs, msg.key(), msg.value(), msg.offset() or 0)
+                partition = msg.partition() or 0
+                if partition in remaining:  # past its end nothing is read
+                    self._apply(runs[partition], msg.key(), msg.value(), msg.offset() or 0)
+            return runs
         finally:
             self._consumer.unassign()
 
