@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 from runcoord.config import load
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="terminal budget per turn, s")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--list", action="store_true", help="print the scenarios and exit")
+    parser.add_argument("--json", action="store_true", help="print matrix.json's data to stdout")
     args = parser.parse_args()
     try:
         names = scenarios(args.only)
@@ -84,25 +86,33 @@ def main() -> None:
         )
         save(out, rows, meta, time.monotonic() - started)
 
-    say(f"{len(names)} scenario(s) x {args.repeat}, {args.turns} turns at {args.rate:g}/s; {out}")
-    try:
-        run_matrix(
-            names,
-            repeat=args.repeat,
-            turns=args.turns,
-            rate=args.rate,
-            seed=seed,
-            out=out,
-            settings=settings,
-            say=say,
-            on_run=on_run,
-            budget_s=args.budget,
+    # With --json stdout carries the JSON alone (matrix.json's content); the rest goes to stderr.
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():
+        say(
+            f"{len(names)} scenario(s) x {args.repeat}, {args.turns} turns at "
+            f"{args.rate:g}/s; {out}"
         )
-    finally:
-        save(out, rows, meta, time.monotonic() - started)
-        print()
-        print(markdown(rows))
-        print(f"table: {out / 'matrix.md'}; data: {out / 'matrix.json'}")
+        try:
+            run_matrix(
+                names,
+                repeat=args.repeat,
+                turns=args.turns,
+                rate=args.rate,
+                seed=seed,
+                out=out,
+                settings=settings,
+                say=say,
+                on_run=on_run,
+                budget_s=args.budget,
+            )
+        finally:
+            took = time.monotonic() - started
+            save(out, rows, meta, took)
+            print()
+            print(markdown(rows))
+            print(f"table: {out / 'matrix.md'}; data: {out / 'matrix.json'}")
+    if args.json:
+        print(json.dumps(as_json(rows, **meta, took_s=round(took, 1)), indent=2, default=str))
     failed = [r for r in rows if r.verdict != "PASS"]
     if failed or len(rows) < total:
         sys.exit(1)

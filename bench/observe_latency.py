@@ -15,7 +15,7 @@ the tool intent and the tool executor calling out. Steps whose calls never reach
 (tools refused by policy, answered without a call) are counted apart. CPU is what the
 provider executor replicas used over the replay (``system.json``), per turn.
 
-    .venv/bin/python bench/observe_latency.py --turns 200 --rate 10
+    .venv/bin/python bench/observe_latency.py --turns 200 --rate 10 [--json]
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,25 +94,19 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def main() -> None:
-    unwind_on_signals()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--turns", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=10.0, help="turns per second")
-    parser.add_argument("--seed", type=int, default=33)
-    parser.add_argument("--out", type=Path, default=None, help="keep the evidence here")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> tuple[dict[str, Dispatch], list[float]]:
+    """Each mode's figures, and the load average (5 min) after each replay."""
     settings = load()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.out or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         trace = generate(
             GeneratorConfig(turns=args.turns, seed=args.seed, rate=args.rate),
-            load_registry(load().tools_file),
+            load_registry(settings.tools_file),
         )
         write_trace(folder / "trace.jsonl", trace)
         results: dict[str, Dispatch] = {}
-        loads: list[str] = []
+        loads: list[float] = []
         for mode in MODES:
             out = folder / mode
             config = ReplayConfig(
@@ -121,13 +117,50 @@ def main() -> None:
             replay(config, trace, settings, lambda _: None)
             results[mode] = analyse(out / "runcoord", len(trace))
             # A shared 2-core machine: the load says how much the figures are the neighbours'.
-            loads.append(f"{mode} {os.getloadavg()[1]:.1f}")
+            loads.append(os.getloadavg()[1])
+    return results, loads
+
+
+def as_json(
+    args: argparse.Namespace, results: dict[str, Dispatch], loads: list[float]
+) -> dict[str, Any]:
+    def pct(value: float | None) -> float | None:
+        return None if value is None else round(value, 1)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    poll, stream = results["poll"], results["stream"]
+    return {
+        "turns": args.turns,
+        "rate": args.rate,
+        "seed": args.seed,
+        "modes": {
+            mode: {
+                "steps": len(r.latencies_ms),
+                "p50_ms": pct(r.pct(50)),
+                "p95_ms": pct(r.pct(95)),
+                "p99_ms": pct(r.pct(99)),
+                "unreached": r.unreached,
+                "provider_exec_cpu_ms_per_turn": round(1000 * r.provider_cpu_s / r.turns, 1),
+                "sim_cpu_ms_per_turn": round(1000 * r.sim_cpu_s / r.turns, 1),
+                "load_avg_5min": round(load, 2),
+            }
+            for (mode, r), load in zip(results.items(), loads, strict=True)
+        },
+        "poll_over_stream": {f"p{q}": ratio(poll.pct(q), stream.pct(q)) for q in (50, 95, 99)},
+        "provider_cpu_poll_over_stream": ratio(poll.provider_cpu_s, stream.provider_cpu_s),
+    }
+
+
+def table(args: argparse.Namespace, results: dict[str, Dispatch], loads: list[float]) -> None:
     poll, stream = results["poll"], results["stream"]
     print(
         f"runcoord, Responses API, {args.turns} turns at {args.rate:g}/s (seed {args.seed}), "
         "no faults: requires_action -> first tool request at the gateway"
     )
-    print(f"load average (5 min) after each replay: {', '.join(loads)}")
+    after = ", ".join(f"{mode} {load:.1f}" for mode, load in zip(MODES, loads, strict=True))
+    print(f"load average (5 min) after each replay: {after}")
     print(
         "observe  steps  p50 ms  p95 ms  p99 ms  unreached  "
         "provider-exec CPU ms/turn  sim CPU ms/turn"
@@ -146,6 +179,23 @@ def main() -> None:
     if stream.provider_cpu_s > 0:
         cpu_ratio = poll.provider_cpu_s / stream.provider_cpu_s
         print(f"provider executor CPU, poll / stream: {cpu_ratio:.2f}x")
+
+
+def main() -> None:
+    unwind_on_signals()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=10.0, help="turns per second")
+    parser.add_argument("--seed", type=int, default=33)
+    parser.add_argument("--out", type=Path, default=None, help="keep the evidence here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    args = parser.parse_args()
+    # With --json stdout carries the JSON alone; the table goes to stderr.
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():
+        results, loads = measure(args)
+        table(args, results, loads)
+    if args.json:
+        print(json.dumps(as_json(args, results, loads), indent=2))
 
 
 if __name__ == "__main__":
