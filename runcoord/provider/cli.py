@@ -46,20 +46,21 @@ def provider(
     fault_at: FaultOpt = None,
     metrics_port: MetricsOpt = None,
     observe: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="How a Responses run is watched: poll (retrieve with backoff) or stream "
-            "(its event stream, resumed after a drop)."
+            help="How a Responses run is watched: stream (its event stream, resumed after a "
+            "drop) or poll (retrieve with backoff). Default: RUNCOORD_OBSERVE, else stream."
         ),
-    ] = "poll",
+    ] = None,
 ) -> None:
     """Create provider runs (at most one per turn), watch them, cancel them."""
-    if observe not in OBSERVE_MODES:
+    if observe is not None and observe not in OBSERVE_MODES:
         raise typer.BadParameter(f"--observe: one of {', '.join(OBSERVE_MODES)}")
 
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
-        async with providers(settings, provider_url, api_key, observe) as clients:
+        mode: Observe = settings.observe if observe is None else observe
+        async with providers(settings, provider_url, api_key, mode) as clients:
             yield ProviderEffects(clients, LedgerGuard(ledger(settings), owner))
 
     options = (instance_id, topic_prefix, concurrency, fault_at, metrics_port)
@@ -68,7 +69,7 @@ def provider(
 
 @asynccontextmanager
 async def providers(
-    settings: Settings, url: str | None, api_key: str | None, observe: Observe = "poll"
+    settings: Settings, url: str | None, api_key: str | None, observe: Observe
 ) -> AsyncIterator[dict[str, RunProvider]]:
     """Both protocols; each intent names the one its run uses."""
     tools = load_registry(settings.tools_file).function_tools()

@@ -34,7 +34,7 @@ def submissions(
 
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
-        async with providers(settings, provider_url, api_key) as clients:
+        async with providers(settings, provider_url, api_key, settings.observe) as clients:
             yield Submissions(clients, LedgerGuard(ledger(settings), owner))
 
     serve(

@@ -35,8 +35,9 @@ def replay_command(
     ] = "none",
     provider: Annotated[str, _Opt(help="Provider API: assistants | responses.")] = "assistants",
     observe: Annotated[
-        str, _Opt(help="How runcoord watches Responses runs: poll | stream.")
-    ] = "poll",
+        str | None,
+        _Opt(help="How runcoord watches Responses runs: stream | poll (RUNCOORD_OBSERVE)."),
+    ] = None,
     system: Annotated[str, _Opt(help="runcoord | baseline | both.")] = "both",
     rate: Annotated[
         float | None, _Opt(help="Turns per second (default: the trace's own offsets).")
@@ -71,7 +72,7 @@ def replay_command(
         "responses",
     ):
         raise typer.BadParameter("--system runcoord|baseline|both, --provider assistants|responses")
-    if observe not in ("poll", "stream"):
+    if observe is not None and observe not in ("poll", "stream"):
         raise typer.BadParameter("--observe poll|stream")
     try:
         plan = load_plan(faults)
@@ -91,7 +92,7 @@ def replay_command(
         plan=plan,
         out=folder,
         provider=provider,
-        observe=observe,
+        observe=observe or settings.observe,
         systems=chosen,
         rate=rate,
         coordinators=coordinators,

@@ -57,7 +57,7 @@ class ReplayConfig:
     plan: FaultPlan
     out: Path
     provider: str = "assistants"
-    observe: str = "poll"  # how runcoord's provider executor watches Responses runs
+    observe: str = "stream"  # how runcoord's provider executor watches Responses runs
     systems: tuple[str, ...] = ("baseline", "runcoord")
     rate: float | None = None  # turns per second; None: the trace's own offsets
     coordinators: int = 2

@@ -35,7 +35,7 @@ class RuncoordSystem:
     tools_file: Path
     coordinators: int = 2
     executors: int = 1
-    observe: str = "poll"  # the provider executors' --observe
+    observe: str = "stream"  # the provider executors' --observe
     # True: each conversation's id is the tenant's own (StartRun.conversation) and runcoord
     # creates its provider thread (the agent API's way); False: the driver created it.
     conversations: bool = False
