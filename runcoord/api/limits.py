@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runcoord.effects.ledger.redis_guard import RedisGuard
-from runcoord.effects.limits.limiter import ConcurrencyLimiter, Limits, Permit
+from runcoord.effects.limits.limiter import Limits, Permit, RedisSlots
 
 KiB = 1024
 
@@ -159,14 +159,17 @@ def retry_after(wait_s: float) -> str:
 
 class StreamSlots:
     """At most ``per_tenant`` open event streams per tenant, across replicas (Redis sorted
-    sets whose members expire, see ConcurrencyLimiter): a stream renews its slot while it
+    sets whose members expire, see RedisSlots): a stream renews its slot while it
     runs and frees it when it ends; a replica that dies leaves slots that expire after
     ``ttl_s``. With Redis down each replica allows every tenant ``per_tenant`` on its own."""
 
     POOL = "events"  # the limiter's second pool: every tenant's streams, uncapped here
 
     def __init__(self, guard: RedisGuard, per_tenant: int, *, ttl_s: float) -> None:
-        self._limiter = ConcurrencyLimiter(
+        # Exact slots, not the tool limiter's per-replica shares: a stream is long and rare,
+        # so a Redis round trip per stream costs nothing, and a tenant's cap must not depend
+        # on how many API replicas run.
+        self._limiter = RedisSlots(
             guard,
             Limits(per_tenant=per_tenant, default_per_tool=2**31 - 1),
             ttl_s=ttl_s,

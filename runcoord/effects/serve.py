@@ -72,7 +72,7 @@ def reclaim(settings: Settings, replica: str, incarnation: str) -> None:
     guard = RedisGuard(connect_redis(settings.redis))
     freed = ConcurrencyLimiter(guard, Limits()).reclaim(replica, incarnation)
     if freed:
-        log.info("%s: freed %d concurrency permits of its earlier incarnations", replica, freed)
+        log.info("%s: dropped %d limiter memberships of its earlier incarnations", replica, freed)
     ledger = PostgresLedger(settings.dsn)
     try:
         lapsed = CachedLedger(ledger, guard).reclaim(replica, incarnation)

@@ -54,13 +54,16 @@ def tools(
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         redis_guard = RedisGuard(connect_redis(settings.redis))
         limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
-        async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
-            yield ToolCalls(
-                reg,
-                HttpToolGateway(gateway_url or settings.gateway_url, http),
-                LedgerGuard(ledger(settings), owner),
-                limiter,
-                owner,
-            )
+        try:
+            async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
+                yield ToolCalls(
+                    reg,
+                    HttpToolGateway(gateway_url or settings.gateway_url, http),
+                    LedgerGuard(ledger(settings), owner),
+                    limiter,
+                    owner,
+                )
+        finally:
+            limiter.close()  # leave the fleet now: the others' shares grow back at once
 
     serve("tools", KINDS, handler, instance_id, topic_prefix, concurrency, fault_at, metrics_port)

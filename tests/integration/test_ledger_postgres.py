@@ -1,11 +1,12 @@
-"""The ledger contract against PostgreSQL, and against the Redis fast path in front of it;
-then what only real servers can show: reconnects after a dropped connection, and the cache
-answering correctly while Redis is cut off."""
+"""The ledger contract against PostgreSQL, and against the Redis cache of final outcomes in
+front of it; then what only real servers can show: reconnects after a dropped connection, and
+the cache answering correctly, and cheaply, while Redis is up and while it is cut off."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -18,13 +19,17 @@ from runcoord.effects.ledger import (
     Acquired,
     Busy,
     CachedLedger,
+    Claim,
+    EffectMeta,
     EffectState,
     Finished,
+    InMemoryLedger,
     Ledger,
     LedgerMisconfigured,
     LedgerUnavailable,
     PostgresLedger,
     RedisGuard,
+    RequestConflict,
     connect_redis,
 )
 from runcoord.errors import Fatal, Retriable
@@ -84,10 +89,6 @@ class CachedHarness(PostgresHarness):
 
     def new_ledger(self) -> Ledger:
         return self._wrap(self.new_postgres())
-
-    def expire(self, key: str) -> None:
-        super().expire(key)
-        self.redis.delete(self.cached.lease_key(key))
 
     def close(self) -> None:
         keys = list(self.redis.scan_iter(f"{self.prefix}*"))
@@ -187,7 +188,7 @@ def test_final_rows_cannot_be_rewritten_even_by_hand(ledger_dsn: str) -> None:
         )
 
 
-# ---- the Redis fast path -------------------------------------------------------------------
+# ---- the Redis cache of final outcomes ------------------------------------------------------
 
 
 @pytest.fixture
@@ -203,6 +204,115 @@ def _final_cached(client: redis.Redis, cached: CachedLedger, key: str) -> bool:
     return bool(client.exists(cached.final_key(key)))
 
 
+class CountingRedis(redis.Redis):
+    """A client that notes every command it sends."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+class CountingLedger(InMemoryLedger):
+    """The memory ledger, counting the claims that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+
+    def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+        self.claims += 1
+        return super().claim(key, meta, owner, lease_s)
+
+
+@pytest.fixture
+def counting(redis_url: str, unique: str) -> Iterator[tuple[CountingRedis, CachedLedger]]:
+    client = CountingRedis.from_url(redis_url, decode_responses=True)
+    client.sent = []
+    cached = CachedLedger(CountingLedger(), RedisGuard(client), prefix=f"test:count-{unique}:")
+    yield client, cached
+    client.sent = []
+    for k in client.scan_iter(f"test:count-{unique}:*"):
+        client.delete(k)
+    client.close()
+
+
+def test_a_first_delivery_costs_one_redis_read_and_no_write(
+    counting: tuple[CountingRedis, CachedLedger],
+) -> None:
+    client, cached = counting
+    key = new_key()
+    assert isinstance(cached.claim(key, meta(), "a", LEASE_S), Acquired)
+    assert cached.renew(key, 1, LEASE_S) and cached.mark_sent(key, 1)
+    assert cached.complete(key, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
+    assert client.sent == ["GET"], "one GET of the final key; no lease hint anywhere"
+    other = new_key()
+    cached.claim(other, meta(), "a", LEASE_S)
+    assert cached.release(other, 1)
+    assert isinstance(cached.claim(other, meta(), "b", LEASE_S), Acquired)
+    assert client.sent == ["GET"] * 3
+    assert cached.reclaim("a", "b") == [] and client.sent == ["GET"] * 3
+
+
+def test_an_effect_in_flight_is_busy_by_the_store(
+    counting: tuple[CountingRedis, CachedLedger],
+) -> None:
+    client, cached = counting
+    store = cached.inner
+    assert isinstance(store, CountingLedger)
+    key = new_key()
+    cached.claim(key, meta(), "a", LEASE_S)
+    busy = cached.claim(key, meta(), "b", LEASE_S)
+    assert isinstance(busy, Busy) and busy.owner == "a"
+    assert store.claims == 2 and client.sent == ["GET", "GET"]
+    assert not _final_cached(client, cached, key), "nothing cached for an effect in flight"
+
+
+def test_a_cached_final_answer_is_returned_without_the_store(
+    counting: tuple[CountingRedis, CachedLedger],
+) -> None:
+    client, cached = counting
+    store = cached.inner
+    assert isinstance(store, CountingLedger)
+    key = new_key()
+    cached.claim(key, meta(), "a", LEASE_S)
+    cached.complete(key, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
+    expected = Finished(key, EffectState.SUCCEEDED, {"ticket": "T-1"}, None)
+
+    assert cached.claim(key, meta(), "b", LEASE_S) == expected  # a duplicate: from the store
+    assert store.claims == 2 and client.sent == ["GET", "GET", "SET"]
+    assert client.ttl(cached.final_key(key)) > 0, "cached with a TTL"
+    client.sent = []
+    for owner in ("c", "d", "e"):
+        assert cached.claim(key, meta(), owner, LEASE_S) == expected
+    assert store.claims == 2, "answered from Redis, not the store"
+    assert client.sent == ["GET"] * 3, "one GET each, nothing written again"
+    with pytest.raises(RequestConflict):
+        cached.claim(key, meta(request="another request"), "f", LEASE_S)
+    assert store.claims == 2, "the request hash is checked on the cached answer"
+    assert cached.get(key) is not None and client.sent == ["GET"] * 4, "get reads the store"
+
+
+def test_a_damaged_cache_entry_sends_the_claim_to_the_store(
+    counting: tuple[CountingRedis, CachedLedger],
+) -> None:
+    client, cached = counting
+    store = cached.inner
+    assert isinstance(store, CountingLedger)
+    key = new_key()
+    cached.claim(key, meta(), "a", LEASE_S)
+    cached.complete(key, 1, EffectState.FAILED, None, "tool said no")
+    expected = Finished(key, EffectState.FAILED, None, "tool said no")
+    for damaged in ("not json", '{"state": "claimed"}', '{"state": "nonsense"}', "[1]"):
+        client.set(cached.final_key(key), damaged)
+        before = store.claims
+        assert cached.claim(key, meta(), "b", LEASE_S) == expected
+        assert store.claims == before + 1
+    assert cached.claim(key, meta(), "c", LEASE_S) == expected
+    assert store.claims == before + 1, "the store's answer replaced the damaged entry"
+
+
 def test_cache_serves_final_outcomes_and_falls_back_when_redis_is_cut(
     ledger_dsn: str, redis_url: str, redis_proxy: TcpProxy, unique: str
 ) -> None:
@@ -215,13 +325,14 @@ def test_cache_serves_final_outcomes_and_falls_back_when_redis_is_cut(
         cached = CachedLedger(pg, guard, prefix=prefix)
         cached.claim(done, meta(), "a", LEASE_S)
         cached.complete(done, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
+        assert not _final_cached(direct, cached, done), "a first delivery writes no Redis"
         expected = Finished(done, EffectState.SUCCEEDED, {"ticket": "T-1"}, None)
         assert cached.claim(done, meta(), "b", LEASE_S) == expected
-        assert _final_cached(direct, cached, done), "the first read filled the cache"
+        assert _final_cached(direct, cached, done), "the first duplicate filled the cache"
         assert isinstance(cached.claim(busy, meta(), "a", LEASE_S), Acquired)
-        assert direct.exists(cached.lease_key(busy))
+        assert list(direct.scan_iter(f"{prefix}*")) == [cached.final_key(done)]
 
-        redis_proxy.stop()  # Redis outage, mid-way
+        redis_proxy.stop()  # Redis outage, mid-way: the store answers everything
         assert cached.claim(done, meta(), "c", LEASE_S) == expected
         assert isinstance(cached.claim(busy, meta(), "b", LEASE_S), Busy)
         fresh = new_key()
@@ -234,7 +345,7 @@ def test_cache_serves_final_outcomes_and_falls_back_when_redis_is_cut(
         assert guard.call(lambda r: bool(r.ping()), False) is False, "Redis is really down"
         assert not _final_cached(direct, cached, fresh), "nothing reached Redis"
 
-        redis_proxy.start()  # back: the fast path fills in again
+        redis_proxy.start()  # back: the cache fills in again
         assert cached.claim(fresh, meta(), "c", LEASE_S) == Finished(
             fresh, EffectState.FAILED, None, "tool said no"
         )
@@ -245,17 +356,21 @@ def test_cache_serves_final_outcomes_and_falls_back_when_redis_is_cut(
     proxied.close()
 
 
-def test_a_lost_lease_hint_only_sends_the_claim_to_postgres(
+def test_an_evicted_final_entry_only_sends_the_claim_to_postgres(
     ledger_dsn: str, redis_url: str, unique: str
 ) -> None:
     client = connect_redis(redis_url, timeout_s=2.0)
     key = new_key()
     with PostgresLedger(ledger_dsn) as pg:
-        cached = CachedLedger(pg, RedisGuard(client), prefix=f"test:hint-{unique}:")
+        cached = CachedLedger(pg, RedisGuard(client), prefix=f"test:evict-{unique}:")
         cached.claim(key, meta(), "a", LEASE_S)
-        client.delete(cached.lease_key(key))  # Redis restarted empty, or evicted the key
-        assert isinstance(cached.claim(key, meta(), "b", LEASE_S), Busy)
-        client.delete(cached.final_key(key), cached.lease_key(key))
+        cached.complete(key, 1, EffectState.SUCCEEDED, {"n": 1})
+        expected = Finished(key, EffectState.SUCCEEDED, {"n": 1}, None)
+        assert cached.claim(key, meta(), "b", LEASE_S) == expected
+        client.delete(cached.final_key(key))  # Redis restarted empty, or evicted the key
+        assert cached.claim(key, meta(), "c", LEASE_S) == expected
+        assert _final_cached(client, cached, key)
+        client.delete(cached.final_key(key))
     client.close()
 
 

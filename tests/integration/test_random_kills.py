@@ -186,7 +186,7 @@ def test_random_kills_of_tool_and_submission_executors(
     runs, expected = mixed_turns(TURNS, seed=seed, tag=f"chaos-{uuid.uuid4().hex[:6]}")
     with (
         private_database(pg_dsn) as dsn,
-        # Concurrency limits and lease hints shared with nobody else's tests.
+        # Concurrency limits and cached outcomes shared with nobody else's tests.
         stopping(PrivateRedis(tmp_path / "redis.log").start()) as redis,
     ):
         own = {"RUNCOORD_POSTGRES_DSN": dsn, "RUNCOORD_REDIS_URL": redis.url}

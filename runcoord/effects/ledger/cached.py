@@ -1,15 +1,25 @@
-"""Redis fast path in front of any Ledger: a read-through cache of final outcomes and a lease
-hint that answers Busy without a database round trip (duplicate deliveries during a rebalance
-storm all ask about keys that are in flight or done).
+"""Redis in front of any Ledger: a read-through cache of FINAL outcomes, nothing else.
+
+A claim costs one Redis command (GET of the final key) before it goes to the store. When the
+store answers Finished, the claim was a duplicate delivery of a done effect, and the outcome
+is cached (SET with a TTL) so the next duplicate is answered without the store. A first
+delivery, the common case, never writes to Redis.
 
 Safe by construction, whatever Redis does:
 - only final outcomes are cached, and a final row never changes (a trigger enforces it);
-- a lease hint is written only after the store granted the lease and lives no longer than it,
-  so a stale or lost hint can only delay a take-over or send a claim to the store, never let a
-  second claimant act;
-- every write (mark_sent, renew, release, complete) goes to the store first and decides there;
+- every other answer (Acquired, Busy) and every write (mark_sent, renew, release, complete,
+  reclaim) comes from the store and is decided there;
+- request hashes are checked on cached answers too;
 - any Redis error falls back to the store (RedisGuard).
-`get` always reads the store: it is for forensics, where the whole row matters.
+
+There used to be a lease hint as well (a Redis key written after the store granted a lease,
+renewed and deleted with it) so that a duplicate of an effect in flight got Busy without a
+database round trip. It cost 4 Redis commands on every first delivery (read, set, renew,
+delete) to save one PostgreSQL round trip on rare duplicates, and the store answers Busy for
+an effect in flight anyway, so it is gone.
+
+`get` always reads the store and caches nothing: it is for forensics, where the whole row
+matters.
 """
 
 from __future__ import annotations
@@ -22,8 +32,6 @@ import redis
 from runcoord.effects.ledger.errors import RequestConflict
 from runcoord.effects.ledger.model import (
     JSON,
-    Acquired,
-    Busy,
     Claim,
     EffectMeta,
     EffectRecord,
@@ -51,20 +59,13 @@ class CachedLedger:
     def final_key(self, key: str) -> str:
         return f"{self._prefix}final:{key}"
 
-    def lease_key(self, key: str) -> str:
-        return f"{self._prefix}lease:{key}"
-
     def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
         check_lease(lease_s)
-        fast = self._fast_claim(key, meta)
-        if fast is not None:
-            return fast
+        cached = self._cached_final(key, meta)
+        if cached is not None:
+            return cached
         claim = self.inner.claim(key, meta, owner, lease_s)
-        if isinstance(claim, Acquired):
-            hint = json.dumps({"owner": owner, "request_hash": meta.request_hash})
-            ms = max(1, int(lease_s * 1000))
-            self._guard.call(lambda r: r.set(self.lease_key(key), hint, px=ms), None)
-        elif isinstance(claim, Finished):
+        if isinstance(claim, Finished):  # a duplicate of a done effect: remember its outcome
             self._remember(claim, meta.request_hash)
         return claim
 
@@ -72,17 +73,10 @@ class CachedLedger:
         return self.inner.mark_sent(key, token)
 
     def renew(self, key: str, token: int, lease_s: float) -> bool:
-        renewed = self.inner.renew(key, token, lease_s)
-        if renewed:  # we hold the current token, so a hint present is ours
-            ms = max(1, int(lease_s * 1000))
-            self._guard.call(lambda r: r.pexpire(self.lease_key(key), ms), None)
-        return renewed
+        return self.inner.renew(key, token, lease_s)
 
     def release(self, key: str, token: int) -> bool:
-        released = self.inner.release(key, token)
-        if released:
-            self._guard.call(lambda r: r.delete(self.lease_key(key)), None)
-        return released
+        return self.inner.release(key, token)
 
     def complete(
         self,
@@ -92,65 +86,38 @@ class CachedLedger:
         result: JSON = None,
         error: str | None = None,
     ) -> bool:
-        done = self.inner.complete(key, token, state, result, error)
-        if done:  # the outcome is cached by the next read that finds it (read-through)
-            self._guard.call(lambda r: r.delete(self.lease_key(key)), None)
-        return done
+        # Not cached here: most effects are never delivered twice, and the first duplicate
+        # caches the outcome it reads from the store.
+        return self.inner.complete(key, token, state, result, error)
 
     def reclaim(self, replica: str, incarnation: str) -> list[str]:
-        lapsed = self.inner.reclaim(replica, incarnation)
-
-        # Their hints would still answer Busy for the dead holders, and so would a hint the
-        # dead one left behind when it died between the store and Redis (after a release or
-        # a complete): drop every hint of an earlier incarnation.
-        def drop(r: redis.Redis) -> None:
-            stale = [self.lease_key(k) for k in lapsed]
-            for hint_key in r.scan_iter(match=self.lease_key("*"), count=1000):
-                raw = r.get(hint_key)
-                owner = (_load(raw if isinstance(raw, str) else None) or {}).get("owner")
-                mine = isinstance(owner, str) and owner.startswith(f"{replica}/")
-                if mine and owner != incarnation:
-                    stale.append(hint_key)
-            if stale:
-                r.delete(*stale)
-
-        self._guard.call(drop, None)
-        return lapsed
+        return self.inner.reclaim(replica, incarnation)
 
     def get(self, key: str) -> EffectRecord | None:
-        record = self.inner.get(key)
-        if record is not None and record.state.final:
-            self._remember(record.finished(), record.meta.request_hash)
-        return record
+        return self.inner.get(key)
 
-    def _fast_claim(self, key: str, meta: EffectMeta) -> Claim | None:
-        def read(r: redis.Redis) -> tuple[str | None, str | None, int]:
-            pipe = r.pipeline(transaction=False)
-            pipe.get(self.final_key(key))
-            pipe.get(self.lease_key(key))
-            pipe.pttl(self.lease_key(key))
-            final, lease, ttl_ms = pipe.execute()
-            return final, lease, ttl_ms
+    def _cached_final(self, key: str, meta: EffectMeta) -> Finished | None:
+        def read(r: redis.Redis) -> str | None:
+            raw = r.get(self.final_key(key))
+            return raw if isinstance(raw, str) else None
 
-        nothing: tuple[str | None, str | None, int] = (None, None, -2)
-        final, lease, ttl_ms = self._guard.call(read, nothing)
-        entry = _load(final)
-        if entry is not None:
-            _check(key, entry.get("request_hash"), meta)
-            try:
-                return Finished(
-                    key=key,
-                    state=EffectState(entry["state"]),
-                    result=entry.get("result"),
-                    error=entry.get("error"),
-                )
-            except (KeyError, ValueError):
-                pass  # not ours or damaged: ask the store
-        hint = _load(lease)
-        if hint is not None and ttl_ms > 0 and isinstance(hint.get("owner"), str):
-            _check(key, hint.get("request_hash"), meta)
-            return Busy(key=key, owner=hint["owner"], retry_after_s=ttl_ms / 1000)
-        return None
+        entry = _load(self._guard.call(read, None))
+        if entry is None:
+            return None
+        _check(key, entry.get("request_hash"), meta)
+        try:
+            state = EffectState(entry["state"])
+        except (KeyError, ValueError):
+            return None  # not ours or damaged: ask the store
+        if not state.final:
+            return None
+        error = entry.get("error")
+        return Finished(
+            key=key,
+            state=state,
+            result=entry.get("result"),
+            error=error if isinstance(error, str) else None,
+        )
 
     def _remember(self, finished: Finished, request_hash: str) -> None:
         if not finished.state.final:
