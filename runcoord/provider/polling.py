@@ -22,6 +22,11 @@ class BackoffPolicy:
     initial_ms: int = 100
     factor: float = 1.5
     max_ms: int = 2_000
+    # A poll still unanswered after this long is sent again beside it, and the first answer
+    # wins (a hedged request: a retrieve only reads, so two cost nothing but the request).
+    # One slow answer (a provider latency spike) then no longer holds the watch up for its
+    # whole duration. None: never.
+    hedge_ms: int | None = 500
 
 
 class Backoff:
@@ -35,6 +40,34 @@ class Backoff:
         delay = self._next
         self._next = min(self._next * self._policy.factor, float(self._policy.max_ms))
         return max(round(delay), hint_ms or 0)
+
+
+async def hedged(
+    retrieve: Callable[[], Awaitable[ProviderRun]], hedge_ms: int | None
+) -> ProviderRun:
+    """``retrieve()``; if it has not answered within ``hedge_ms``, a second one beside it.
+    The first answer wins and the other is cancelled; an error counts only when neither
+    answers (the last error is raised)."""
+    first: asyncio.Future[ProviderRun] = asyncio.ensure_future(retrieve())
+    if hedge_ms is None:
+        return await first
+    started, _ = await asyncio.wait({first}, timeout=hedge_ms / 1000)
+    if started:
+        return first.result()
+    pending: set[asyncio.Future[ProviderRun]] = {first, asyncio.ensure_future(retrieve())}
+    error: BaseException | None = None
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    return task.result()
+                error = task.exception()
+    finally:
+        for task in pending:
+            task.cancel()
+    assert error is not None
+    raise error
 
 
 def _phase(status: str) -> str:
@@ -69,7 +102,7 @@ async def watch(
     error: Retriable | None = None
     while True:
         try:
-            last = await retrieve()
+            last = await hedged(retrieve, policy.hedge_ms)
             error = None
         except Retriable as exc:
             error = exc

@@ -1,11 +1,14 @@
-"""The watch loop and its backoff, on a fake clock: no time passes for real."""
+"""The watch loop and its backoff, on a fake clock: no time passes for real (the hedge's
+tests wait 10 ms for real: it is a wait on the event loop's clock)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from runcoord.provider.errors import ProviderRejected, ProviderUnavailable
-from runcoord.provider.polling import Backoff, BackoffPolicy, changed, watch
+from runcoord.provider.polling import Backoff, BackoffPolicy, changed, hedged, watch
 from runcoord.provider.port import ProviderRun
 from tests.fake_time import FakeTime
 
@@ -154,3 +157,70 @@ async def test_a_fatal_error_is_raised_at_once() -> None:
             sleep=time.sleep,
         )
     assert time.slept == []
+
+
+# --------------------------------------------------------------------------- hedging
+
+
+class Stuck:
+    """Retrieves whose first call hangs until released (a provider latency spike); the
+    later ones answer ``answer`` at once, or raise it."""
+
+    def __init__(self, answer: ProviderRun | Exception) -> None:
+        self.answer = answer
+        self.calls = 0
+        self.cancelled = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> ProviderRun:
+        self.calls += 1
+        if self.calls == 1:
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            return run("in_progress")
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+async def test_a_slow_poll_is_sent_again_beside_it_and_the_first_answer_wins() -> None:
+    retrieve = Stuck(run("requires_action", "s1"))
+    # A real wait, 10 ms: without the hedge the watch would hang on the first call for ever.
+    got = await asyncio.wait_for(hedged(retrieve, 10), timeout=30)
+    assert got == run("requires_action", "s1")
+    assert (retrieve.calls, retrieve.cancelled) == (2, 1)  # the slow one is given up
+
+
+async def test_an_answer_within_the_hedge_sends_nothing_more() -> None:
+    retrieve = Script(run("queued"))
+    assert await hedged(retrieve, 10_000) == run("queued")
+    assert retrieve.calls == 1
+
+
+async def test_the_hedge_failing_waits_for_the_slow_one() -> None:
+    retrieve = Stuck(ProviderUnavailable("503"))
+    task = asyncio.ensure_future(hedged(retrieve, 10))
+    while retrieve.calls < 2:  # the hedge was sent (and failed); the first still hangs
+        await asyncio.sleep(0.001)
+    assert not task.done()
+    retrieve.release.set()
+    assert await asyncio.wait_for(task, timeout=30) == run("in_progress")
+
+
+async def test_an_error_is_raised_only_when_no_poll_answered() -> None:
+    class BothFail(Stuck):
+        async def __call__(self) -> ProviderRun:
+            self.calls += 1
+            if self.calls == 1:
+                await self.release.wait()
+                raise ProviderUnavailable("first")
+            self.release.set()
+            raise ProviderUnavailable("second")
+
+    retrieve = BothFail(run("queued"))
+    with pytest.raises(ProviderUnavailable):
+        await asyncio.wait_for(hedged(retrieve, 10), timeout=30)
+    assert retrieve.calls == 2
