@@ -10,7 +10,7 @@ from typing import Any
 from runcoord.harness.report.data import ReplayData
 from runcoord.harness.report.missing import CAUSES
 from runcoord.harness.report.plots import all_plots
-from runcoord.harness.report.render import ROWS, cause_rows, missing_causes
+from runcoord.harness.report.render import ROWS, cause_rows, cpu_rows, hop_rows, missing_causes
 
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -57,18 +57,14 @@ def write_html(report: dict[str, Any], replay: ReplayData, folder: Path) -> Path
     plots = all_plots(replay, folder)
     names = list(report["systems"])
     head = "".join(f"<th>{escape.escape(n)}</th>" for n in names)
-    body = "".join(
-        f"<tr><td>{escape.escape(label)}</td>"
-        + "".join(f"<td class=n>{escape.escape(v)}</td>" for v in values)
-        + "</tr>"
-        for label, values in _rows(report)
-    )
+    body = _html_rows(_rows(report))
     causes = "".join(
         f"<tr><td>{escape.escape(cause)}</td><td>{escape.escape(meaning)}</td>"
         + "".join(f"<td class=n>{escape.escape(v)}</td>" for v in values)
         + "</tr>"
         for cause, meaning, values in _cause_table(report)
     )
+    hops, cpu = _html_rows(hop_rows(report)), _html_rows(cpu_rows(report))
     notes = "".join(f"<li>{escape.escape(n)}</li>" for n in _notes(report))
     images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in plots)
     protocol = escape.escape(json.dumps(report["protocol"], indent=2))
@@ -85,6 +81,12 @@ td.n{{text-align:right;font-family:monospace}}</style></head><body>
 <code>unexplained</code> must stay 0.</p>
 <table><tr><th>cause</th><th>meaning</th>{head}</tr>{causes}</table>
 <ul>{notes}</ul>
+<h2>Where a tool step's time goes</h2>
+<p>p50 / p99 ms per hop, from the journal, the ledger, the gateway's arrivals and the
+provider's records (runcoord/harness/report/hops.py).</p>
+<table><tr><th>hop</th>{head}</tr>{hops}</table>
+<h2>CPU per turn</h2>
+<table><tr><th>process (ms per turn)</th>{head}</tr>{cpu}</table>
 {images}
 <h2>Protocol</h2><pre>{protocol}</pre>
 </body></html>
@@ -93,6 +95,15 @@ td.n{{text-align:right;font-family:monospace}}</style></head><body>
     path.write_text(page, encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     return path
+
+
+def _html_rows(rows: list[tuple[str, list[str]]]) -> str:
+    return "".join(
+        f"<tr><td>{escape.escape(label)}</td>"
+        + "".join(f"<td class=n>{escape.escape(v)}</td>" for v in values)
+        + "</tr>"
+        for label, values in rows
+    )
 
 
 def write_markdown(report: dict[str, Any], replay: ReplayData, folder: Path) -> Path:
@@ -113,6 +124,13 @@ def write_markdown(report: dict[str, Any], replay: ReplayData, folder: Path) -> 
         for cause, meaning, values in _cause_table(report)
     ]
     lines += ["", *(f"- {n}" for n in _notes(report))]
+    for title, first, rows in (
+        ("Where a tool step's time goes (p50 / p99 ms)", "hop", hop_rows(report)),
+        ("CPU per turn (ms)", "process", cpu_rows(report)),
+    ):
+        lines += ["", f"## {title}", "", f"| {first} | " + " | ".join(names) + " |"]
+        lines += ["| --- |" + " ---: |" * len(names)]
+        lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     lines += ["## Protocol", "", "```json", json.dumps(report["protocol"], indent=2), "```", ""]
     path = folder / "report.md"

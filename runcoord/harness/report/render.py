@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from runcoord.harness.report.hops import HOPS
 from runcoord.harness.report.missing import CAUSES, UNEXPLAINED
 
 Fmt = Callable[[Any], str]
@@ -81,6 +82,34 @@ def cause_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def hop_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """One row per hop of a tool step (report/hops.py): "p50 / p99" ms per system, "-" for
+    a system without a journal. Empty when no system has hops."""
+    systems = report["systems"]
+    if not any(f.get("step_hops_ms") for f in systems.values()):
+        return []
+    rows = []
+    for hop in HOPS:
+        values = []
+        for name in systems:
+            h = (systems[name].get("step_hops_ms") or {}).get(hop)
+            values.append(
+                "-" if not h or h.get("p50") is None else f"{h['p50']:.0f} / {h['p99']:.0f}"
+            )
+        rows.append((hop, values))
+    return rows
+
+
+def cpu_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """CPU ms per turn, one row per process of any system ("-" where a system has none)."""
+    systems = report["systems"]
+    procs = sorted({p for f in systems.values() for p in (f.get("cpu_ms_per_turn") or {})})
+    return [
+        (proc, [_num(1)((systems[n].get("cpu_ms_per_turn") or {}).get(proc)) for n in systems])
+        for proc in procs
+    ]
+
+
 def table(report: dict[str, Any]) -> Table:
     systems = report["systems"]
     protocol = report["protocol"]
@@ -109,9 +138,26 @@ def table(report: dict[str, Any]) -> Table:
     return out
 
 
+def _small_table(title: str, first: str, report: dict[str, Any], rows: Any) -> Table:
+    out = Table(title=title, title_justify="left")
+    out.add_column(first)
+    for name in report["systems"]:
+        out.add_column(name, justify="right")
+    for label, values in rows:
+        out.add_row(label, *values)
+    return out
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     console.print(table(report))
+    hops = hop_rows(report)
+    if hops:
+        title = "where a tool step's time goes, p50 / p99 ms"
+        console.print(_small_table(title, "hop", report, hops))
+    cpu = cpu_rows(report)
+    if cpu:
+        console.print(_small_table("CPU ms per turn", "process", report, cpu))
     for name, figures in report["systems"].items():
         if figures.get("missing_writes_note"):
             console.print(f"{name}, missing writes: {figures['missing_writes_note']}")

@@ -8,6 +8,7 @@ import pytest
 from runcoord.domain import events as ev
 from runcoord.domain.model import Output, ToolCall
 from runcoord.harness.report.hops import HOPS, step_hops
+from runcoord.harness.report.render import cpu_rows, hop_rows
 from runcoord.harness.report.steps import StepWait
 
 T0 = 1_800_000_000.0
@@ -96,3 +97,24 @@ def test_steps_match_by_their_order_in_the_run_and_unknown_runs_are_skipped() ->
     ]
     hops = step_hops(waits, journal, [], [], [])
     assert [round(s * 1000) for s in hops["observe"]] == [50, 50]
+
+
+def test_the_report_shows_hops_and_cpu_per_system_and_a_dash_without_them() -> None:
+    report = {
+        "systems": {
+            "runcoord": {
+                "step_hops_ms": {name: {"p50": 10.0, "p99": 90.4, "n": 3} for name in HOPS},
+                "cpu_ms_per_turn": {"coord-0": 8.52, "exec-tools-0": 14.0},
+            },
+            "baseline": {"step_hops_ms": {}, "cpu_ms_per_turn": {"base-0": 13.1}},
+        }
+    }
+    hops = dict(hop_rows(report))
+    assert list(hops) == list(HOPS)
+    assert hops["observe"] == ["10 / 90", "-"]
+    assert dict(cpu_rows(report)) == {
+        "base-0": ["-", "13.1"],
+        "coord-0": ["8.5", "-"],
+        "exec-tools-0": ["14.0", "-"],
+    }
+    assert hop_rows({"systems": {"baseline": {"step_hops_ms": {}}}}) == []
