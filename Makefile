@@ -48,13 +48,14 @@ test-unit: $(STAMP)
 DEMO ?= .state/demo
 DEMO_TURNS ?= 2000
 DEMO_RATE ?= 8
+DEMO_PROVIDER ?= assistants
 demo: $(STAMP) stack-up
 	$(BIN)/runcoord topics apply
 	$(BIN)/runcoord db migrate
 	@mkdir -p $(DEMO)
 	$(BIN)/runcoord workload generate --turns $(DEMO_TURNS) --seed 7 --out $(DEMO)/trace.jsonl
 	$(BIN)/runcoord replay $(DEMO)/trace.jsonl --faults incident --system both \
-		--rate $(DEMO_RATE) --coordinators 2 --executors 1 \
+		--rate $(DEMO_RATE) --provider $(DEMO_PROVIDER) --coordinators 2 --executors 1 \
 		--out $(DEMO)/replay-$$(date +%Y%m%d-%H%M%S) --html $(DEMO)/report
 
 clean:
