@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -25,6 +26,7 @@ from runcoord.stack.polling import wait_until
 from runcoord.topics import Level, TopicSpec, load_specs
 from runcoord.topics import apply as apply_topics
 from runcoord.topics import delete as delete_topics
+from tests.tcp_proxy import TcpProxy
 
 
 class NewTopicFactory(Protocol):
@@ -51,6 +53,16 @@ def pg_dsn(settings: Settings) -> str:
 @pytest.fixture(scope="session")
 def redis_url(settings: Settings) -> str:
     return settings.redis
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the suite's Redis: stop it for an outage, start it to end one."""
+    target = urlsplit(redis_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy.start()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

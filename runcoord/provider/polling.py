@@ -48,26 +48,25 @@ async def hedged(
     """``retrieve()``; if it has not answered within ``hedge_ms``, a second one beside it.
     The first answer wins and the other is cancelled; an error counts only when neither
     answers (the last error is raised)."""
-    first: asyncio.Future[ProviderRun] = asyncio.ensure_future(retrieve())
-    if hedge_ms is None:
-        return await first
-    started, _ = await asyncio.wait({first}, timeout=hedge_ms / 1000)
-    if started:
-        return first.result()
-    pending: set[asyncio.Future[ProviderRun]] = {first, asyncio.ensure_future(retrieve())}
-    error: BaseException | None = None
+    tasks: set[asyncio.Future[ProviderRun]] = {asyncio.ensure_future(retrieve())}
     try:
+        if hedge_ms is not None:
+            answered, _ = await asyncio.wait(tasks, timeout=hedge_ms / 1000)
+            if not answered:
+                tasks.add(asyncio.ensure_future(retrieve()))
+        pending, error = set(tasks), None
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.exception() is None:
                     return task.result()
                 error = task.exception()
+        assert error is not None
+        raise error
     finally:
-        for task in pending:
+        # The loser, and on our own cancellation (a stopping executor) every request.
+        for task in tasks:
             task.cancel()
-    assert error is not None
-    raise error
 
 
 def _phase(status: str) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -191,15 +191,6 @@ def test_final_rows_cannot_be_rewritten_even_by_hand(ledger_dsn: str) -> None:
 # ---- the Redis cache of final outcomes ------------------------------------------------------
 
 
-@pytest.fixture
-def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
-    target = urlsplit(redis_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    proxy.start()
-    yield proxy
-    proxy.stop()
-
-
 def _final_cached(client: redis.Redis, cached: CachedLedger, key: str) -> bool:
     return bool(client.exists(cached.final_key(key)))
 
@@ -226,12 +217,23 @@ class CountingLedger(InMemoryLedger):
         return super().claim(key, meta, owner, lease_s)
 
 
+@dataclass
+class Counted:
+    """A cache over a counting store, on a client counting what it sends to Redis."""
+
+    client: CountingRedis
+    cached: CachedLedger
+    store: CountingLedger
+
+
 @pytest.fixture
-def counting(redis_url: str, unique: str) -> Iterator[tuple[CountingRedis, CachedLedger]]:
+def counting(redis_url: str, unique: str) -> Iterator[Counted]:
     client = CountingRedis.from_url(redis_url, decode_responses=True)
     client.sent = []
-    cached = CachedLedger(CountingLedger(), RedisGuard(client), prefix=f"test:count-{unique}:")
-    yield client, cached
+    store = CountingLedger()
+    yield Counted(
+        client, CachedLedger(store, RedisGuard(client), prefix=f"test:count-{unique}:"), store
+    )
     client.sent = []
     for k in client.scan_iter(f"test:count-{unique}:*"):
         client.delete(k)
@@ -239,9 +241,9 @@ def counting(redis_url: str, unique: str) -> Iterator[tuple[CountingRedis, Cache
 
 
 def test_a_first_delivery_costs_one_redis_read_and_no_write(
-    counting: tuple[CountingRedis, CachedLedger],
+    counting: Counted,
 ) -> None:
-    client, cached = counting
+    client, cached = counting.client, counting.cached
     key = new_key()
     assert isinstance(cached.claim(key, meta(), "a", LEASE_S), Acquired)
     assert cached.renew(key, 1, LEASE_S) and cached.mark_sent(key, 1)
@@ -256,11 +258,9 @@ def test_a_first_delivery_costs_one_redis_read_and_no_write(
 
 
 def test_an_effect_in_flight_is_busy_by_the_store(
-    counting: tuple[CountingRedis, CachedLedger],
+    counting: Counted,
 ) -> None:
-    client, cached = counting
-    store = cached.inner
-    assert isinstance(store, CountingLedger)
+    client, cached, store = counting.client, counting.cached, counting.store
     key = new_key()
     cached.claim(key, meta(), "a", LEASE_S)
     busy = cached.claim(key, meta(), "b", LEASE_S)
@@ -270,11 +270,9 @@ def test_an_effect_in_flight_is_busy_by_the_store(
 
 
 def test_a_cached_final_answer_is_returned_without_the_store(
-    counting: tuple[CountingRedis, CachedLedger],
+    counting: Counted,
 ) -> None:
-    client, cached = counting
-    store = cached.inner
-    assert isinstance(store, CountingLedger)
+    client, cached, store = counting.client, counting.cached, counting.store
     key = new_key()
     cached.claim(key, meta(), "a", LEASE_S)
     cached.complete(key, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
@@ -295,11 +293,9 @@ def test_a_cached_final_answer_is_returned_without_the_store(
 
 
 def test_a_damaged_cache_entry_sends_the_claim_to_the_store(
-    counting: tuple[CountingRedis, CachedLedger],
+    counting: Counted,
 ) -> None:
-    client, cached = counting
-    store = cached.inner
-    assert isinstance(store, CountingLedger)
+    client, cached, store = counting.client, counting.cached, counting.store
     key = new_key()
     cached.claim(key, meta(), "a", LEASE_S)
     cached.complete(key, 1, EffectState.FAILED, None, "tool said no")

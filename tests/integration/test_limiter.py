@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -35,15 +34,6 @@ def prefix(client: redis.Redis, unique: str) -> Iterator[str]:
     yield p
     for k in client.scan_iter(f"{p}*"):
         client.delete(k)
-
-
-@pytest.fixture
-def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
-    target = urlsplit(redis_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    proxy.start()
-    yield proxy
-    proxy.stop()
 
 
 # --------------------------------------------------------------------------- the fleet

@@ -290,7 +290,7 @@ def _heartbeats(
 
 class RedisSlots:
     """Exact slots shared by the fleet in Redis, one script call per acquire (see the module
-    docstring). Same interface as ConcurrencyLimiter."""
+    docstring)."""
 
     def __init__(
         self,
@@ -301,12 +301,8 @@ class RedisSlots:
         fallback_share: float = 0.25,
         prefix: str = "runcoord:limit:",
         clock: Callable[[], float] = time.monotonic,
-        holder: str = "",
     ) -> None:
         self._guard = guard
-        # Permit ids start with "<holder>/", so a restarted replica can find (and free) the
-        # slots its dead incarnations held: see reclaim.
-        self._holder = holder
         self._limits = limits
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._share = fallback_share
@@ -320,7 +316,7 @@ class RedisSlots:
 
     def acquire(self, tenant: str, tool: str) -> Permit | None:
         """A permit, or None when a pool is full (back off and try again)."""
-        permit_id = f"{self._holder}/{uuid.uuid4().hex}" if self._holder else uuid.uuid4().hex
+        permit_id = uuid.uuid4().hex
         limits = (self._limits.per_tenant, self._limits.tool(tool))
         verdict = self._guard.call(
             lambda r: int(
@@ -339,30 +335,6 @@ class RedisSlots:
         if self._local.acquire(pools, local_limits, permit_id):
             return Permit(tenant, tool, permit_id, local=True)
         return None
-
-    def reclaim(self, replica: str, holder: str) -> int:
-        """Free the slots of a restarted replica's earlier incarnations; how many permits.
-
-        Their holders are dead (a replica's name is unique among live ones), so their slots
-        would only block the pools until they expire (ttl_s): a restarted replica would find
-        its tenants' pools full of its own ghosts. Slots of ``holder`` itself are kept.
-        """
-
-        def free(r: redis.Redis) -> int:
-            freed: set[str] = set()  # a permit holds a slot in its tenant's and tool's pool
-            for pool in r.scan_iter(match=f"{self._prefix}*", count=1000):
-                members = [str(m) for m in r.zrange(pool, 0, -1)]
-                ghosts = [
-                    m
-                    for m in members
-                    if m.startswith(f"{replica}/") and not m.startswith(f"{holder}/")
-                ]
-                if ghosts:
-                    r.zrem(pool, *ghosts)
-                    freed.update(ghosts)
-            return len(freed)
-
-        return self._guard.call(free, 0)
 
     def renew(self, permit: Permit) -> bool:
         """Keep the slot for another ttl_s. False: the permit expired (and may be reused)."""

@@ -57,7 +57,8 @@ class ReplayConfig:
     plan: FaultPlan
     out: Path
     provider: str = "assistants"
-    observe: str = "stream"  # how runcoord's provider executor watches Responses runs
+    # How runcoord's provider executor watches Responses runs (RUNCOORD_OBSERVE's default).
+    observe: str = Settings.model_fields["observe"].default
     systems: tuple[str, ...] = ("baseline", "runcoord")
     rate: float | None = None  # turns per second; None: the trace's own offsets
     coordinators: int = 2

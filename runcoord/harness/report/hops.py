@@ -102,14 +102,15 @@ def step_hops(
             continue
         step_id, opened_at, call_ids = steps[w.index]
         step_claims = claims.get(step_id, [])
-        done = [c for _, c in step_claims]
+        done = [c for _, c in step_claims if c is not None]
         arrived = [first_arrival[(w.run_id, c)] for c in call_ids if (w.run_id, c) in first_arrival]
         marks = _Marks(
             entered=w.entered_at,
             opened=opened_at,
             claimed=min((c for c, _ in step_claims), default=None),
             arrived=min(arrived, default=None),
-            completed=max(done) if done and None not in done else None,  # type: ignore[type-var]
+            # The tools are done when every claimed call is.
+            completed=max(done) if done and len(done) == len(step_claims) else None,
             recorded=recorded.get(step_id),
             submit_claimed=submit_claims.get(step_id),
             accepted=accepted.get(step_id),

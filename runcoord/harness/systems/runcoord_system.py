@@ -15,6 +15,7 @@ from confluent_kafka import Message, Producer
 
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import from_record, to_record
+from runcoord.config import Settings
 from runcoord.domain.inputs import StartRun
 from runcoord.harness.replay.procs import Replica, Supervisor, python_argv
 from runcoord.harness.systems.kafka_io import Follower, RememberingProducer
@@ -35,7 +36,7 @@ class RuncoordSystem:
     tools_file: Path
     coordinators: int = 2
     executors: int = 1
-    observe: str = "stream"  # the provider executors' --observe
+    observe: str = Settings.model_fields["observe"].default  # the provider executors' --observe
     # True: each conversation's id is the tenant's own (StartRun.conversation) and runcoord
     # creates its provider thread (the agent API's way); False: the driver created it.
     conversations: bool = False
