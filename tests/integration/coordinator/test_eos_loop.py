@@ -142,6 +142,13 @@ def test_paused_zombie_is_fenced_and_commits_nothing(
     peer = start_coordinator(prefix, "coord-p", peer_log)
     procs = [zombie, peer]
     try:
+        # Turns start once the zombie owns partitions: a zombie that joins after the peer has
+        # finished the work never reaches its third commit (CI saw it assigned 7 s late).
+        wait_until(
+            lambda: None if "assigned" in zombie_log.read_text() else "no partitions yet",
+            timeout=60,
+            what="the zombie's partitions",
+        )
         runs = scripts(60, seed=3)
         world.start(runs)
 
