@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from runcoord.sim.provider.cli import provider
-from runcoord.sim.tools.cli import tools
+from runcoord.sim.tools.cli import mcp, tools
 
 app = typer.Typer(no_args_is_help=True)
 app.command("provider")(provider)
 app.command("tools")(tools)
+app.command("mcp")(mcp)

@@ -1,4 +1,5 @@
-"""``runcoord sim tools``: serve the sandbox tool gateway with uvicorn."""
+"""``runcoord sim tools`` / ``runcoord sim mcp``: serve the sandbox tool gateway with uvicorn
+(both serve the HTTP routes and MCP at /mcp; they differ in default port and in help)."""
 
 from __future__ import annotations
 
@@ -45,19 +46,48 @@ def _check_schema(dsn: str) -> None:
         raise ConfigError("the sandbox tables are missing: run `runcoord db migrate` first")
 
 
+_Host = Annotated[str, _Opt(help="Interface to listen on.")]
+_Port = Annotated[int, _Opt(help="Port to listen on.")]
+_Dsn = Annotated[
+    str | None, _Opt(help="PostgreSQL DSN for the audit log (default: RUNCOORD_POSTGRES_DSN).")
+]
+_Config = Annotated[
+    Path | None, _Opt("--config", help="YAML fault config (see runcoord/sim/tools/faults.py).")
+]
+_PoolSize = Annotated[int, _Opt(help="PostgreSQL connections.")]
+_LogLevel = Annotated[str, _Opt(help="uvicorn log level.")]
+
+
 def tools(
-    host: Annotated[str, _Opt(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, _Opt(help="Port to listen on.")] = 8391,
-    dsn: Annotated[
-        str | None, _Opt(help="PostgreSQL DSN for the audit log (default: RUNCOORD_POSTGRES_DSN).")
-    ] = None,
-    config: Annotated[
-        Path | None, _Opt("--config", help="YAML fault config (see runcoord/sim/tools/faults.py).")
-    ] = None,
-    pool_size: Annotated[int, _Opt(help="PostgreSQL connections.")] = 10,
-    log_level: Annotated[str, _Opt(help="uvicorn log level.")] = "warning",
+    host: _Host = "127.0.0.1",
+    port: _Port = 8391,
+    dsn: _Dsn = None,
+    config: _Config = None,
+    pool_size: _PoolSize = 10,
+    log_level: _LogLevel = "warning",
 ) -> None:
     """Serve the sandbox tool gateway: tools with real (audited) side effects and fault knobs."""
+    _serve(host, port, dsn, config, pool_size, log_level)
+
+
+def mcp(
+    host: _Host = "127.0.0.1",
+    port: _Port = 8392,
+    dsn: _Dsn = None,
+    config: _Config = None,
+    pool_size: _PoolSize = 10,
+    log_level: _LogLevel = "warning",
+) -> None:
+    """Serve the sandbox tool gateway for MCP clients: MCP (Streamable HTTP) at /mcp.
+
+    The same tools, audit log and fault knobs as `runcoord sim tools`, with its routes too."""
+    _serve(host, port, dsn, config, pool_size, log_level)
+
+
+def _serve(
+    host: str, port: int, dsn: str | None, config: Path | None, pool_size: int, log_level: str
+) -> None:
+    """One gateway app for both commands (create_app serves both transports)."""
     target = dsn or load().dsn
     try:
         tracing.setup("runcoord-gateway")
