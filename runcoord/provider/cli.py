@@ -27,6 +27,7 @@ from runcoord.provider.executor import KINDS, ProviderEffects
 from runcoord.provider.port import RunProvider
 from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
 from runcoord.registry import load_registry
+from runcoord.tools.listing import with_listing
 
 ProviderUrlOpt = Annotated[
     str | None,
@@ -72,7 +73,8 @@ async def providers(
     settings: Settings, url: str | None, api_key: str | None, observe: Observe
 ) -> AsyncIterator[dict[str, RunProvider]]:
     """Both protocols; each intent names the one its run uses."""
-    tools = load_registry(settings.tools_file).function_tools()
+    # MCP tools tools.yaml leaves unschemed are offered as their servers list them.
+    tools = (await with_listing(load_registry(settings.tools_file))).function_tools()
     async with AsyncExitStack() as stack:
         # With tracing on, every provider request carries the intent span's context.
         http = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,10 @@ from runcoord.effects.serve import (
 from runcoord.registry import load_registry
 from runcoord.tools.executor import KINDS, ToolCalls
 from runcoord.tools.http_gateway import HttpToolGateway
+from runcoord.tools.mcp_gateway import McpToolGateway
+from runcoord.tools.routing_gateway import RoutingGateway
+
+log = logging.getLogger(__name__)
 
 
 def tools(
@@ -54,16 +59,23 @@ def tools(
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         redis_guard = RedisGuard(connect_redis(settings.redis))
         limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
+        # One MCP session per server, opened on the first call and kept (none if no tool
+        # in the registry is on an MCP server).
+        mcp = McpToolGateway(reg.mcp_servers) if reg.mcp_servers else None
+        for name, server in reg.mcp_servers.items():
+            log.info("tools on MCP server %s at %s", name, server.url)
         try:
             async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
                 yield ToolCalls(
                     reg,
-                    HttpToolGateway(gateway_url or settings.gateway_url, http),
+                    RoutingGateway(HttpToolGateway(gateway_url or settings.gateway_url, http), mcp),
                     LedgerGuard(ledger(settings), owner),
                     limiter,
                     owner,
                 )
         finally:
             limiter.close()  # leave the fleet now: the others' shares grow back at once
+            if mcp is not None:
+                await mcp.aclose()
 
     serve("tools", KINDS, handler, instance_id, topic_prefix, concurrency, fault_at, metrics_port)
