@@ -29,6 +29,7 @@ from runcoord.codec.wire import from_record, to_record
 from runcoord.config import REPO_ROOT
 from runcoord.db import migrate
 from runcoord.domain import inputs as inp
+from runcoord.harness.systems.tools_via import ToolsVia, registry_file
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry
 from tests.integration.processes import Proc, free_port, running
@@ -123,6 +124,16 @@ class Stack:
     def gateway_faults(self, faults: dict[str, Any]) -> None:
         httpx.post(self.gateway + "/_sim/faults", json=faults).raise_for_status()
 
+    def arrivals(self, runs: set[str]) -> list[dict[str, Any]]:
+        """The tool requests of ``runs`` as the gateway saw them arrive (reads too), each with
+        the transport it came by (``via``: http | mcp)."""
+        rows = httpx.get(self.gateway + "/_sim/arrivals").json()["arrivals"]
+        return [r for r in rows if r["run_id"] in runs]
+
+    def gateway_fired(self) -> dict[str, int]:
+        """How often each armed gateway fault was drawn (``tool.knob`` -> count)."""
+        return dict(httpx.get(self.gateway + "/_sim/faults").json()["fired"])
+
 
 @contextmanager
 def launch(
@@ -133,11 +144,13 @@ def launch(
     env: dict[str, dict[str, str]] | None = None,
     coordinator_args: list[str] | None = None,
     api: bool = False,
+    tools_via: ToolsVia = "http",
 ) -> Iterator[Stack]:
     """Everything up; ``env`` adds environment variables per process name (fault points).
 
     ``api=True`` adds the agent API ("api") and its outbox relay ("relay"), for turns posted
-    over HTTP instead of written to runs.inbox.
+    over HTTP instead of written to runs.inbox. ``tools_via="mcp"``: every process reads the
+    registry's MCP twin, and the tool executor calls the sandbox's tools over MCP.
     """
     env = env or {}
     migrate(pg_dsn)
@@ -155,6 +168,7 @@ def launch(
     )
     provider_url = f"http://127.0.0.1:{sim_port}/v1"
     gateway_url = f"http://127.0.0.1:{gw_port}"
+    registry = registry_file(REPO_ROOT / "tools.yaml", tools_via, gateway_url, tmp_path)
     common = ["--topic-prefix", prefix]
     procs = [
         Proc(
@@ -217,6 +231,8 @@ def launch(
                 "tools-0",
                 "--gateway-url",
                 gateway_url,
+                "--registry",
+                str(registry),
                 "--metrics-port",
                 str(metrics_ports["tools-exec"]),
                 *common,
@@ -250,6 +266,7 @@ def launch(
             Proc("relay", ["api", "relay", *common], tmp_path / "relay.log"),
         ]
     for p in procs:
+        p.env["RUNCOORD_TOOLS_FILE"] = str(registry)
         p.env.update(env.get(p.name, {}))
     with running(*procs):
         procs[0].wait_http(provider_url.removesuffix("/v1") + "/_sim/health")

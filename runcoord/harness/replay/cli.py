@@ -61,6 +61,10 @@ def replay_command(
     tools: Annotated[
         Path | None, _Opt(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
     ] = None,
+    tools_via: Annotated[
+        str,
+        _Opt(help="How runcoord reaches the sandbox tools: http | mcp (the baseline: http)."),
+    ] = "http",
 ) -> None:
     """Replay a trace with faults; print the side-by-side report at the end."""
     logging.basicConfig(level=logging.WARNING)
@@ -74,6 +78,8 @@ def replay_command(
         raise typer.BadParameter("--system runcoord|baseline|both, --provider assistants|responses")
     if observe is not None and observe not in ("poll", "stream"):
         raise typer.BadParameter("--observe poll|stream")
+    if tools_via not in ("http", "mcp"):
+        raise typer.BadParameter("--tools-via http|mcp")
     try:
         plan = load_plan(faults)
         turns_list = read_trace(trace)
@@ -100,6 +106,7 @@ def replay_command(
         budget_s=budget_s,
         drain_s=drain_s,
         tools_file=tools or settings.tools_file,
+        tools_via="mcp" if tools_via == "mcp" else "http",
         keep=keep,
         replay_id=replay_id,
     )

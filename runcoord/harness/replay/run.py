@@ -37,6 +37,7 @@ from runcoord.harness.replay.sims import Sims
 from runcoord.harness.report.data import write_jsonl
 from runcoord.harness.systems.baseline_system import BaselineSystem
 from runcoord.harness.systems.runcoord_system import RuncoordSystem, conversation_id
+from runcoord.harness.systems.tools_via import ToolsVia, registry_file
 from runcoord.harness.workload.trace import TraceTurn, write_trace
 from runcoord.registry import load_registry
 from runcoord.stack.polling import wait_until
@@ -67,6 +68,8 @@ class ReplayConfig:
     expires_after_s: float = 600.0
     drain_s: float | None = None  # stop waiting for stragglers this long after the last send
     tools_file: Path = field(default_factory=lambda: load().tools_file)
+    # How runcoord reaches the tools (the baseline always calls them over HTTP).
+    tools_via: ToolsVia = "http"
     keep: bool = False  # keep the databases and topics
     replay_id: str = field(default_factory=lambda: new_replay_id())
 
@@ -97,6 +100,7 @@ def protocol(config: ReplayConfig, trace: list[TraceTurn], settings: Settings) -
         "plan_description": config.plan.description,
         "provider": config.provider,
         "observe": config.observe,
+        "tools_via": config.tools_via,
         "rate": round(len(trace) / max(0.001, trace[-1].offset_ms / 1000 * scale), 2),
         "send_window_s": round(trace[-1].offset_ms / 1000 * scale, 1),
         "coordinators": config.coordinators,
@@ -153,7 +157,8 @@ def replay_system(
     if name == "runcoord":
         system = RuncoordSystem(
             settings.bootstrap, prefix, folder, dsn, sims.provider_url, sims.gateway_url,
-            config.tools_file, config.coordinators, config.executors, observe=config.observe,
+            registry_file(config.tools_file, config.tools_via, sims.gateway_url, folder),
+            config.coordinators, config.executors, observe=config.observe,
             conversations=config.plan.threads == "runcoord",
         )  # fmt: skip
         markers = {"coordinator": " up (group", "executor": "up, kinds"}

@@ -115,7 +115,8 @@ def table(report: dict[str, Any]) -> Table:
     protocol = report["protocol"]
     title = (
         f"runcoord replay: {protocol.get('turns')} turns, plan {protocol.get('plan')}, "
-        f"{protocol.get('provider')} API, {protocol.get('rate')} turns/s"
+        f"{protocol.get('provider')} API, {protocol.get('rate')} turns/s, "
+        f"runcoord's tools over {protocol.get('tools_via', 'http')}"
     )
     out = Table(title=title, title_justify="left")
     out.add_column("figure")

@@ -53,7 +53,8 @@ class RuncoordSystem:
         return out
 
     def replicas(self, supervisor: Supervisor) -> None:
-        env = {"RUNCOORD_POSTGRES_DSN": self.dsn}
+        # Every process reads the replay's registry (the provider executor offers its tools).
+        env = {"RUNCOORD_POSTGRES_DSN": self.dsn, "RUNCOORD_TOOLS_FILE": str(self.tools_file)}
         logs = self.folder / "logs"
         for i in range(self.coordinators):
             name = f"coord-{i}"
