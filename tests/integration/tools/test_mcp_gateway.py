@@ -7,13 +7,20 @@ goes to the same tool on the sandbox's MCP server, as ``--tools-via mcp`` moves 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runcoord.registry import McpServerSpec, ToolSpec
+from runcoord.config import REPO_ROOT
+from runcoord.errors import ConfigError
+from runcoord.harness.systems.tools_via import registry_file
+from runcoord.registry import McpServerSpec, ToolSpec, load_registry
+from runcoord.sim.tools.catalog import TOOLS
 from runcoord.tools.gateway import GatewayAnswer, LookupAnswer, ToolGateway
+from runcoord.tools.listing import with_listing
 from runcoord.tools.mcp_gateway import McpToolGateway
+from tests.integration.processes import free_port
 from tests.integration.tools.sandbox import Sandbox
 from tests.integration.tools.test_http_gateway import HttpHarness
 from tests.tool_gateway_contract import ToolGatewayContract
@@ -21,6 +28,11 @@ from tests.tool_gateway_contract import ToolGatewayContract
 pytestmark = pytest.mark.integration
 
 SERVER = "sandbox"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def over_mcp(spec: ToolSpec) -> ToolSpec:
@@ -62,3 +74,32 @@ class TestMcpToolGateway(ToolGatewayContract):
             h = McpHarness(sandbox, OverMcp(mcp))
             yield h
             h.heal()
+
+
+@pytest.mark.anyio
+async def test_the_provider_offers_mcp_tools_as_their_server_lists_them(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The registry's MCP twin leaves every schema to the server: the tools offered to the
+    model are the sandbox's own (its catalog's arguments), and the lookup tool is not offered."""
+    path = registry_file(
+        REPO_ROOT / "tools.yaml", "mcp", f"http://{sandbox.proxy.url_netloc}", tmp_path
+    )
+    twin = load_registry(path)
+    assert all(t.parameters is None for t in twin.tools.values())
+    offered = {f["name"]: f for f in (await with_listing(twin)).function_tools()}
+    assert set(offered) == set(TOOLS)
+    for name, tool in TOOLS.items():
+        assert offered[name]["parameters"] == tool.args.model_json_schema()
+        assert offered[name]["description"]
+
+
+@pytest.mark.anyio
+async def test_a_server_that_never_answers_fails_the_listing_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    path = registry_file(
+        REPO_ROOT / "tools.yaml", "mcp", f"http://127.0.0.1:{free_port()}", tmp_path
+    )
+    with pytest.raises(ConfigError, match="could not be listed"):
+        await with_listing(load_registry(path), wait_s=1.0)
