@@ -10,6 +10,8 @@ declare: a server's own hints (``idempotentHint``) are never read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,7 @@ from runcoord.domain import Policy, ToolRule
 from runcoord.domain.policy import (
     MAX_OUTPUT_BYTES as MAX_OUTPUT_BYTES,
 )  # the ceiling of a tool's max_output_bytes
+from runcoord.domain.policy import ApprovalRule, ArgumentCondition
 from runcoord.errors import ConfigError
 
 
@@ -40,6 +43,32 @@ class McpServerSpec(BaseModel):
         if missing:
             raise ConfigError(f"MCP server {self.url}: environment variables not set: {missing}")
         return {header: os.environ[env] for header, env in self.headers.items()}
+
+
+class ConditionSpec(BaseModel):
+    """A condition on one top-level argument: ``above`` a number, or ``equals`` a value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    argument: str
+    above: float | None = None
+    equals: Any = None
+
+    def rule(self) -> ArgumentCondition:
+        return ArgumentCondition(self.argument, self.above, self.equals)
+
+
+class ApprovalSpec(BaseModel):
+    """Which calls of a tool wait for a person's approval (DESIGN.md, "Approvals")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: bool = True  # for every tenant not named in `tenants`
+    tenants: dict[str, bool] = Field(default_factory=dict)  # per-tenant override
+    when: list[ConditionSpec] = Field(default_factory=list)  # only when one holds (if given)
+
+    def rule(self) -> ApprovalRule:
+        return ApprovalRule(self.required, dict(self.tenants), tuple(c.rule() for c in self.when))
 
 
 class ToolSpec(BaseModel):
@@ -61,6 +90,7 @@ class ToolSpec(BaseModel):
     tenants: list[str] = Field(default_factory=list)
     description: str = ""
     parameters: dict[str, Any] | None = None
+    approval: ApprovalSpec | None = None
 
     @property
     def write(self) -> bool:
@@ -95,10 +125,22 @@ class Registry(BaseModel):
         return self.model_copy(update={"tools": tools})
 
     def rules(self) -> dict[str, ToolRule]:
-        return {n: ToolRule(n, t.write, frozenset(t.tenants)) for n, t in self.tools.items()}
+        return {
+            n: ToolRule(n, t.write, frozenset(t.tenants), t.approval.rule() if t.approval else None)
+            for n, t in self.tools.items()
+        }
+
+    def approval_version(self) -> str:
+        """The version of the approval rules: a hash of every tool's, so a change to any of
+        them refuses the decisions made under the old ones."""
+        rules = {n: t.approval.model_dump(mode="json") for n, t in self.tools.items() if t.approval}
+        text = json.dumps(rules, sort_keys=True, separators=(",", ":"))
+        return "ap1_" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def policy(self, **overrides: Any) -> Policy:
-        return Policy(tools=self.rules(), **overrides)
+        return Policy(
+            tools=self.rules(), **{"approval_version": self.approval_version(), **overrides}
+        )
 
     def function_tools(self) -> list[dict[str, Any]]:
         """The tools as OpenAI function definitions (what a Responses turn offers the model)."""

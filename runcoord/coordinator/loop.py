@@ -57,6 +57,7 @@ INPUT_TYPES = (
     inp.ToolResult,
     inp.SubmissionResult,
     inp.EffectFailed,
+    inp.ApprovalDecision,
 )
 # Where fault tests may kill or freeze a coordinator (runcoord.faults).
 FAULT_POINTS = ("after_produce", "in_send_offsets", "before_commit", "after_commit")

@@ -19,8 +19,8 @@ from runcoord.domain import events as ev
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
 from runcoord.domain.evolve import STATUS_TRIGGER, TERMINAL_STATUSES, evolve
-from runcoord.domain.ids import effect_key, payload_hash
-from runcoord.domain.model import Output, RunState, Step, ToolCall
+from runcoord.domain.ids import approval_id, effect_key, payload_hash
+from runcoord.domain.model import Approval, Output, ParkedDecision, RunState, Step, ToolCall
 from runcoord.domain.phases import Phase
 from runcoord.domain.policy import Policy
 
@@ -35,6 +35,9 @@ class Decision:
 
 # Every status an observation may report: the vendor-neutral statuses and an open step.
 OBSERVABLE_STATUSES = frozenset({*STATUS_TRIGGER, "requires_action"})
+DECISIONS = frozenset({"approve", "reject"})
+# Decisions kept for requests not journaled yet, per run; more are dead-lettered.
+MAX_PARKED = 16
 
 
 def error_output(kind: str, message: str) -> str:
@@ -213,7 +216,156 @@ class _Decider:
                     step, call.id, error_output(kind, refusal), error=True, source="policy"
                 )
                 continue
+            if self.policy.needs_approval(r.tenant, call.name, call.arguments):
+                self.request_approval(call)
+                continue
             self.intents.append(self.tool_intent(step, call))
+        self.submit_if_complete("complete")
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def request_approval(self, call: ToolCall) -> None:
+        """Hold ``call`` for a person's decision; a decision that came first is applied now."""
+        r, p = self.run, self.policy
+        step = r.step
+        assert step is not None  # only called by open_step, right after StepOpened
+        deadline = self.now + p.approval_budget_ms
+        step_deadline = max(step.deadline_ms, deadline + p.step_budget_ms)
+        if r.expires_at_ms is not None:
+            # The provider's expiry bounds it all: the decision, then the tool, then the
+            # submission, each before the run expires.
+            last = max(step.deadline_ms, r.expires_at_ms - p.safety_margin_ms)
+            step_deadline = min(step_deadline, last)
+            deadline = min(deadline, step_deadline - p.step_budget_ms)
+        deadline = max(deadline, self.now)
+        approval = Approval(
+            approval_id=approval_id(run_id=r.run_id, step_id=step.step_id, tool_call_id=call.id),
+            tool_call_id=call.id,
+            tool=call.name,
+            arguments_hash=payload_hash(call.arguments),
+            policy_version=p.approval_version,
+            deadline_ms=deadline,
+            requested_at_ms=self.now,
+        )
+        self.emit(
+            ev.ApprovalRequested,
+            r.run_id,
+            step_id=step.step_id,
+            approval=approval,
+            step_deadline_ms=step_deadline,
+            run_deadline_ms=max(r.run_deadline_ms, step_deadline + p.step_budget_ms),
+        )
+        parked = next((d for d in r.parked if d.approval_id == approval.approval_id), None)
+        if parked is not None:
+            # The input being decided is the observation: the decision's refusal, if any, is
+            # journaled, but it is not the observation that goes to the dead letters.
+            self.apply_decision(approval, parked, dead_letter=False)
+
+    def approval_decision(self, d: inp.ApprovalDecision) -> None:
+        r = self.run
+        if r.tenant != d.tenant:
+            self.reject(f"approval decision for run {r.run_id} from another tenant")
+            return
+        if d.decision not in DECISIONS:
+            self.reject(f"approval decision {d.decision!r}: approve or reject")
+            return
+        if r.terminal:
+            self.ignore("ApprovalDecision", d.approval_id, f"run already {r.phase.value}")
+            return
+        approval = r.step.approval(d.approval_id) if r.step else None
+        parked = ParkedDecision(
+            d.approval_id,
+            d.decision,
+            d.reason,
+            d.approver,
+            d.arguments_hash,
+            d.policy_version,
+            d.decided_at_ms,
+        )
+        if approval is not None:
+            self.apply_decision(approval, parked)
+        elif any(p.approval_id == d.approval_id for p in r.parked):
+            self.ignore("ApprovalDecision", d.approval_id, "a decision is already kept for it")
+        elif len(r.parked) >= MAX_PARKED:
+            reason = f"no such approval request, and {MAX_PARKED} decisions already wait for theirs"
+            self.ignore("ApprovalDecision", d.approval_id, reason, dead_letter=True)
+        else:
+            # Its request is not journaled yet (the decision overtook it): keep it.
+            self.emit(ev.ApprovalDecisionParked, r.run_id, decision=parked)
+
+    def apply_decision(
+        self, approval: Approval, d: ParkedDecision, *, dead_letter: bool = True
+    ) -> None:
+        """The first decision wins; a repeat of it is a no-op; any other is refused with the
+        recorded one; one made on other arguments or rules is refused (fail closed)."""
+        r = self.run
+        ref = approval.approval_id
+        if not approval.pending:
+            recorded = f"{approval.decision} by {approval.approver}"
+            if (approval.decision, approval.approver, approval.reason) == (
+                d.decision,
+                d.approver,
+                d.reason,
+            ):
+                self.ignore("ApprovalDecision", ref, f"duplicate: already {recorded}")
+            else:
+                self.ignore("ApprovalDecision", ref, f"conflicting: already {recorded}")
+            return
+        if d.arguments_hash != approval.arguments_hash:
+            reason = "refused: the decision was made on other arguments than the call's"
+            self.ignore("ApprovalDecision", ref, reason, dead_letter=dead_letter)
+            return
+        if d.policy_version != approval.policy_version:
+            reason = "refused: the decision was made under other approval rules"
+            self.ignore("ApprovalDecision", ref, reason, dead_letter=dead_letter)
+            return
+        step = r.open_step
+        if step is None or step.submission_key is not None or r.phase is Phase.CANCELLING:
+            self.ignore("ApprovalDecision", ref, "the step is no longer waiting for it")
+            return
+        if self.policy.approval_version != approval.policy_version:
+            # Whoever decided, the rules the request was made under are gone: fail closed now
+            # rather than leave the call waiting for a decision that can never count.
+            self.settle(approval, "expired", "the approval rules changed since the request")
+        elif self.now >= approval.deadline_ms:
+            self.settle(approval, "expired", "not approved in time")
+        else:
+            self.settle(approval, d.decision, d.reason, d.approver, d.decided_at_ms)
+
+    def settle(
+        self,
+        approval: Approval,
+        decision: str,
+        reason: str,
+        approver: str = "runcoord",
+        decided_at_ms: int | None = None,
+    ) -> None:
+        """Record the approval's final decision, and act on it: dispatch the call, or answer
+        the model with why it was not."""
+        r = self.run
+        step = r.step
+        assert step is not None  # callers found the approval in the open step
+        self.emit(
+            ev.ApprovalDecided,
+            r.run_id,
+            step_id=step.step_id,
+            approval_id=approval.approval_id,
+            decision=decision,
+            reason=reason,
+            approver=approver,
+            decided_at_ms=self.now if decided_at_ms is None else decided_at_ms,
+        )
+        step = self.run.step
+        assert step is not None
+        call = next(c for c in step.calls if c.id == approval.tool_call_id)
+        if decision == "approve":
+            self.intents.append(self.tool_intent(step, call))
+            return
+        if decision == "reject":
+            text = error_output("approval_rejected", f"rejected by {approver}: {reason}")
+        else:
+            text = error_output("approval_expired", reason)
+        self.record_output(step, call.id, text, error=True, source="approval")
         self.submit_if_complete("complete")
 
     def tool_intent(self, step: Step, call: ToolCall) -> it.ToolCallIntent:
@@ -229,6 +381,10 @@ class _Decider:
 
     def fill_missing(self, step: Step) -> None:
         for call in step.missing:
+            approval = step.approval_of(call.id)
+            if approval is not None and approval.pending:
+                self.settle(approval, "expired", "not approved in time")
+                continue
             rule = self.policy.tools.get(call.name)
             maybe = (
                 " The action may have been performed; it was not retried."
@@ -393,6 +549,11 @@ class _Decider:
             else:
                 reason = f"conflicting duplicate: the step already has a {prior.source} output"
                 self.ignore("ToolResult", ref, reason, dead_letter=True)
+        elif (held := step.approval_of(res.tool_call_id)) is not None and (
+            held.decision != "approve"
+        ):
+            reason = "result for a call that was never approved: it was not dispatched"
+            self.ignore("ToolResult", ref, reason, dead_letter=True)
         elif step.submission_key is not None:
             self.ignore("ToolResult", ref, "step already submitted", dead_letter=True)
         elif r.phase is Phase.CANCELLING:
@@ -527,10 +688,18 @@ class _Decider:
                 reason=f"gave up waiting for the cancel to land ({r.cancel_reason})",
             )
             return
+        step = r.open_step
+        if step is not None and step.submission_key is None and r.phase is Phase.REQUIRES_ACTION:
+            # First: an approval's deadline comes before its step's and the run's budget
+            # (request_approval makes it so), even when the ticks came late.
+            late = [a for a in step.approvals if a.pending and self.now >= a.deadline_ms]
+            for approval in late:
+                self.settle(approval, "expired", "not approved in time")
+            if late:
+                return
         if self.now >= r.run_deadline_ms and r.cancel_reason is None:
             self.request_cancel("run budget exceeded")
             return
-        step = r.open_step
         if (
             step is not None
             and step.submission_key is None
@@ -577,6 +746,8 @@ def decide(state: RunState | None, message: inp.Input, *, now_ms: int, policy: P
             d.submission(message)
         case inp.EffectFailed():
             d.effect_failed(message)
+        case inp.ApprovalDecision():
+            d.approval_decision(message)
         case inp.Tick():
             d.tick()
     return d.decision()
@@ -592,6 +763,7 @@ def next_due(state: RunState, policy: Policy) -> int | None:
     step = state.open_step
     if step is not None and step.submission_key is None and state.phase is Phase.REQUIRES_ACTION:
         due.append(step.deadline_ms)
+        due += [a.deadline_ms for a in step.approvals if a.pending]
     if state.provider_run_id is not None:
         due.append(state.watch_started_ms + policy.watch_timeout_ms + policy.watch_grace_ms)
     return min(due)

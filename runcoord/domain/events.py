@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runcoord.domain.model import Output, ToolCall
+from runcoord.domain.model import Approval, Output, ParkedDecision, ToolCall
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +92,37 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested(Event):
+    """A call of the open step waits for a person's decision instead of being dispatched. The
+    step's deadline and the run's budget move out to leave the decision its time."""
+
+    step_id: str
+    approval: Approval
+    step_deadline_ms: int
+    run_deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided(Event):
+    """The approval's final decision: approve | reject (a person's) or expired (nobody's in
+    time, or the approval rules changed under it: ``approver`` says which)."""
+
+    step_id: str
+    approval_id: str
+    decision: str
+    reason: str
+    approver: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecisionParked(Event):
+    """A decision for a request not journaled yet, kept until it is."""
+
+    decision: ParkedDecision
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InputIgnored(Event):
     input_kind: str
     ref: str
@@ -110,6 +141,9 @@ JournalEvent = (
     | CancelRequested
     | RunFinished
     | InputIgnored
+    | ApprovalRequested
+    | ApprovalDecided
+    | ApprovalDecisionParked
 )
 
 # Events after which the executor is asked to watch the provider again; the watch is named by

@@ -137,6 +137,35 @@ def _apply(state: RunState, event: ev.JournalEvent) -> RunState:
                 outcome=event.reason,
                 closed_steps=_close(state, state.step.step_id if state.step else None),
             )
+        case ev.ApprovalRequested():
+            step = _current(state, event.step_id)
+            return replace(
+                state,
+                step=replace(
+                    step,
+                    approvals=(*step.approvals, event.approval),
+                    deadline_ms=event.step_deadline_ms,
+                ),
+                run_deadline_ms=event.run_deadline_ms,
+            )
+        case ev.ApprovalDecided():
+            step = _current(state, event.step_id)
+            decided = tuple(
+                replace(
+                    a,
+                    decision=event.decision,
+                    reason=event.reason,
+                    approver=event.approver,
+                    decided_at_ms=event.decided_at_ms,
+                )
+                if a.approval_id == event.approval_id
+                else a
+                for a in step.approvals
+            )
+            parked = tuple(p for p in state.parked if p.approval_id != event.approval_id)
+            return replace(state, step=replace(step, approvals=decided), parked=parked)
+        case ev.ApprovalDecisionParked():
+            return replace(state, parked=(*state.parked, event.decision))
         case ev.WatchRenewed() | ev.InputIgnored():
             return state
     raise JournalError(f"unknown event type {type(event).__name__}")

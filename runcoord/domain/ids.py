@@ -38,3 +38,15 @@ def conversation_key(*, tenant: str, conversation: str, provider: str) -> str:
 
 def payload_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def approval_id(*, run_id: str, step_id: str, tool_call_id: str) -> str:
+    """The id of one call's approval request: the same wherever it is computed (the API, a
+    scripted approver, the coordinator), so a decision can name a request not yet journaled.
+    Never change it."""
+    h = hashlib.sha256(b"runcoord/approval/v1")
+    for part in (run_id, step_id, tool_call_id):
+        raw = part.encode()
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    return "apr_" + h.hexdigest()[:32]

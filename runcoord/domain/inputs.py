@@ -100,6 +100,23 @@ class EffectFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """A person's decision on an approval request (the agent API writes it). It names what
+    the approver saw, the call's arguments hash and the rules' version: if either is not the
+    request's, the decision is refused (fail closed)."""
+
+    run_id: str
+    tenant: str
+    approval_id: str
+    decision: str  # approve | reject
+    reason: str
+    approver: str
+    arguments_hash: str
+    policy_version: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: the loop's timer wheel found this run due. Never on a topic."""
 
@@ -114,5 +131,6 @@ Input = (
     | ToolResult
     | SubmissionResult
     | EffectFailed
+    | ApprovalDecision
     | Tick
 )

@@ -25,6 +25,42 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """A call waiting for (or past) a person's decision. ``decision``: None while pending,
+    then approve | reject | expired; the first one recorded is final."""
+
+    approval_id: str
+    tool_call_id: str
+    tool: str
+    arguments_hash: str
+    policy_version: str
+    deadline_ms: int
+    requested_at_ms: int
+    decision: str | None = None
+    reason: str | None = None
+    approver: str | None = None
+    decided_at_ms: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.decision is None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedDecision:
+    """A decision that came before its approval request was journaled: kept, and applied
+    when the request is (never lost, never applied twice)."""
+
+    approval_id: str
+    decision: str
+    reason: str
+    approver: str
+    arguments_hash: str
+    policy_version: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     step_id: str
     calls: tuple[ToolCall, ...]
@@ -32,6 +68,13 @@ class Step:
     outputs: tuple[Output, ...] = ()
     submission_key: str | None = None  # set once the submission intent is out
     submitted: str | None = None  # the executor's outcome, once confirmed
+    approvals: tuple[Approval, ...] = ()
+
+    def approval(self, approval_id: str) -> Approval | None:
+        return next((a for a in self.approvals if a.approval_id == approval_id), None)
+
+    def approval_of(self, tool_call_id: str) -> Approval | None:
+        return next((a for a in self.approvals if a.tool_call_id == tool_call_id), None)
 
     @property
     def call_ids(self) -> frozenset[str]:
@@ -72,6 +115,7 @@ class RunState:
     give_up_at_ms: int | None = None  # set when we asked to cancel: past it we stop waiting
     outcome: str | None = None  # terminal reason
     updated_at_ms: int = field(default=0)
+    parked: tuple[ParkedDecision, ...] = ()  # decisions that came before their request
 
     @property
     def provider_thread(self) -> str:

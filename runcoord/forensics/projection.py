@@ -85,6 +85,10 @@ def note(event: ev.JournalEvent) -> str | None:
             return event.outcome
         case ev.RunStatusChanged():
             return event.status
+        case ev.ApprovalRequested():
+            return f"{event.approval.tool_call_id} ({event.approval.tool}) awaits approval"
+        case ev.ApprovalDecided():
+            return f"{event.approval_id}: {event.decision} by {event.approver}"
         case ev.ToolOutputRecorded():
             return f"{event.output.tool_call_id} from {event.output.source}" + (
                 " (error)" if event.output.is_error else ""

@@ -93,6 +93,26 @@ def _describe(e: ev.JournalEvent, calls: dict[str, str]) -> str:
             return f"run finished: {e.status}{reason}"
         case ev.InputIgnored():
             return f"input ignored: {e.input_kind} {e.ref}: {e.reason}"
+        case ev.ApprovalRequested():
+            a = e.approval
+            return (
+                f"approval {a.approval_id} requested for {a.tool} ({a.tool_call_id}): not "
+                f"dispatched until decided; decision due within {seconds(a.deadline_ms - e.at_ms)}"
+                f" (rules {a.policy_version})"
+            )
+        case ev.ApprovalDecided():
+            after = {
+                "approve": "the call is dispatched",
+                "reject": "the model is told it was rejected",
+                "expired": "the model is told it was not approved",
+            }.get(e.decision, "")
+            return f"approval {e.approval_id}: {e.decision} by {e.approver} ({e.reason}); {after}"
+        case ev.ApprovalDecisionParked():
+            d = e.decision
+            return (
+                f"decision {d.decision} by {d.approver} for approval {d.approval_id} kept: "
+                "its request is not journaled yet"
+            )
     return type(e).__name__
 
 
