@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import threading
 import time
 from collections import deque
@@ -101,7 +102,8 @@ class Driver:
                 assistant_id=self.config.assistant_id,
                 provider=self.config.provider,
                 input=turn.input,
-                metadata={"sim_script": turn.script.model_dump_json()},
+                metadata={"sim_script": json.dumps(turn.script.to_sim(), separators=(",", ":"))},
+                approvals=turn.script.approvals(),
             )
             record.sent_at = time.time()
             self.transport.send(outgoing)

@@ -44,6 +44,9 @@ from runcoord.stack.polling import wait_until
 
 log = logging.getLogger(__name__)
 QUEUE_MS = 20.0
+# How long a call waits for its simulated approver before "not approved in time": longer than
+# any scripted decision (TraceApproval.after_ms, up to 3 s in generated traces).
+APPROVAL_BUDGET_MS = 8_000
 
 
 def new_replay_id() -> str:
@@ -154,12 +157,16 @@ def replay_system(
     supervisor.add(sims.provider)
     supervisor.add(sims.gateway)
     system: RuncoordSystem | BaselineSystem
+    approvals = any(turn.script.approvals() for turn in trace)
     if name == "runcoord":
         system = RuncoordSystem(
             settings.bootstrap, prefix, folder, dsn, sims.provider_url, sims.gateway_url,
-            registry_file(config.tools_file, config.tools_via, sims.gateway_url, folder),
+            registry_file(
+                config.tools_file, config.tools_via, sims.gateway_url, folder, approvals
+            ),
             config.coordinators, config.executors, observe=config.observe,
             conversations=config.plan.threads == "runcoord",
+            approval_budget_ms=APPROVAL_BUDGET_MS if approvals else None,
         )  # fmt: skip
         markers = {"coordinator": " up (group", "executor": "up, kinds"}
     else:

@@ -27,7 +27,16 @@ from runcoord.forensics import evidence
 from runcoord.harness.workload.trace import TraceTurn, read_trace
 
 # The journal events the report reads (why a write is missing: report/missing.py).
-REPORT_EVENTS = frozenset({"RunAccepted", "StepOpened", "ToolOutputRecorded", "RunFinished"})
+REPORT_EVENTS = frozenset(
+    {
+        "RunAccepted",
+        "StepOpened",
+        "ToolOutputRecorded",
+        "RunFinished",
+        "ApprovalRequested",  # report/approvals.py
+        "ApprovalDecided",
+    }
+)
 
 
 @dataclass

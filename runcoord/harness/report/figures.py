@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runcoord.harness.report.approvals import approval_figures
 from runcoord.harness.report.data import SystemData
 from runcoord.harness.report.hops import HOPS, step_hops
 from runcoord.harness.report.missing import attribute_missing
@@ -173,6 +174,7 @@ def system_figures(
         if sent
         else {},
         "step_hops_ms": _hop_figures(waits, data),
+        **(approval_figures(data, trace) or {}),
         "wall_s": data.info.get("wall_s"),
         "faults_fired": sum(1 for f in data.faults if f.get("applicable", True)),
     }

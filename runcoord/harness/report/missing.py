@@ -21,6 +21,9 @@ to the missing writes, and each gets the first rule that holds:
   answer before the step deadline (re-sent with its key, or reconciled, until then), or the
   call's output came from the deadline (``source: deadline``) while the ledger row is missing
   or still claimed;
+- ``not_approved``: the call needed a person's approval and got none in time, or the approval
+  rules changed under it (``source: approval``, ``approval_expired``): never sent, the model
+  was told. (A scripted reject is not an expected write at all: writes.py);
 - ``executor_gave_up``: the executor reported the call failed (an answer outside the tool's
   protocol, a bug) and the model got a ``tool_failed`` output (``source: executor``);
 - ``tool_refused``: the ledger row is final with any other error output (the gateway answered an
@@ -76,6 +79,7 @@ CAUSES: dict[str, str] = {
     "step_deadline": "the step deadline passed before the tool answered; the model was told",
     "tool_refused": "the gateway answered an error; the model got it",
     "executor_gave_up": "the executor could not carry the call out; the model was told why",
+    "not_approved": "needed approval, not approved in time: never sent; the model was told",
     "run_ended_before_execution": "the run ended before an executor carried the call out",
     "run_ended_before_dispatch": "the run ended before the provider asked for the call",
     "step_never_answered": "the provider asked; the system never answered the step",
@@ -181,6 +185,8 @@ def _call_cause(
     kind = error_type(output.output) if output is not None and output.is_error else None
     if output is not None and (output.source == "policy" or kind == "not_enabled"):
         return "not_enabled", f"output from {output.source}: {kind}"
+    if output is not None and output.source == "approval":
+        return "not_approved", f"output from approval: {error_message(output.output)}"
     state = ledger.get("state") if ledger else None
     if ledger is not None and state != "claimed":
         result = ledger.get("result") if isinstance(ledger.get("result"), dict) else {}

@@ -55,6 +55,16 @@ ROWS: list[tuple[str, str, Fmt]] = [
     ("system duplicates per 10k write-turns", "system_duplicates_per_10k_write_turns", _num(1)),
     ("Redis ops per turn", "redis_ops_per_turn", _num(1)),
     ("faults fired", "faults_fired", _int),
+    ("writes without approval", "writes_without_approval", _int),
+    ("writes after reject or expiry", "writes_after_reject", _int),
+]
+# Under "writes after reject": the approvals asked and decided (report/approvals.py).
+APPROVAL_ROWS = [
+    ("  approvals requested", "requested"),
+    ("  approved", "approved"),
+    ("  rejected", "rejected"),
+    ("  expired (no decision in time)", "expired"),
+    ("  time to decision p50 (ms)", "decision_p50_ms"),
 ]
 
 
@@ -127,6 +137,11 @@ def table(report: dict[str, Any]) -> Table:
         if key == "missing_writes":
             for cause_label, values in cause_rows(report):
                 out.add_row(cause_label, *values)
+        if key == "writes_after_reject":
+            for label_, field in APPROVAL_ROWS:
+                counts = [(systems[n].get("approvals") or {}).get(field) for n in systems]
+                if any(v is not None for v in counts):
+                    out.add_row(label_, *(_int(v) for v in counts))
     for cause in ("client_resubmission", "legitimate_repeat", "unknown"):
         out.add_row(
             f"clusters: {cause.replace('_', ' ')}",

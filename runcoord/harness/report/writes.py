@@ -45,6 +45,8 @@ def expected_calls(
     out: Counter[tuple[str, str]] = Counter()
     for call in turn.script.calls():
         tenants = write_tools.get(call.name)
+        if call.approval is not None and call.approval.decision != "approve":
+            continue  # the approver rejects it, or never decides: it must not act
         if tenants is not None and turn.tenant in tenants:
             out[(call.name, payload_hash(call.arguments))] += 1
     return out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from runcoord.harness.replay.procs import Supervisor
+from runcoord.harness.workload.trace import TraceApproval
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Outgoing:
     provider: str
     input: str
     metadata: dict[str, str]
+    # (step index, call index) -> the simulated approver's script for that call.
+    approvals: Mapping[tuple[int, int], TraceApproval] = field(default_factory=dict)
 
 
 class Transport(Protocol):

@@ -16,13 +16,16 @@ from confluent_kafka import Message, Producer
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import from_record, to_record
 from runcoord.config import Settings
-from runcoord.domain.inputs import StartRun
+from runcoord.domain.inputs import ApprovalDecision, StartRun
 from runcoord.harness.replay.procs import Replica, Supervisor, python_argv
+from runcoord.harness.systems.approver import SimApprover
 from runcoord.harness.systems.kafka_io import Follower, RememberingProducer
 from runcoord.harness.systems.port import Finish, Outgoing
 from runcoord.kafka import TopicNames, producer_config
 
 EXECUTOR_KINDS = ("provider", "tools", "submissions")
+# What the simulated approver reads from the journal.
+APPROVER_EVENTS = frozenset({"StepOpened", "ApprovalRequested"})
 
 
 @dataclass
@@ -40,6 +43,9 @@ class RuncoordSystem:
     # True: each conversation's id is the tenant's own (StartRun.conversation) and runcoord
     # creates its provider thread (the agent API's way); False: the driver created it.
     conversations: bool = False
+    # The coordinators' --approval-budget-ms (None: their default); replays with approvals
+    # keep it short, so an undecided call is answered well within the turn's budget.
+    approval_budget_ms: int | None = None
     name: str = "runcoord"
 
     def topics(self) -> dict[str, int]:
@@ -62,6 +68,8 @@ class RuncoordSystem:
                 "coordinator", "--instance-id", name, "--group", f"{self.prefix}coordinator",
                 "--topic-prefix", self.prefix, "--tools", str(self.tools_file),
             )  # fmt: skip
+            if self.approval_budget_ms is not None:
+                argv += ["--approval-budget-ms", str(self.approval_budget_ms)]
             supervisor.add(
                 Replica(name, "coordinator", argv, logs / f"{name}.log", env), f"coordinator:{i}"
             )
@@ -107,6 +115,7 @@ class RuncoordTransport:
         self._lock = threading.Lock()
         self.events_seen = 0
         group = f"{topics.inbox.removesuffix('runs.inbox')}harness-{time.time_ns()}"
+        self.approver = SimApprover(self._send_decision)
         self._follower = Follower(bootstrap, group, [topics.events, topics.effects], self._on)
 
     def _on(self, msg: Message) -> None:
@@ -119,16 +128,23 @@ class RuncoordTransport:
         if value is None:
             return
         name, datum = self.codec.decode(value)
+        if name in APPROVER_EVENTS:
+            self.approver.on_event(from_record(name, datum))
         if name != "RunFinished":
             return
         event = from_record(name, datum)
         self._done.append(Finish(event.run_id, event.status, event.reason, event.at_ms / 1000))
+
+    def _send_decision(self, decision: ApprovalDecision) -> None:
+        name, datum = to_record(decision)
+        self._inbox.send(decision.run_id.encode(), self.codec.encode(name, datum))
 
     def send(self, run: Outgoing) -> None:
         start = StartRun(
             run.run_id, run.tenant, run.thread_id, run.assistant_id, run.provider, run.input,
             int(time.time() * 1000), run.metadata, conversation=self.conversations,
         )  # fmt: skip
+        self.approver.expect(run.run_id, run.tenant, run.approvals)
         name, datum = to_record(start)
         self._inbox.send(run.run_id.encode(), self.codec.encode(name, datum))
 
@@ -156,6 +172,7 @@ class RuncoordTransport:
         return f"StartRun of {(key or b'').decode()}" if key else "nothing sent yet"
 
     def close(self) -> None:
+        self.approver.close()
         self._follower.close()
         self._inbox.close()
         self._raw.flush(30)

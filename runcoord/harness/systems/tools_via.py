@@ -16,7 +16,8 @@ from typing import Literal
 
 import yaml
 
-from runcoord.registry import McpServerSpec, Registry, load_registry
+from runcoord.harness.workload.trace import APPROVAL_ARGUMENT
+from runcoord.registry import ApprovalSpec, ConditionSpec, McpServerSpec, Registry, load_registry
 
 ToolsVia = Literal["http", "mcp"]
 SANDBOX_SERVER = "sandbox"
@@ -39,17 +40,35 @@ def via_mcp(registry: Registry, url: str) -> Registry:
     return Registry(mcp_servers={SANDBOX_SERVER: McpServerSpec(url=url)}, tools=tools)
 
 
-def registry_file(tools_file: Path, via: ToolsVia, gateway_url: str, folder: Path) -> Path:
+def with_approval_rules(registry: Registry) -> Registry:
+    """``registry`` with every write tool asking approval for the calls a trace marks
+    (``approval_required: true`` in their arguments: runcoord workload generate --approvals)."""
+    rule = ApprovalSpec(when=[ConditionSpec(argument=APPROVAL_ARGUMENT, equals=True)])
+    tools = {
+        name: tool.model_copy(update={"approval": rule}) if tool.write else tool
+        for name, tool in registry.tools.items()
+    }
+    return registry.model_copy(update={"tools": tools})
+
+
+def registry_file(
+    tools_file: Path, via: ToolsVia, gateway_url: str, folder: Path, approvals: bool = False
+) -> Path:
     """The tools.yaml runcoord's processes load for this replay: ``tools_file`` itself over
-    HTTP; over MCP, its MCP twin written into ``folder`` (kept with the evidence)."""
-    if via == "http":
+    HTTP without approvals; else its twin (tools over MCP, approval rules for the calls the
+    trace marks), written into ``folder`` and kept with the evidence."""
+    if via == "http" and not approvals:
         return tools_file
-    registry = via_mcp(load_registry(tools_file), f"{gateway_url.rstrip('/')}/mcp")
-    out = folder / "tools.mcp.yaml"
+    registry = load_registry(tools_file)
+    if via == "mcp":
+        registry = via_mcp(registry, f"{gateway_url.rstrip('/')}/mcp")
+    if approvals:
+        registry = with_approval_rules(registry)
+    out = folder / f"tools.{via}{'.approvals' if approvals else ''}.yaml"
     body = registry.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
     out.write_text(
-        f"# Written by the replay from {tools_file} (--tools-via mcp).\n"
-        + yaml.safe_dump(body, sort_keys=False)
+        f"# Written by the replay from {tools_file} (--tools-via {via}"
+        f"{', approvals' if approvals else ''}).\n" + yaml.safe_dump(body, sort_keys=False)
     )
     load_registry(out)  # what the processes will read must load
     return out

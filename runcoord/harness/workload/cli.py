@@ -11,7 +11,7 @@ import typer
 
 from runcoord.config import load
 from runcoord.errors import ConfigError
-from runcoord.harness.workload.generate import GeneratorConfig, generate
+from runcoord.harness.workload.generate import GeneratorConfig, generate, with_approvals
 from runcoord.harness.workload.latency import DEFAULT_SPEC, parse_latency
 from runcoord.harness.workload.trace import TraceTurn, write_trace
 from runcoord.registry import load_registry
@@ -42,6 +42,13 @@ def generate_cmd(
     tools: Annotated[
         Path | None, _Opt(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
     ] = None,
+    approvals: Annotated[
+        float,
+        _Opt(
+            help="Share of write calls that need a person's approval, each with a simulated "
+            "approver's script (approve / reject / no decision)."
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate a synthetic workload trace shaped like production (deterministic per seed)."""
     try:
@@ -55,6 +62,9 @@ def generate_cmd(
         )
         registry = load_registry(tools or load().tools_file)
         trace = generate(config, registry)
+        if approvals:
+            writes = {n for n, t in registry.tools.items() if t.write}
+            trace = with_approvals(trace, approvals, seed, writes)
     except (ValueError, ConfigError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -70,9 +80,18 @@ def summary(trace: list[TraceTurn], write_tools: set[str]) -> str:
     conversations = len({t.conversation for t in trace})
     span_s = (trace[-1].offset_ms - trace[0].offset_ms) / 1000 if len(trace) > 1 else 0.0
     writes = sum(1 for c in calls if c.name in write_tools)
+    held = Counter(c.approval.decision for c in calls if c.approval is not None)
+    approvals = (
+        f"; {sum(held.values())} need approval ("
+        + ", ".join(f"{d} {n}" for d, n in sorted(held.items()))
+        + ")"
+        if held
+        else ""
+    )
     return (
         f"{conversations} conversations over {span_s:.0f} s; tool calls per turn: median "
         f"{statistics.median(per_turn):g}, mean {statistics.mean(per_turn):.2f}; "
         f"{writes / max(1, len(calls)):.0%} of {len(calls)} calls write; tenants "
         + ", ".join(f"{t} {n}" for t, n in sorted(tenants.items()))
+        + approvals
     )

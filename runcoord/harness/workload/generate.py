@@ -15,10 +15,19 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from runcoord.harness.workload.latency import DEFAULT_SPEC, LatencyDist, parse_latency
 from runcoord.harness.workload.toolargs import FACTORIES, WEIGHTS, user_input
-from runcoord.harness.workload.trace import TraceCall, TraceFinal, TraceScript, TraceStep, TraceTurn
+from runcoord.harness.workload.trace import (
+    APPROVAL_ARGUMENT,
+    TraceApproval,
+    TraceCall,
+    TraceFinal,
+    TraceScript,
+    TraceStep,
+    TraceTurn,
+)
 from runcoord.registry import Registry
 
 # P(k tool calls in a turn), k = 0..4: median 1, mean 1.43.
@@ -157,6 +166,45 @@ class Generator:
                 drafts[: cfg.turns]
             )
         ]
+
+
+ApproverDecision = Literal["approve", "reject", "none"]
+APPROVAL_DECISIONS: tuple[ApproverDecision, ...] = ("approve", "reject", "none")
+APPROVAL_WEIGHTS = (0.7, 0.2, 0.1)
+
+
+def with_approvals(
+    trace: list[TraceTurn], fraction: float, seed: int, write_tools: set[str]
+) -> list[TraceTurn]:
+    """``trace`` with ``fraction`` of its write calls needing approval: their arguments carry
+    ``approval_required: true`` and each gets a simulated approver's script (mostly approve,
+    some reject, some never decided; some decisions sent again, some contradicted). Drawn from
+    a generator of its own, so the trace's other draws stay as the seed made them."""
+    if not 0 <= fraction <= 1:
+        raise ValueError("--approvals must be between 0 and 1")
+    rng = random.Random(f"approvals/{seed}")
+
+    def mark(call: TraceCall) -> TraceCall:
+        if call.name not in write_tools or rng.random() >= fraction:
+            return call
+        approval = TraceApproval(
+            decision=rng.choices(APPROVAL_DECISIONS, APPROVAL_WEIGHTS)[0],
+            after_ms=int(rng.uniform(100, 3000)),
+            duplicates=rng.choice((0, 0, 1, 2)),
+            conflicting=rng.random() < 0.15,
+        )
+        arguments = {**call.arguments, APPROVAL_ARGUMENT: True}
+        return call.model_copy(update={"arguments": arguments, "approval": approval})
+
+    out = []
+    for turn in trace:
+        steps = [
+            step.model_copy(update={"tool_calls": [mark(c) for c in step.tool_calls]})
+            for step in turn.script.steps
+        ]
+        script = turn.script.model_copy(update={"steps": steps})
+        out.append(turn.model_copy(update={"script": script}))
+    return out
 
 
 def generate(config: GeneratorConfig, registry: Registry) -> list[TraceTurn]:

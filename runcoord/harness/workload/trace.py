@@ -11,11 +11,29 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runcoord.errors import ConfigError
+
+
+class TraceApproval(BaseModel):
+    """The simulated approver's script for a call that needs approval (its arguments carry
+    ``approval_required: true``, which the replay's tool rules ask approval for): what it
+    decides, how long after the request, how many times it sends the decision again, and
+    whether a second approver sends the opposite decision (which must be refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Literal["approve", "reject", "none"]
+    after_ms: int = Field(default=500, ge=0)
+    duplicates: int = Field(default=0, ge=0, le=10)
+    conflicting: bool = False
+
+
+# The argument that marks a call as needing approval (the replay's approval rule tests it).
+APPROVAL_ARGUMENT = "approval_required"
 
 
 class TraceCall(BaseModel):
@@ -23,6 +41,7 @@ class TraceCall(BaseModel):
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     arguments: dict[str, Any] = Field(default_factory=dict)
+    approval: TraceApproval | None = None
 
 
 class TraceStep(BaseModel):
@@ -55,7 +74,21 @@ class TraceScript(BaseModel):
         return sum(s.latency_ms for s in self.steps) + self.final.latency_ms
 
     def to_sim(self, **extra: Any) -> dict[str, Any]:
-        return {**self.model_dump(mode="json"), **extra}
+        """The simulated provider's script: the approver's parts are the harness's own."""
+        script = self.model_dump(mode="json")
+        for step in script["steps"]:
+            for call in step["tool_calls"]:
+                call.pop("approval", None)
+        return {**script, **extra}
+
+    def approvals(self) -> dict[tuple[int, int], TraceApproval]:
+        """(step index, call index) -> the approver's script, for the calls that have one."""
+        return {
+            (k, i): call.approval
+            for k, step in enumerate(self.steps)
+            for i, call in enumerate(step.tool_calls)
+            if call.approval is not None
+        }
 
 
 class TraceTurn(BaseModel):
