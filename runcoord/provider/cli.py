@@ -27,7 +27,6 @@ from runcoord.provider.executor import KINDS, ProviderEffects
 from runcoord.provider.port import RunProvider
 from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
 from runcoord.registry import load_registry
-from runcoord.tools.listing import with_listing
 
 ProviderUrlOpt = Annotated[
     str | None,
@@ -73,8 +72,14 @@ async def providers(
     settings: Settings, url: str | None, api_key: str | None, observe: Observe
 ) -> AsyncIterator[dict[str, RunProvider]]:
     """Both protocols; each intent names the one its run uses."""
-    # MCP tools tools.yaml leaves unschemed are offered as their servers list them.
-    tools = (await with_listing(load_registry(settings.tools_file))).function_tools()
+    registry = load_registry(settings.tools_file)
+    if any(t.server and t.parameters is None for t in registry.tools.values()):
+        # MCP tools tools.yaml leaves unschemed are offered as their servers list them. (The
+        # MCP SDK takes a second to import: only when needed.)
+        from runcoord.tools.listing import with_listing
+
+        registry = await with_listing(registry)
+    tools = registry.function_tools()
     async with AsyncExitStack() as stack:
         # With tracing on, every provider request carries the intent span's context.
         http = (

@@ -29,7 +29,6 @@ from runcoord.effects.serve import (
 from runcoord.registry import load_registry
 from runcoord.tools.executor import KINDS, ToolCalls
 from runcoord.tools.http_gateway import HttpToolGateway
-from runcoord.tools.mcp_gateway import McpToolGateway
 from runcoord.tools.routing_gateway import RoutingGateway
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,12 @@ def tools(
         limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
         # One MCP session per server, opened on the first call and kept (none if no tool
         # in the registry is on an MCP server).
-        mcp = McpToolGateway(reg.mcp_servers) if reg.mcp_servers else None
+        mcp = None
+        if reg.mcp_servers:
+            # Imported only when used: the MCP SDK takes a second to import.
+            from runcoord.tools.mcp_gateway import McpToolGateway
+
+            mcp = McpToolGateway(reg.mcp_servers)
         for name, server in reg.mcp_servers.items():
             log.info("tools on MCP server %s at %s", name, server.url)
         try:

@@ -44,8 +44,9 @@ def test_a_stream_dropped_after_the_tool_acted_leaves_one_action(
 ) -> None:
     with launch(bootstrap, pg_dsn, topics, tmp_path, tools_via="mcp") as stack:
         # Every create_ticket (key-honouring) and update_crm (lookup) acts, then its stream is
-        # cut before the answer: the executor must not act a second time on either.
-        drop = {"drop_after_act": {"rate": 0.5}}
+        # cut before the answer: the executor must not act a second time on either. (A
+        # key-honouring tool's repeat is answered from its records, without a cut.)
+        drop = {"drop_after_act": {"rate": 1.0}}
         stack.gateway_faults({"seed": 7, "tools": {"create_ticket": drop, "update_crm": drop}})
         runs = turns(6, "mcp-drop")
         stack.start_turns(runs)

@@ -169,6 +169,14 @@ def post_turn(api: str, key: str, thread: str, text: str) -> str:
     return str(answer.json()["run_id"])
 
 
+def metrics_up(url: str) -> str | None:
+    try:
+        status = httpx.get(url, timeout=5).status_code
+    except httpx.TransportError as exc:
+        return repr(exc)
+    return None if status == 200 else f"HTTP {status}"
+
+
 def wait_completed(dev: Dev, api: str, key: str, run_id: str, timeout: float = 60) -> None:
     seen: dict[str, Any] = {}
 
@@ -198,7 +206,13 @@ def test_dev_sim_runs_the_product_restarts_a_killed_process_and_stops_everything
     api, key = info["api_url"], info["tenant_key"]
     assert key.startswith("rk_") and info["tenant"] == "t1"
     assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
-    assert httpx.get(info["metrics"]["exec-tools"], timeout=5).status_code == 200
+    # "Up" means every process started; an executor serves its metrics once it has imported
+    # its modules, a moment later.
+    wait_until(
+        lambda: metrics_up(info["metrics"]["exec-tools"]),
+        timeout=30,
+        what="the tool executor's metrics",
+    )
     log = dev.tail(100_000)
     assert "runcoord dev is up" in log and key in log
     assert any(line.startswith("exec-tools") and "| " in line for line in log.splitlines())
