@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     api_db_pool_min: int = 2
     api_db_pool_max: int = 10
     api_db_pool_timeout_s: float = 10.0
+    # Outbound webhooks (runcoord/api/hooks.py) may target private, loopback and link-local
+    # addresses (never the cloud metadata address): the API's registration check and
+    # `runcoord api deliver` both read it. Off: only public addresses.
+    webhooks_allow_private: bool = False
 
     @model_validator(mode="after")
     def _paths_from_home(self) -> Settings:

@@ -22,7 +22,19 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from runcoord import metrics, tracing
-from runcoord.api import events, keys, limits, runs, tenants, threads, turns, webhooks
+from runcoord.api import (
+    approval_routes,
+    events,
+    hook_routes,
+    keys,
+    limits,
+    runs,
+    tenants,
+    threads,
+    turns,
+    webhooks,
+)
+from runcoord.api.problems import Problem
 from runcoord.codec import AvroCodec
 from runcoord.config import Settings
 from runcoord.effects.ledger.redis_guard import RedisGuard, connect_redis
@@ -47,6 +59,10 @@ METADATA_VALUE_CHARS = 512
 OUR_METADATA_KEYS = tuple(run_metadata({}, "run", "step"))
 METADATA_PAIRS = PROVIDER_METADATA_PAIRS - len(OUR_METADATA_KEYS)
 RESERVED_PREFIX = "runcoord_"  # every key of ours starts with it, and future ones will
+
+# PostgreSQL's text and jsonb cannot hold a NUL character: refused up front (422) rather than
+# failing the insert (500). In the schema, so generated clients and tests keep to it.
+NO_NUL = r"^[^\x00]*$"
 
 # When a tenant's stream slots are all taken there is no telling when one frees.
 STREAM_RETRY_AFTER_S = 5
@@ -76,6 +92,8 @@ class ApiConfig:
     max_start_run_bytes: int = turns.MAX_START_RUN_BYTES
     # How often an open event stream checks that its key is still valid (and renews its slot).
     key_recheck_s: float = 5.0
+    # Outbound webhooks to private, loopback or link-local addresses (runcoord/api/hooks.py).
+    webhooks_allow_private: bool = False
 
     def protocol_for(self, assistant_id: str, requested: str | None) -> str:
         """The request's own protocol, else providers.yaml's for the assistant, else auto."""
@@ -116,20 +134,25 @@ def config_from(
         db_pool_min=settings.api_db_pool_min,
         db_pool_max=settings.api_db_pool_max,
         db_pool_timeout_s=settings.api_db_pool_timeout_s,
+        webhooks_allow_private=settings.webhooks_allow_private,
     )
 
 
 class TurnIn(BaseModel):
-    input: str = Field(min_length=1, max_length=32_000, description="The user's message.")
-    assistant_id: str | None = Field(default=None, max_length=128)
+    input: str = Field(
+        min_length=1, max_length=32_000, pattern=NO_NUL, description="The user's message."
+    )
+    assistant_id: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
     provider: Literal["assistants", "responses"] | None = Field(
         default=None,
         description="The run protocol; absent: providers.yaml's for the assistant (auto: "
         "responses for OpenAI's own base URL, assistants for any other).",
     )
     metadata: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS)],
-        Annotated[str, Field(max_length=METADATA_VALUE_CHARS)],
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS, pattern=NO_NUL)
+        ],
+        Annotated[str, Field(max_length=METADATA_VALUE_CHARS, pattern=NO_NUL)],
     ] = Field(
         default_factory=dict,
         max_length=METADATA_PAIRS,
@@ -176,9 +199,10 @@ class ThreadIn(BaseModel):
         pattern=ID_PATTERN,
         description="Your own conversation id; absent: one is minted (thr_…).",
     )
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(
-        default_factory=dict, max_length=16
-    )
+    metadata: dict[
+        Annotated[str, StringConstraints(pattern=NO_NUL)],
+        Annotated[str, Field(max_length=512, pattern=NO_NUL)],
+    ] = Field(default_factory=dict, max_length=16)
 
 
 class ProviderThreadOut(BaseModel):
@@ -223,10 +247,6 @@ class WebhookOut(BaseModel):
     reason: str | None
     run_id: str | None
     duplicate: bool
-
-
-class Problem(BaseModel):
-    detail: str
 
 
 _bearer = HTTPBearer(auto_error=False, description="A tenant's API key: rk_…")
@@ -311,11 +331,11 @@ def create_app(config: ApiConfig) -> FastAPI:
     # stream borrows one per poll instead of holding this one for as long as it is open.
     Db = Annotated[Conn, Depends(db, scope="function")]
 
-    def tenant(conn: Db, credentials: Credentials) -> str:
-        found = keys.tenant_for(conn, credentials.credentials) if credentials else None
+    def caller(conn: Db, credentials: Credentials) -> keys.Key:
+        found = keys.lookup(conn, credentials.credentials) if credentials else None
         if found is None:
             raise HTTPException(401, "missing or unknown API key", {"WWW-Authenticate": "Bearer"})
-        wait = rates.wait_s(found)
+        wait = rates.wait_s(found.tenant)
         if wait is not None:
             raise HTTPException(
                 429,
@@ -323,6 +343,9 @@ def create_app(config: ApiConfig) -> FastAPI:
                 {"Retry-After": limits.retry_after(wait)},
             )
         return found
+
+    def tenant(key: Annotated[keys.Key, Depends(caller)]) -> str:
+        return key.tenant
 
     Tenant = Annotated[str, Depends(tenant)]
 
@@ -472,6 +495,20 @@ def create_app(config: ApiConfig) -> FastAPI:
         return StreamingResponse(
             body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
+
+    app.include_router(
+        approval_routes.routes(
+            journal=config.topics.events,
+            inbox=config.topics.inbox,
+            bootstrap=config.bootstrap,
+            codec=codec,
+            db=db,
+            caller=caller,
+            errors=_ERRORS,
+        )
+    )
+
+    app.include_router(hook_routes.router(db, tenant, allow_private=config.webhooks_allow_private))
 
     @app.post(
         "/v1/webhooks/provider",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -21,6 +22,14 @@ PrefixOpt = Annotated[str, typer.Option(help="Prefix of every topic name (tests,
 MetricsOpt = Annotated[
     int | None,
     typer.Option(help="Serve Prometheus /metrics here (default: RUNCOORD_METRICS_PORT)."),
+]
+AllowPrivateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--webhooks-allow-private",
+        help="Outbound webhooks may target private, loopback and link-local addresses (never "
+        "the cloud metadata address) (default: RUNCOORD_WEBHOOKS_ALLOW_PRIVATE).",
+    ),
 ]
 
 
@@ -55,6 +64,7 @@ def serve(
         ),
     ] = None,
     metrics_port: MetricsOpt = None,
+    webhooks_allow_private: AllowPrivateOpt = False,
 ) -> None:
     """Serve the agent API (FastAPI on uvicorn)."""
     import uvicorn
@@ -90,6 +100,8 @@ def serve(
         config.assistant_id,
         config.protocol_for(config.assistant_id, None),
     )
+    if webhooks_allow_private:
+        config = dataclasses.replace(config, webhooks_allow_private=True)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
@@ -115,15 +127,89 @@ def relay(topic_prefix: PrefixOpt = "", metrics_port: MetricsOpt = None) -> None
     log.info("relay stopped: %d sent, %d failed, %d parked", s.sent, s.failed, s.parked)
 
 
+@app.command("deliver")
+def deliver(
+    topic_prefix: PrefixOpt = "",
+    group: Annotated[
+        str, typer.Option(help="Consumer group of the journal (each group records anew).")
+    ] = "runcoord-webhooks-deliver",
+    concurrency: Annotated[int, typer.Option(min=1, help="Deliveries in flight at once.")] = 8,
+    timeout_s: Annotated[
+        float, typer.Option(min=0.1, help="Each of connect, send and read, per attempt.")
+    ] = 10.0,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts before a row fails.")] = 30,
+    webhooks_allow_private: AllowPrivateOpt = False,
+    metrics_port: MetricsOpt = None,
+) -> None:
+    """Tell tenants' webhooks of approval requests and finished runs (from runs.events)."""
+    from runcoord import logs, metrics
+    from runcoord.api.deliver import DeliverConfig, Deliverer, RetryPolicy
+    from runcoord.kafka import TopicNames
+
+    logs.setup()
+    metrics.serve(metrics_port)
+    settings = load()
+    config = DeliverConfig(
+        bootstrap=settings.bootstrap,
+        dsn=settings.dsn,
+        topics=TopicNames.with_prefix(topic_prefix),
+        group_id=group,
+        allow_private=webhooks_allow_private or settings.webhooks_allow_private,
+        concurrency=concurrency,
+        timeout_s=timeout_s,
+        retry=RetryPolicy(max_attempts=max_attempts),
+    )
+    deliverer = Deliverer(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info(
+        "deliverer up (group %s, journal %s, private targets %s)",
+        group,
+        config.topics.events,
+        "allowed" if config.allow_private else "refused",
+    )
+    deliverer.run(stop)
+    s = deliverer.stats
+    log.info(
+        "deliverer stopped: %d notices read, %d rows recorded, %d delivered, %d retried, "
+        "%d failed, %d skipped",
+        s.notices,
+        s.recorded,
+        s.delivered,
+        s.retried,
+        s.failed,
+        s.skipped,
+    )
+
+
 @keys_app.command("create")
-def keys_create(tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")]) -> None:
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Who holds the key; an approver's decisions are signed with it."),
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="approver: may decide approval requests (POST /v1/approvals/{id}). "
+            "Default: none (turns and reads only).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Create an API key for a tenant and print it (it is stored hashed: shown only now)."""
     import psycopg
 
-    from runcoord.api.keys import create
+    from runcoord.api.keys import ROLES, create
 
+    if role is not None and role not in ROLES:
+        raise typer.BadParameter(f"{role!r}: one of {', '.join(ROLES)}", param_hint="--role")
+    if name == "":
+        raise typer.BadParameter("empty; leave it out instead", param_hint="--name")
     with psycopg.connect(load().dsn, autocommit=True, connect_timeout=10) as conn:
-        typer.echo(create(conn, tenant))
+        typer.echo(create(conn, tenant, name=name, role=role))
 
 
 @keys_app.command("revoke")

@@ -3,6 +3,9 @@
 A key reads ``rk_<key_id>_<secret>``: the key id finds the row without scanning, the secret
 (32 random bytes) is compared by hash in constant time. Keys this random need no slow KDF:
 there is no dictionary to try against a stolen hash.
+
+A key may have a name (who holds it) and a role: only an ``approver`` key decides approval
+requests, and its name (else its id) is the approver recorded.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,6 +21,23 @@ import psycopg
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 PREFIX = "rk_"
+APPROVER = "approver"
+ROLES = (APPROVER,)  # a key without a role posts turns and reads runs
+
+
+@dataclass(frozen=True)
+class Key:
+    """A valid key's identity: the tenant it acts for, and what it may do."""
+
+    key_id: str
+    tenant: str
+    name: str | None = None
+    role: str | None = None
+
+    @property
+    def approver(self) -> str:
+        """How a decision made with this key is signed: its name, else its id."""
+        return self.name or self.key_id
 
 
 def _hash(key: str) -> str:
@@ -30,30 +51,41 @@ def mint(tenant: str) -> tuple[str, str, str]:
     return key_id, key, _hash(key)
 
 
-def create(conn: Conn, tenant: str) -> str:
+def create(conn: Conn, tenant: str, *, name: str | None = None, role: str | None = None) -> str:
     """Store a new key for ``tenant`` and return it: the only time it is ever visible."""
     if not tenant:
         raise ValueError("a key needs a tenant")
+    if name == "":
+        raise ValueError("a key's name, when given, is not empty")
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}, or none")
     key_id, key, digest = mint(tenant)
     conn.execute(
-        "INSERT INTO api_keys (key_id, tenant, key_hash) VALUES (%s, %s, %s)",
-        (key_id, tenant, digest),
+        "INSERT INTO api_keys (key_id, tenant, key_hash, name, role) VALUES (%s, %s, %s, %s, %s)",
+        (key_id, tenant, digest, name, role),
     )
     return key
 
 
-def tenant_for(conn: Conn, key: str) -> str | None:
-    """The tenant of a valid, unrevoked key; None otherwise (whatever was wrong with it)."""
+def lookup(conn: Conn, key: str) -> Key | None:
+    """The identity of a valid, unrevoked key; None otherwise (whatever was wrong with it)."""
     if not key.startswith(PREFIX) or key.count("_") < 2:
         return None
     key_id = key[len(PREFIX) :].split("_", 1)[0]
     row = conn.execute(
-        "SELECT tenant, key_hash FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
+        "SELECT tenant, key_hash, name, role FROM api_keys "
+        "WHERE key_id = %s AND revoked_at IS NULL",
         (key_id,),
     ).fetchone()
     if row is None or not hmac.compare_digest(str(row[1]), _hash(key)):
         return None
-    return str(row[0])
+    return Key(key_id, str(row[0]), row[2], row[3])
+
+
+def tenant_for(conn: Conn, key: str) -> str | None:
+    """The tenant of a valid, unrevoked key; None otherwise."""
+    found = lookup(conn, key)
+    return None if found is None else found.tenant
 
 
 def revoke(conn: Conn, key_id: str) -> bool:

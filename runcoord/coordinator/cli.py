@@ -67,6 +67,13 @@ def coordinator(
     watch_timeout_ms: Annotated[
         int, typer.Option(help="Longest one provider watch lasts.")
     ] = _POLICY.watch_timeout_ms,
+    approval_budget_ms: Annotated[
+        int,
+        typer.Option(
+            help="Longest a call waits for a person's approval (the provider's expiry bounds "
+            "it too); past it the model is told it was not approved in time."
+        ),
+    ] = _POLICY.approval_budget_ms,
     session_timeout_ms: Annotated[
         int, typer.Option(help="Group session timeout.")
     ] = _LOOP.session_timeout_ms,
@@ -113,6 +120,7 @@ def coordinator(
         safety_margin_ms=safety_margin_ms,
         run_budget_ms=run_budget_ms,
         watch_timeout_ms=watch_timeout_ms,
+        approval_budget_ms=approval_budget_ms,
     )
     config = LoopConfig(
         bootstrap=settings.bootstrap,

@@ -72,6 +72,36 @@ class StepRow:
     outcome: str | None = None  # set: the submission was confirmed at at_ms
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalRow:
+    """An approval request as ApprovalRequested made it (pending); the run's tenant with it,
+    since the API reads approvals by tenant and the event does not repeat it."""
+
+    run_id: str
+    tenant: str
+    approval_id: str
+    step_id: str
+    tool_call_id: str
+    tool: str
+    arguments_hash: str
+    policy_version: str
+    request_seq: int
+    deadline_ms: int
+    requested_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """An approval's final decision (ApprovalDecided); merged into a pending row only."""
+
+    run_id: str
+    approval_id: str
+    decision: str  # approve | reject | expired
+    reason: str
+    approver: str
+    decided_at_ms: int
+
+
 def note(event: ev.JournalEvent) -> str | None:
     """A one-line summary worth indexing (what a scan shows without reading Kafka)."""
     match event:
@@ -117,6 +147,35 @@ def step_row(event: ev.JournalEvent) -> StepRow | None:
             return StepRow(event.run_id, event.step_id, event.at_ms, submission_reason=event.reason)
         case ev.StepSubmitted():
             return StepRow(event.run_id, event.step_id, event.at_ms, outcome=event.outcome)
+    return None
+
+
+def approval_row(event: ev.JournalEvent, tenant: str) -> ApprovalRow | DecisionRow | None:
+    """What ``event`` of a run of ``tenant`` says about one of its approvals, if anything."""
+    match event:
+        case ev.ApprovalRequested(approval=a):
+            return ApprovalRow(
+                event.run_id,
+                tenant,
+                a.approval_id,
+                event.step_id,
+                a.tool_call_id,
+                a.tool,
+                a.arguments_hash,
+                a.policy_version,
+                event.seq,
+                a.deadline_ms,
+                a.requested_at_ms,
+            )
+        case ev.ApprovalDecided():
+            return DecisionRow(
+                event.run_id,
+                event.approval_id,
+                event.decision,
+                event.reason,
+                event.approver,
+                event.decided_at_ms,
+            )
     return None
 
 

@@ -27,7 +27,17 @@ from runcoord.deadletter import DeadLetter
 from runcoord.domain import events as ev
 from runcoord.errors import Retriable, SerializationError
 from runcoord.forensics import store
-from runcoord.forensics.projection import EventRow, RunRow, StepRow, event_row, fold, step_row
+from runcoord.forensics.projection import (
+    ApprovalRow,
+    DecisionRow,
+    EventRow,
+    RunRow,
+    StepRow,
+    approval_row,
+    event_row,
+    fold,
+    step_row,
+)
 from runcoord.kafka import TopicNames, consumer_config, error_for, take_batch
 
 log = logging.getLogger(__name__)
@@ -188,9 +198,12 @@ class Projector:
             new_runs: list[RunRow] = []
             rows: list[EventRow] = []
             steps: list[StepRow] = []
+            approvals: list[ApprovalRow] = []
+            decisions: list[DecisionRow] = []
             for run_id, items in by_run.items():
                 row = before.get(run_id)
-                for event, partition, offset in sorted(items, key=lambda i: i[0].seq):
+                ordered = sorted(items, key=lambda i: i[0].seq)
+                for event, partition, offset in ordered:
                     rows.append(event_row(event, partition, offset))
                     step = step_row(event)
                     if step is not None:
@@ -199,6 +212,13 @@ class Projector:
                 if row is None:
                     log.warning("projector: run %s has no RunAccepted in the journal", run_id)
                     continue
+                for event, _, _ in ordered:
+                    # After the fold: the run's row names the tenant its approvals are read by.
+                    fact = approval_row(event, row.tenant)
+                    if isinstance(fact, ApprovalRow):
+                        approvals.append(fact)
+                    elif isinstance(fact, DecisionRow):
+                        decisions.append(fact)
                 if row != before.get(run_id):
                     runs.append(row)
                 if run_id not in before:
@@ -212,6 +232,8 @@ class Projector:
                 steps=steps,
                 intents=batch.intents,
                 letters=batch.letters,
+                approvals=approvals,
+                decisions=decisions,
             )
         self.stats.batches += 1
         self.stats.events += len(batch.events)

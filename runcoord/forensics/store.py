@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from runcoord.forensics.projection import EventRow, RunRow, StepRow
+from runcoord.forensics.projection import ApprovalRow, DecisionRow, EventRow, RunRow, StepRow
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -134,6 +134,10 @@ CREATE TEMP TABLE IF NOT EXISTS _fx_steps (
     run_id text, step_id text, at timestamptz, opened boolean, deadline_at timestamptz,
     calls integer, submission_reason text, outcome text
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _fx_approvals (LIKE forensics_approvals) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _fx_decisions (
+    approval_id text, decision text, reason text, approver text, decided_at timestamptz
+) ON COMMIT DELETE ROWS;
 """
 
 _MERGE_EVENTS = "INSERT INTO forensics_events SELECT * FROM _fx_events ON CONFLICT DO NOTHING"
@@ -165,6 +169,23 @@ _MERGE_STEPS = (
       AND s.journal = %s AND s.run_id = t.run_id AND s.step_id = t.step_id""",
 )
 
+_APPROVAL_COLUMNS = (
+    "journal, approval_id, run_id, tenant, step_id, tool_call_id, tool, arguments_hash, "
+    "policy_version, request_seq, deadline_at, requested_at, status"
+)
+# A request is inserted once; its decision moves only a pending row, so the first decision
+# projected stays whatever is redelivered. The domain journals one decision per approval; a
+# batch naming one twice (a redelivery within it) keeps the earliest.
+_MERGE_APPROVALS = (
+    f"""INSERT INTO forensics_approvals ({_APPROVAL_COLUMNS})
+    SELECT {_APPROVAL_COLUMNS} FROM _fx_approvals ON CONFLICT DO NOTHING""",
+    """UPDATE forensics_approvals a
+    SET status = d.decision, reason = d.reason, approver = d.approver, decided_at = d.decided_at
+    FROM (SELECT DISTINCT ON (approval_id) * FROM _fx_decisions
+          ORDER BY approval_id, decided_at) d
+    WHERE a.journal = %s AND a.approval_id = d.approval_id AND a.status = 'pending'""",
+)
+
 
 def write_batch(
     conn: Conn,
@@ -176,6 +197,8 @@ def write_batch(
     steps: Iterable[StepRow],
     intents: Iterable[IntentRow],
     letters: Iterable[LetterRow],
+    approvals: Sequence[ApprovalRow] = (),
+    decisions: Sequence[DecisionRow] = (),
 ) -> None:
     """Write one batch in the caller's transaction."""
     with conn.cursor() as cur:
@@ -250,6 +273,8 @@ def write_batch(
         cur.execute(_MERGE_RUNS)
         for statement in _MERGE_STEPS:
             cur.execute(statement, (journal,))
+        if approvals or decisions:
+            _write_approvals(cur, journal, approvals, decisions)
         cur.execute(_MERGE_INTENTS)
         cur.executemany(
             _INSERT_LETTER,
@@ -280,6 +305,48 @@ def write_batch(
                     "accepted": [ts(r.accepted_at_ms) for r in new_runs],
                 },
             )
+
+
+def _write_approvals(
+    cur: psycopg.Cursor[tuple[Any, ...]],
+    journal: str,
+    approvals: Sequence[ApprovalRow],
+    decisions: Sequence[DecisionRow],
+) -> None:
+    """The batch's approval requests, then their decisions (see _MERGE_APPROVALS). Only for
+    a batch that holds any: most hold none, and skip these round trips."""
+    _copy(
+        cur,
+        "_fx_approvals",
+        _APPROVAL_COLUMNS,
+        (
+            (
+                journal,
+                a.approval_id,
+                a.run_id,
+                a.tenant,
+                a.step_id,
+                a.tool_call_id,
+                a.tool,
+                a.arguments_hash,
+                a.policy_version,
+                a.request_seq,
+                ts(a.deadline_ms),
+                ts(a.requested_at_ms),
+                "pending",
+            )
+            for a in approvals
+        ),
+    )
+    _copy(
+        cur,
+        "_fx_decisions",
+        "approval_id, decision, reason, approver, decided_at",
+        ((d.approval_id, d.decision, d.reason, d.approver, ts(d.decided_at_ms)) for d in decisions),
+    )
+    # Requests before decisions: a batch may hold both of one approval.
+    cur.execute(_MERGE_APPROVALS[0])
+    cur.execute(_MERGE_APPROVALS[1], (journal,))
 
 
 def _copy(

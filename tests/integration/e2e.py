@@ -145,13 +145,19 @@ def launch(
     coordinator_args: list[str] | None = None,
     api: bool = False,
     tools_via: ToolsVia = "http",
+    tools_file: Path | None = None,
+    projector: bool = False,
 ) -> Iterator[Stack]:
     """Everything up; ``env`` adds environment variables per process name (fault points).
 
     ``api=True`` adds the agent API ("api") and its outbox relay ("relay"), for turns posted
     over HTTP instead of written to runs.inbox. ``tools_via="mcp"``: every process reads the
     registry's MCP twin, and the tool executor calls the sandbox's tools over MCP.
+    ``tools_file``: the registry every process reads, instead of the repository's tools.yaml
+    (approval rules, say). ``projector=True`` adds the forensics projector ("projector"),
+    which the API's reads (runs, approvals) come from.
     """
+    tools_file = tools_file or REPO_ROOT / "tools.yaml"
     env = env or {}
     migrate(pg_dsn)
     prefix = topics.inbox.removesuffix("runs.inbox")
@@ -168,7 +174,7 @@ def launch(
     )
     provider_url = f"http://127.0.0.1:{sim_port}/v1"
     gateway_url = f"http://127.0.0.1:{gw_port}"
-    registry = registry_file(REPO_ROOT / "tools.yaml", tools_via, gateway_url, tmp_path)
+    registry = registry_file(tools_file, tools_via, gateway_url, tmp_path)
     common = ["--topic-prefix", prefix]
     procs = [
         Proc(
@@ -265,6 +271,11 @@ def launch(
             ),
             Proc("relay", ["api", "relay", *common], tmp_path / "relay.log"),
         ]
+    if projector:
+        group = ["--group", f"{prefix}projector"]
+        procs.append(
+            Proc("projector", ["forensics", "project", *group, *common], tmp_path / "proj.log")
+        )
     for p in procs:
         p.env["RUNCOORD_TOOLS_FILE"] = str(registry)
         p.env.update(env.get(p.name, {}))
@@ -272,7 +283,7 @@ def launch(
         procs[0].wait_http(provider_url.removesuffix("/v1") + "/_sim/health")
         procs[1].wait_http(gateway_url + "/_sim/health")
         if api_url is not None:
-            procs[-2].wait_http(api_url + "/healthz")
+            next(p for p in procs if p.name == "api").wait_http(api_url + "/healthz")
         # No /_sim/reset: it empties the shared audit table; every check filters by run_id.
         sdk = OpenAI(base_url=provider_url, api_key="sk-test")
         tools = [
@@ -282,7 +293,7 @@ def launch(
                     k: v for k, v in t.items() if k in ("name", "description", "parameters")
                 },
             }
-            for t in load_registry(REPO_ROOT / "tools.yaml").function_tools()
+            for t in load_registry(tools_file).function_tools()
         ]
         assistant = sdk.beta.assistants.create(model="sim-1", tools=tools)  # type: ignore[arg-type]
         yield Stack(
