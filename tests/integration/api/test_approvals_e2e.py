@@ -330,3 +330,26 @@ def test_only_the_tenants_approvers_decide(world: World) -> None:
     assert again.headers["Idempotent-Replayed"] == "true"
     assert world.finished(run_id) == ("completed", "")
     assert len(world.actions(run_id)) == 1
+
+
+def test_a_decision_in_flight_survives_kill_9_of_the_relay_api_and_coordinator(
+    world: World,
+) -> None:
+    """The approver decides while the relay and the coordinator are dead, then the API dies
+    too (-9): the decision was committed with its outbox row, so once they are back it is
+    applied, exactly once, and the call acts exactly once."""
+    procs = world.stack.procs
+    run_id = world.turn("assistants")
+    request = world.pending(run_id)
+    for name in ("relay", "coordinator"):
+        procs[name].kill9()
+    answer = world.decide(world.alice, request["approval_id"], "approve", "while down")
+    assert answer.status_code == 202, answer.text
+    procs["api"].kill9()
+    for name in ("api", "relay", "coordinator"):
+        procs[name].start()
+    procs["api"].wait_http(f"{world.stack.api}/healthz")
+    assert world.finished(run_id) == ("completed", "")
+    assert len(world.actions(run_id)) == 1
+    again = world.decide(world.alice, request["approval_id"], "approve", "while down")
+    assert again.status_code == 200 and again.json()["replayed"] is True
