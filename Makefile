@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv install format lint typecheck test test-unit stack-up stack-down demo clean
+.PHONY: venv install format lint typecheck test test-unit stack-up stack-down browser demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,9 +32,13 @@ stack-up: $(STAMP)
 stack-down: $(STAMP)
 	$(BIN)/runcoord stack down
 
+# Debian's chromium, for the console's browser tests (installed when missing and root).
+browser: $(STAMP)
+	$(BIN)/runcoord stack browser
+
 # The README's test command: install, bring the real stack up, run every test.
 # pytest exits 5 when it collected nothing; that is a failure here, never a green run.
-test: $(STAMP) stack-up
+test: $(STAMP) stack-up browser
 	@rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest ran no tests; failing" >&2; fi; \
 	exit $$rc

@@ -24,6 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from runcoord import metrics, tracing
 from runcoord.api import (
     approval_routes,
+    cancels,
+    console,
     events,
     hook_routes,
     keys,
@@ -94,6 +96,10 @@ class ApiConfig:
     key_recheck_s: float = 5.0
     # Outbound webhooks to private, loopback or link-local addresses (runcoord/api/hooks.py).
     webhooks_allow_private: bool = False
+    # The console (/console): where replay reports are found, and the tool registry its run
+    # stories are told with (None: without it).
+    replays_dir: pathlib.Path | None = None
+    tools_file: pathlib.Path | None = None
 
     def protocol_for(self, assistant_id: str, requested: str | None) -> str:
         """The request's own protocol, else providers.yaml's for the assistant, else auto."""
@@ -135,6 +141,8 @@ def config_from(
         db_pool_max=settings.api_db_pool_max,
         db_pool_timeout_s=settings.api_db_pool_timeout_s,
         webhooks_allow_private=settings.webhooks_allow_private,
+        replays_dir=settings.state_dir / "replays",
+        tools_file=settings.tools_file,
     )
 
 
@@ -240,6 +248,22 @@ class RunOut(BaseModel):
     updated_at: str | None
     finished_at: str | None
     events: int
+
+
+class CancelIn(BaseModel):
+    reason: str = Field(
+        default="cancelled by the client",
+        min_length=1,
+        max_length=cancels.MAX_REASON_CHARS,
+        pattern=NO_NUL,
+        description="Why; journaled with the run's CancelRequested.",
+    )
+
+
+class CancelOut(BaseModel):
+    run_id: str
+    reason: str
+    replayed: bool = Field(description="True when this Idempotency-Key was seen before.")
 
 
 class WebhookOut(BaseModel):
@@ -496,6 +520,62 @@ def create_app(config: ApiConfig) -> FastAPI:
             body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
+    @app.post(
+        "/v1/runs/{run_id}/cancel",
+        status_code=202,
+        response_model=CancelOut,
+        responses={
+            **_ERRORS,
+            200: {"model": CancelOut, "description": "This cancel was requested before."},
+            409: {
+                "model": Problem,
+                "description": "The run is over, or the Idempotency-Key was used for another "
+                "cancel.",
+            },
+        },
+    )
+    def post_cancel(
+        run_id: IdPath,
+        body: CancelIn,
+        conn: Db,
+        who: Annotated[keys.Key, Depends(caller)],
+        idempotency_key: Annotated[
+            str,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=255,
+                description="Retry with the same key and body: the cancel is sent once.",
+            ),
+        ],
+    ) -> JSONResponse:
+        found = runs.get_run(conn, config.topics.events, who.tenant, run_id)
+        if found is None:
+            raise HTTPException(404, "no such run")
+        if found["finished_at"] is not None:
+            # A retry of a cancel that was sent before the run ended is still its replay.
+            done = cancels.earlier(conn, who.tenant, run_id, body.reason, idempotency_key)
+            if done is None:
+                raise HTTPException(409, f"run {run_id} is over ({found['status']})")
+        else:
+            done = cancels.request(
+                conn,
+                who,
+                who.tenant,
+                run_id,
+                body.reason,
+                idempotency_key,
+                config.topics.inbox,
+                codec,
+            )
+        tracing.annotate(run_id=run_id, outcome=done.outcome)
+        if done.outcome == "key_reused":
+            raise HTTPException(409, "Idempotency-Key was used for another cancel")
+        replayed = done.outcome == "replayed"
+        out = CancelOut(run_id=run_id, reason=done.reason, replayed=replayed)
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return JSONResponse(out.model_dump(), status_code=200 if replayed else 202, headers=headers)
+
     app.include_router(
         approval_routes.routes(
             journal=config.topics.events,
@@ -509,6 +589,18 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
 
     app.include_router(hook_routes.router(db, tenant, allow_private=config.webhooks_allow_private))
+    app.include_router(
+        console.router(
+            console.ConsoleConfig(
+                topics=config.topics,
+                bootstrap=config.bootstrap,
+                replays_dir=config.replays_dir,
+                tools_file=config.tools_file,
+            ),
+            pool=pool,
+            codec=codec,
+        )
+    )
 
     @app.post(
         "/v1/webhooks/provider",

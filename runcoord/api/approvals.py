@@ -141,6 +141,17 @@ def listed(conn: Conn, journal: str, tenant: str, status: str, limit: int) -> li
     return [_request(r) for r in rows]
 
 
+def for_run(conn: Conn, journal: str, run_id: str) -> list[Request]:
+    """A run's approval requests, oldest first (the caller checked the run is visible)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM forensics_approvals a LEFT JOIN forensics_runs r "
+        "ON r.journal = a.journal AND r.run_id = a.run_id "
+        "WHERE a.journal = %s AND a.run_id = %s ORDER BY a.requested_at, a.approval_id",
+        (journal, run_id),
+    ).fetchall()
+    return [_request(r) for r in rows]
+
+
 def decide(
     conn: Conn,
     request: Request,

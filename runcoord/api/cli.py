@@ -193,7 +193,8 @@ def keys_create(
     role: Annotated[
         str | None,
         typer.Option(
-            help="approver: may decide approval requests (POST /v1/approvals/{id}). "
+            help="approver: may decide approval requests (POST /v1/approvals/{id}); "
+            "operator: sees every tenant's runs in the console (--tenant is then a label). "
             "Default: none (turns and reads only).",
             show_default=False,
         ),

@@ -5,7 +5,9 @@ A key reads ``rk_<key_id>_<secret>``: the key id finds the row without scanning,
 there is no dictionary to try against a stolen hash.
 
 A key may have a name (who holds it) and a role: only an ``approver`` key decides approval
-requests, and its name (else its id) is the approver recorded.
+requests, and its name (else its id) is the approver recorded. An ``operator`` key sees the runs
+of every tenant in the console (its tenant is only a label there); on the /v1 routes it is a
+key of its tenant like any other.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 PREFIX = "rk_"
 APPROVER = "approver"
-ROLES = (APPROVER,)  # a key without a role posts turns and reads runs
+OPERATOR = "operator"
+ROLES = (APPROVER, OPERATOR)  # a key without a role posts turns and reads runs
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class Key:
     tenant: str
     name: str | None = None
     role: str | None = None
+
+    @property
+    def operator(self) -> bool:
+        """May see every tenant's runs in the console."""
+        return self.role == OPERATOR
 
     @property
     def approver(self) -> str:
@@ -80,6 +88,16 @@ def lookup(conn: Conn, key: str) -> Key | None:
     if row is None or not hmac.compare_digest(str(row[1]), _hash(key)):
         return None
     return Key(key_id, str(row[0]), row[2], row[3])
+
+
+def by_id(conn: Conn, key_id: str) -> Key | None:
+    """The identity of an unrevoked key by its id alone: for a console session, which proved
+    the key when it signed in and holds only the id since."""
+    row = conn.execute(
+        "SELECT tenant, name, role FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
+        (key_id,),
+    ).fetchone()
+    return None if row is None else Key(key_id, str(row[0]), row[1], row[2])
 
 
 def tenant_for(conn: Conn, key: str) -> str | None:

@@ -49,6 +49,16 @@ def down(
 
 @app.command()
 @exits_cleanly
+def browser() -> None:
+    """Make sure Debian's chromium is there (installing it when root), for the console's
+    browser tests; print its path."""
+    from runcoord.stack.browser import ensure_chromium
+
+    _say(f"browser: {ensure_chromium()}")
+
+
+@app.command()
+@exits_cleanly
 def status() -> None:
     """Each component, its address, and whether it is healthy; exit 1 if any is not."""
     rows = orchestrate.status(load())

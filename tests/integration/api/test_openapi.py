@@ -32,6 +32,7 @@ def test_the_document_is_served(world: World) -> None:
         "/v1/threads/{thread_id}/turns",
         "/v1/runs/{run_id}",
         "/v1/runs/{run_id}/events",
+        "/v1/runs/{run_id}/cancel",
         "/v1/webhooks/provider",
         "/v1/approvals",
         "/v1/approvals/{approval_id}",
@@ -42,13 +43,16 @@ def test_the_document_is_served(world: World) -> None:
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in turn["parameters"])
     decide = doc["paths"]["/v1/approvals/{approval_id}"]["post"]
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in decide["parameters"])
+    cancel = doc["paths"]["/v1/runs/{run_id}/cancel"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["required"] for p in cancel["parameters"])
+    assert not any(path.startswith("/console") for path in doc["paths"])
 
 
 def test_the_api_keeps_to_its_document(world: World) -> None:
     # Driven through Hypothesis directly: schemathesis' pytest plugin predates this pytest.
     schema = schemathesis.openapi.from_asgi("/openapi.json", world.client.app)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 12
+    assert len(operations) == 13
     for operation in operations:
 
         @given(operation.as_strategy())
