@@ -382,12 +382,29 @@ def router(config: ConsoleConfig, *, pool: ConnectionPool[Any], codec: AvroCodec
             said = "Not recorded: the run is over, or that form was already used."
         return _see(f"/console/runs/{quote(run_id)}?notice={quote(said)}")
 
+    def report_file(root: pathlib.Path, name: str) -> pathlib.Path | None:
+        """The file ``name`` under ``root`` when it is one the console serves: a regular file
+        of a report's type, inside the folder once every symlink is followed."""
+        base = root.resolve()
+        try:
+            path = (base / name).resolve()
+        except (OSError, ValueError, RuntimeError):  # a NUL byte; a symlink loop (RuntimeError)
+            return None
+        if not path.is_relative_to(base) or not path.is_file():
+            return None
+        return path if path.suffix.lower() in REPORT_TYPES else None
+
     def report_files() -> list[str]:
         root = config.replays_dir
         if root is None or not root.is_dir():
             return []
-        found = sorted(root.rglob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True)
-        return [p.relative_to(root).as_posix() for p in found]
+        # Only what report() would serve: no link out of the folder, none to nothing.
+        found = [
+            (path.stat().st_mtime, p.relative_to(root).as_posix())
+            for p in root.rglob("*.html")
+            if (path := report_file(root, p.relative_to(root).as_posix())) is not None
+        ]
+        return [name for _, name in sorted(found, key=lambda f: f[0], reverse=True)]
 
     @routes.get("/reports")
     def reports(s: Signed) -> HTMLResponse:
@@ -401,11 +418,8 @@ def router(config: ConsoleConfig, *, pool: ConnectionPool[Any], codec: AvroCodec
         root = config.replays_dir
         if root is None or not s.key.operator:
             raise HTTPException(404, "no such report")
-        base = root.resolve()
-        path = (base / name).resolve()
-        if not path.is_relative_to(base) or not path.is_file():
-            raise HTTPException(404, "no such report")
-        if path.suffix.lower() not in REPORT_TYPES:
+        path = report_file(root, name)
+        if path is None:
             raise HTTPException(404, "no such report")
         return FileResponse(path, headers=_headers(REPORT_CSP))
 
