@@ -32,6 +32,9 @@ from runcoord.domain import inputs as inp
 from runcoord.harness.systems.tools_via import ToolsVia, registry_file
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.registry import load_registry
+from runcoord.topics import Level, TopicSpec
+from runcoord.topics import apply as apply_topics
+from runcoord.topics import delete as delete_topics
 from tests.integration.processes import Proc, free_port, running
 
 # The SDK marks its whole Assistants surface deprecated (OpenAI's hosted API is gone);
@@ -309,6 +312,47 @@ def launch(
             api=api_url,
         )
         sdk.close()
+
+
+def approval_rules(folder: Path) -> Path:
+    """tools.yaml with charge_card over 100.00 waiting for a person, for every tenant."""
+    tools = yaml.safe_load((REPO_ROOT / "tools.yaml").read_text())
+    card = tools["tools"]["charge_card"]
+    card["tenants"] = ["*"]
+    card["approval"] = {"when": [{"argument": "amount_cents", "above": 10_000}]}
+    path = folder / "tools.approvals.yaml"
+    path.write_text(yaml.safe_dump(tools, sort_keys=False))
+    return path
+
+
+@contextmanager
+def product_with_approvals(
+    bootstrap: str,
+    pg_dsn: str,
+    topic_specs: list[TopicSpec],
+    folder: Path,
+    approval_budget_ms: int,
+) -> Iterator[Stack]:
+    """The whole product with the agent API and the projector, on topics of its own (deleted
+    afterwards), charge_card over 100.00 waiting for approval: a test module's stack."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    errors = [f for f in apply_topics(bootstrap, topic_specs, prefix) if f.level is Level.ERROR]
+    assert not errors, f"creating the module's topics: {errors}"
+    topics = TopicNames.with_prefix(prefix)
+    try:
+        with launch(
+            bootstrap,
+            pg_dsn,
+            topics,
+            folder,
+            coordinator_args=["--approval-budget-ms", str(approval_budget_ms)],
+            api=True,
+            tools_file=approval_rules(folder),
+            projector=True,
+        ) as stack:
+            yield stack
+    finally:
+        delete_topics(bootstrap, list(topics.all()))
 
 
 def script(*steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:

@@ -18,23 +18,17 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import yaml
 
 from runcoord.api import tenants
 from runcoord.api.keys import create
-from runcoord.config import REPO_ROOT
-from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
-from runcoord.topics import Level, TopicSpec
-from runcoord.topics import apply as apply_topics
-from runcoord.topics import delete as delete_topics
-from tests.integration.e2e import SDK_WARNINGS, Stack, launch, script
+from runcoord.topics import TopicSpec
+from tests.integration.e2e import SDK_WARNINGS, Stack, product_with_approvals, script
 
 pytestmark = [pytest.mark.integration, *SDK_WARNINGS]
 
@@ -126,17 +120,6 @@ class World:
         return out
 
 
-def approval_rules(folder: Path) -> Path:
-    """tools.yaml with charge_card over 100.00 waiting for a person, for every tenant."""
-    tools = yaml.safe_load((REPO_ROOT / "tools.yaml").read_text())
-    card = tools["tools"]["charge_card"]
-    card["tenants"] = ["*"]
-    card["approval"] = {"when": [{"argument": "amount_cents", "above": 10_000}]}
-    path = folder / "tools.approvals.yaml"
-    path.write_text(yaml.safe_dump(tools, sort_keys=False))
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(
     bootstrap: str,
@@ -144,37 +127,21 @@ def world(
     topic_specs: list[TopicSpec],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    errors = [f for f in apply_topics(bootstrap, topic_specs, prefix) if f.level is Level.ERROR]
-    assert not errors, f"creating the module's topics: {errors}"
-    topics = TopicNames.with_prefix(prefix)
     folder = tmp_path_factory.mktemp("approvals")
-    try:
-        with launch(
-            bootstrap,
-            pg_dsn,
-            topics,
-            folder,
-            coordinator_args=["--approval-budget-ms", str(BUDGET_MS)],
-            api=True,
-            tools_file=approval_rules(folder),
-            projector=True,
-        ) as stack:
-            tag = uuid.uuid4().hex[:8]
-            tenant, other = f"ta-{tag}", f"tb-{tag}"
-            with psycopg.connect(pg_dsn, autocommit=True) as conn:
-                for assistant in (stack.assistant_id, "sim-1"):
-                    tenants.allow(conn, tenant, assistant)
-                yield World(
-                    stack,
-                    tenant,
-                    alice=create(conn, tenant, name="alice", role="approver"),
-                    bob=create(conn, tenant, name="bob", role="approver"),
-                    plain=create(conn, tenant),
-                    other=create(conn, other, name="carol", role="approver"),
-                )
-    finally:
-        delete_topics(bootstrap, list(topics.all()))
+    with product_with_approvals(bootstrap, pg_dsn, topic_specs, folder, BUDGET_MS) as stack:
+        tag = uuid.uuid4().hex[:8]
+        tenant, other = f"ta-{tag}", f"tb-{tag}"
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            for assistant in (stack.assistant_id, "sim-1"):
+                tenants.allow(conn, tenant, assistant)
+            yield World(
+                stack,
+                tenant,
+                alice=create(conn, tenant, name="alice", role="approver"),
+                bob=create(conn, tenant, name="bob", role="approver"),
+                plain=create(conn, tenant),
+                other=create(conn, other, name="carol", role="approver"),
+            )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -16,13 +16,9 @@ import pytest
 
 from runcoord.api import tenants
 from runcoord.api.keys import create
-from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
-from runcoord.topics import Level, TopicSpec
-from runcoord.topics import apply as apply_topics
-from runcoord.topics import delete as delete_topics
-from tests.integration.api.test_approvals_e2e import approval_rules
-from tests.integration.e2e import SDK_WARNINGS, Stack, launch, script
+from runcoord.topics import TopicSpec
+from tests.integration.e2e import SDK_WARNINGS, Stack, product_with_approvals, script
 
 pytestmark = [pytest.mark.integration, *SDK_WARNINGS]
 
@@ -34,28 +30,12 @@ def world(
     topic_specs: list[TopicSpec],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Stack, str, str]]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    errors = [f for f in apply_topics(bootstrap, topic_specs, prefix) if f.level is Level.ERROR]
-    assert not errors, f"creating the module's topics: {errors}"
-    topics = TopicNames.with_prefix(prefix)
     folder = tmp_path_factory.mktemp("cancel")
-    try:
-        with launch(
-            bootstrap,
-            pg_dsn,
-            topics,
-            folder,
-            coordinator_args=["--approval-budget-ms", "15000"],
-            api=True,
-            tools_file=approval_rules(folder),
-            projector=True,
-        ) as stack:
-            tag = uuid.uuid4().hex[:8]
-            with psycopg.connect(pg_dsn, autocommit=True) as conn:
-                tenants.allow(conn, f"ka-{tag}", stack.assistant_id)
-                yield stack, create(conn, f"ka-{tag}"), create(conn, f"kb-{tag}")
-    finally:
-        delete_topics(bootstrap, list(topics.all()))
+    with product_with_approvals(bootstrap, pg_dsn, topic_specs, folder, 15000) as stack:
+        tag = uuid.uuid4().hex[:8]
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            tenants.allow(conn, f"ka-{tag}", stack.assistant_id)
+            yield stack, create(conn, f"ka-{tag}"), create(conn, f"kb-{tag}")
 
 
 def call(stack: Stack, method: str, path: str, key: str, **kwargs: Any) -> httpx.Response:

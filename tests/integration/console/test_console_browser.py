@@ -23,13 +23,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from runcoord.api import tenants
 from runcoord.api.keys import create
-from runcoord.kafka import TopicNames
 from runcoord.stack.polling import wait_until
-from runcoord.topics import Level, TopicSpec
-from runcoord.topics import apply as apply_topics
-from runcoord.topics import delete as delete_topics
-from tests.integration.api.test_approvals_e2e import approval_rules
-from tests.integration.e2e import SDK_WARNINGS, Stack, launch, script
+from runcoord.topics import TopicSpec
+from tests.integration.e2e import SDK_WARNINGS, Stack, product_with_approvals, script
 
 pytestmark = [pytest.mark.integration, *SDK_WARNINGS]
 
@@ -92,42 +88,28 @@ def world(
     topic_specs: list[TopicSpec],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    errors = [f for f in apply_topics(bootstrap, topic_specs, prefix) if f.level is Level.ERROR]
-    assert not errors, f"creating the module's topics: {errors}"
-    topics = TopicNames.with_prefix(prefix)
     folder = tmp_path_factory.mktemp("console")
-    try:
-        with launch(
-            bootstrap,
-            pg_dsn,
-            topics,
-            folder,
-            coordinator_args=["--approval-budget-ms", str(APPROVAL_BUDGET_MS)],
-            api=True,
-            tools_file=approval_rules(folder),
-            projector=True,
-        ) as stack:
-            assert stack.api is not None
-            # A charge takes a while once approved, so its page can be seen following it.
-            stack.gateway_faults(
-                {"seed": 1, "tools": {"charge_card": {"latency": {"rate": 1.0, "ms": SLOW_MS}}}}
+    with product_with_approvals(
+        bootstrap, pg_dsn, topic_specs, folder, APPROVAL_BUDGET_MS
+    ) as stack:
+        assert stack.api is not None
+        # A charge takes a while once approved, so its page can be seen following it.
+        stack.gateway_faults(
+            {"seed": 1, "tools": {"charge_card": {"latency": {"rate": 1.0, "ms": SLOW_MS}}}}
+        )
+        tag = uuid.uuid4().hex[:8]
+        tenant, other = f"ca-{tag}", f"cb-{tag}"
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            tenants.allow(conn, tenant, stack.assistant_id)
+            yield World(
+                stack,
+                stack.api,
+                tenant,
+                approver=create(conn, tenant, name="alice", role="approver"),
+                plain=create(conn, tenant),
+                other=create(conn, other, name="mallory"),
+                operator=create(conn, "ops", name="olga", role="operator"),
             )
-            tag = uuid.uuid4().hex[:8]
-            tenant, other = f"ca-{tag}", f"cb-{tag}"
-            with psycopg.connect(pg_dsn, autocommit=True) as conn:
-                tenants.allow(conn, tenant, stack.assistant_id)
-                yield World(
-                    stack,
-                    stack.api,
-                    tenant,
-                    approver=create(conn, tenant, name="alice", role="approver"),
-                    plain=create(conn, tenant),
-                    other=create(conn, other, name="mallory"),
-                    operator=create(conn, "ops", name="olga", role="operator"),
-                )
-    finally:
-        delete_topics(bootstrap, list(topics.all()))
 
 
 @pytest.fixture
