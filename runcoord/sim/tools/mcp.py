@@ -57,7 +57,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from runcoord.sim.tools.app import (
+from runcoord.sim.tools.catalog import TOOLS, Tool
+from runcoord.sim.tools.gateway import (
     Answer,
     CallMeta,
     Gateway,
@@ -66,7 +67,6 @@ from runcoord.sim.tools.app import (
     invalid_arguments,
     refusal,
 )
-from runcoord.sim.tools.catalog import TOOLS, Tool
 
 KEY = "io.runcoord/idempotency-key"
 TOKEN = "io.runcoord/fencing-token"
