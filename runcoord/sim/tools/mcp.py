@@ -1,6 +1,6 @@
 """The sandbox tool gateway over MCP (Model Context Protocol, Streamable HTTP), at ``/mcp``.
 
-The same tools, store, fault plan and arrivals as the HTTP routes (app.py's Gateway): a call
+The same tools, store, fault plan and arrivals as the HTTP routes (gateway.py's Gateway): a call
 meets the same rules and leaves the same audit rows whichever way it came.
 
 ``tools/list``: every catalog tool, ``inputSchema`` its arguments' JSON schema, plus
