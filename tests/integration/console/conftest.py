@@ -36,13 +36,17 @@ def ensure_chromium() -> Path:
         pytest.fail(str(exc))
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: while Playwright's sync API is open it keeps an event
+# loop running in this thread, and every async test after it (anyio, asyncio) would fail with
+# "Cannot run the event loop while another loop is running". It must be closed before the
+# suite moves on.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Headless chromium from Debian's package (no sandbox: CI runs the tests as root)."""
     executable = ensure_chromium()
