@@ -14,13 +14,14 @@ import logging
 import pathlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import (
     FileResponse,
@@ -290,15 +291,20 @@ def router(config: ConsoleConfig, *, pool: ConnectionPool[Any], codec: AvroCodec
             raise HTTPException(401, "signed out")
         visible(conn, found, run_id)
 
-        def changes() -> Iterator[str]:
+        def version() -> tuple[Any, ...] | None:
+            with pool.connection() as c:
+                return queries.version(c, journal, run_id)
+
+        async def changes() -> AsyncIterator[str]:
             """``changed`` whenever the run's story would read differently (and once at the
-            start: the page may have been rendered before), ``finished`` at its end."""
+            start: the page may have been rendered before), ``finished`` at its end. Async, as
+            the API's own event stream: between polls a watching page holds no worker thread
+            (each poll borrows one for its query)."""
             last: tuple[Any, ...] | None = None
             quiet = 0
             ends = time.monotonic() + LIVE_MAX_S
             while time.monotonic() < ends:
-                with pool.connection() as c:
-                    now = queries.version(c, journal, run_id)
+                now = await anyio.to_thread.run_sync(version)
                 if now != last:
                     last, quiet = now, 0
                     if now and now[-1]:
@@ -309,7 +315,7 @@ def router(config: ConsoleConfig, *, pool: ConnectionPool[Any], codec: AvroCodec
                     quiet += 1
                     if quiet % KEEPALIVE_EVERY == 0:
                         yield ": still here\n\n"
-                time.sleep(LIVE_POLL_S)
+                await anyio.sleep(LIVE_POLL_S)
             yield "retry: 1000\n\n"
 
         return StreamingResponse(
