@@ -13,11 +13,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from runcoord.kafka import TopicNames, consumer_config, producer_config
 from runcoord.stack.polling import wait_until
@@ -40,6 +41,7 @@ from tests.integration.faultkit import (
 pytestmark = [pytest.mark.integration, pytest.mark.fault, *SDK_WARNINGS]
 
 EXECUTORS = ("provider-exec", "tools-exec", "submit-exec")
+EXECUTOR_NAMES = ("provider", "tools", "submissions")
 
 
 def executors_env(**env: str) -> dict[str, dict[str, str]]:
@@ -56,6 +58,9 @@ class Duplicator:
         self.consumer = Consumer(consumer_config(bootstrap, f"dup-{uuid.uuid4().hex}"))
         self.producer = Producer(producer_config(bootstrap))
         self.copies: Counter[str] = Counter()
+        # Per partition, the offset just past the last copy the broker acknowledged.
+        self.written: dict[int, int] = {}
+        self.failed: list[str] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="duplicator")
 
@@ -69,6 +74,32 @@ class Duplicator:
             self.thread.join(30)
             assert not self.thread.is_alive()
 
+    def _delivered(self, kind: str, err: KafkaError | None, msg: Message) -> None:
+        # A copy counts once the broker has it (this runs in the duplicator's thread).
+        if err is not None:
+            self.failed.append(f"{kind}: {err}")
+            return
+        p, o = msg.partition() or 0, (msg.offset() or 0) + 1
+        self.written[p] = max(self.written.get(p, 0), o)
+        self.copies[kind] += 1
+
+    def unread_by(self, bootstrap: str, groups: list[str]) -> str | None:
+        """None once every group has committed past every copy written so far: each copy
+        was read and its work finished (an executor commits an intent once it is handled,
+        and every executor reads every record of ``effects``, whatever its kind)."""
+        written = dict(self.written)
+        parts = [TopicPartition(self.topics.effects, p) for p in written]
+        for group in groups:
+            consumer = Consumer(consumer_config(bootstrap, group))
+            try:
+                committed = consumer.committed(parts, timeout=10)
+            finally:
+                consumer.close()
+            for tp in committed:
+                if tp.offset < written[tp.partition]:
+                    return f"{group} at {tp.offset} on p{tp.partition}, copies to {written}"
+        return None
+
     def _run(self) -> None:
         self.consumer.subscribe([self.topics.effects])
         try:
@@ -80,15 +111,15 @@ class Duplicator:
                     headers: list[tuple[str, Any]] = list(raw)
                     if any(k == "copy" for k, _ in headers):
                         continue
+                    kind = (dict(headers).get("kind") or b"?").decode()
                     self.producer.produce(
                         msg.topic() or "",
                         msg.value(),
                         msg.key(),
                         partition=msg.partition() or 0,
                         headers=[*headers, ("copy", b"1")],
+                        on_delivery=partial(self._delivered, kind),
                     )
-                    kind = dict(headers).get("kind") or b"?"
-                    self.copies[kind.decode()] += 1
                 self.producer.poll(0)
         finally:
             self.producer.flush(10)
@@ -131,11 +162,22 @@ def test_every_effect_delivered_twice_acts_once(
         finally:
             journal.close()
         assert statuses == dict.fromkeys(runs, "completed")
-        # Every intent of every kind really was delivered twice.
-        assert dup.copies["create_run"] >= len(runs)
-        assert dup.copies["tool_call"] >= calls
-        assert dup.copies["submit_outputs"] >= steps
-        assert dup.copies["observe_run"] >= len(runs)
+        # Every intent of every kind really was delivered twice. A run completes on the
+        # original of its last submission, and the copy may still be on its way: wait for
+        # the copies, then for every executor to have read and handled each of them, before
+        # counting actions.
+        wanted = {"create_run": len(runs), "tool_call": calls}
+        wanted |= {"submit_outputs": steps, "observe_run": len(runs)}
+
+        def copied() -> str | None:
+            assert not dup.failed, f"copies not written: {dup.failed}"
+            short = {k: (dup.copies[k], n) for k, n in wanted.items() if dup.copies[k] < n}
+            return f"copies (made, wanted): {short}" if short else None
+
+        wait_until(copied, timeout=60, what="a copy of every intent")
+        prefix = topics.inbox.removesuffix("runs.inbox")
+        groups = [f"{prefix}runcoord-executor-{n}" for n in EXECUTOR_NAMES]
+        wait_until(lambda: dup.unread_by(bootstrap, groups), timeout=120, what="every copy handled")
         # One audit row per tool call, one provider run per turn, one accepted submission
         # per step; and every write the scripts make happened.
         assert_one_action_per_call(stack, set(runs))
