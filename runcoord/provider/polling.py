@@ -12,9 +12,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from runcoord.errors import Retriable
 from runcoord.provider.port import WORKING_STATUSES, ProviderRun
+
+T = TypeVar("T")
+# Requests of one hedged read in flight at most: the first and two hedges.
+HEDGE_MOST = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +27,11 @@ class BackoffPolicy:
     initial_ms: int = 100
     factor: float = 1.5
     max_ms: int = 2_000
-    # A poll still unanswered after this long is sent again beside it, and the first answer
-    # wins (a hedged request: a retrieve only reads, so two cost nothing but the request).
-    # One slow answer (a provider latency spike) then no longer holds the watch up for its
-    # whole duration. None: never.
+    # A poll still unanswered after this long is sent again beside it (and again after as
+    # long, up to HEDGE_MOST in flight), and the first answer wins: a hedged request. A
+    # retrieve only reads, so the copies cost nothing but the requests. One slow answer (a
+    # provider latency spike) then no longer holds the watch up for its whole duration.
+    # None: never.
     hedge_ms: int | None = 500
 
 
@@ -43,28 +49,38 @@ class Backoff:
 
 
 async def hedged(
-    retrieve: Callable[[], Awaitable[ProviderRun]], hedge_ms: int | None
-) -> ProviderRun:
-    """``retrieve()``; if it has not answered within ``hedge_ms``, a second one beside it.
-    The first answer wins and the other is cancelled; an error counts only when neither
-    answers (the last error is raised)."""
-    tasks: set[asyncio.Future[ProviderRun]] = {asyncio.ensure_future(retrieve())}
+    retrieve: Callable[[], Awaitable[T]], hedge_ms: int | None, most: int = HEDGE_MOST
+) -> T:
+    """``retrieve()``; while none has answered, one more beside it every ``hedge_ms``, up to
+    ``most`` in flight. The first answer wins and the others are cancelled; an error counts
+    only when every request sent has failed (the last error is raised).
+
+    For reads only. Under a latency spike each request is held on its own, so one more
+    request is one more chance to miss it: a single hedge still waits the whole spike when
+    both are held (one poll in 25 at a 20% spike rate, and a watch polls several times).
+    """
+    tasks: set[asyncio.Future[T]] = {asyncio.ensure_future(retrieve())}
+    pending, error = set(tasks), None
     try:
-        if hedge_ms is not None:
-            answered, _ = await asyncio.wait(tasks, timeout=hedge_ms / 1000)
-            if not answered:
-                tasks.add(asyncio.ensure_future(retrieve()))
-        pending, error = set(tasks), None
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            hedge = hedge_ms is not None and len(tasks) < most
+            done, pending = await asyncio.wait(
+                pending,
+                timeout=hedge_ms / 1000 if hedge and hedge_ms is not None else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for task in done:
                 if task.exception() is None:
                     return task.result()
                 error = task.exception()
+            if not done:  # a hedge interval without an answer
+                task = asyncio.ensure_future(retrieve())
+                tasks.add(task)
+                pending.add(task)
         assert error is not None
         raise error
     finally:
-        # The loser, and on our own cancellation (a stopping executor) every request.
+        # The losers, and on our own cancellation (a stopping executor) every request.
         for task in tasks:
             task.cancel()
 

@@ -10,7 +10,8 @@ it, never which response carried them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Literal, TypeVar
 
 import openai
@@ -28,7 +29,7 @@ from runcoord.provider.errors import (
     translate,
 )
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
-from runcoord.provider.polling import BackoffPolicy, watch
+from runcoord.provider.polling import BackoffPolicy, hedged, watch
 from runcoord.provider.port import (
     RUN_ID_KEY,
     TERMINAL_STATUSES,
@@ -143,7 +144,7 @@ class ResponsesProvider:
         return mapping.to_provider_run(response, poll_after=None), False
 
     async def _input_arrived(self, conversation_id: str, text: str) -> bool:
-        scan = await self._scan(conversation_id, mapping.InputScan(text))
+        scan = await self._scan(conversation_id, lambda: mapping.InputScan(text))
         return scan.found
 
     # -- observing ---------------------------------------------------------------------
@@ -168,9 +169,8 @@ class ResponsesProvider:
         return run if moved is None else moved
 
     async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
-        scan = await self._scan(
-            thread_id, mapping.ProgressScan(frozenset(c.id for c in run.tool_calls))
-        )
+        calls = frozenset(c.id for c in run.tool_calls)
+        scan = await self._scan(thread_id, lambda: mapping.ProgressScan(calls))
         return scan.run(run.provider_run_id)
 
     async def watch(
@@ -240,7 +240,9 @@ class ResponsesProvider:
 
     async def _get(self, thread_id: str, response_id: str) -> Response:
         try:
-            return await self._read.responses.retrieve(response_id)
+            return await hedged(
+                lambda: self._read.responses.retrieve(response_id), self._backoff.hedge_ms
+            )
         except openai.APIError as exc:
             attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=response_id)
             raise translate(exc, attempt) from exc
@@ -259,15 +261,23 @@ class ResponsesProvider:
         """The follow-up response, carrying every output; it becomes the turn's current run."""
         # The step's response gives the follow-up its model and the turn's metadata. A step
         # found in the conversation (see retrieve) has the response we follow as its base.
-        base = mapping.base_response_id(step_id)
-        step = await self._get(thread_id, base)
-        state = mapping.status(step)
-        if state != "requires_action":
-            return SubmitOutcome("run_moved_on", f"response {base} is {state}")
         # Look before sending, on every attempt: a follow-up for calls the conversation has
         # already answered would run the model on them again, and OpenAI does not document
         # refusing it. A partial answer is not ours: sending the rest would duplicate some.
-        scan = await self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
+        # Both reads go out together: a step's wait is their slower one, not their sum.
+        base = mapping.base_response_id(step_id)
+        reading = asyncio.ensure_future(self._get(thread_id, base))
+        scanning = asyncio.ensure_future(
+            self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
+        )
+        try:
+            step, scan = await reading, await scanning
+        finally:  # one failed: the other is not waited for
+            reading.cancel()
+            scanning.cancel()
+        state = mapping.status(step)
+        if state != "requires_action":
+            return SubmitOutcome("run_moved_on", f"response {base} is {state}")
         seen = scan.verdict(thread_id)
         if seen is not None and seen.outcome in ("already_submitted", "run_moved_on"):
             return seen
@@ -324,20 +334,26 @@ class ResponsesProvider:
     async def _scan_outputs(
         self, conversation_id: str, call_ids: frozenset[str]
     ) -> mapping.OutputsScan:
-        return await self._scan(conversation_id, mapping.OutputsScan(call_ids))
+        return await self._scan(conversation_id, lambda: mapping.OutputsScan(call_ids))
 
-    async def _scan(self, conversation_id: str, scan: _S) -> _S:
-        """Show the conversation's items to ``scan``, newest first, until it has seen enough."""
+    async def _scan(self, conversation_id: str, new_scan: Callable[[], _S]) -> _S:
+        """Show the conversation's items to a new scan, newest first, until it has seen
+        enough (each request, a hedge among them, feeds a scan of its own)."""
         attempt = Attempt("list_items", conversation_id, write=False)
-        try:
+
+        async def read() -> _S:
+            scan = new_scan()
             async for item in self._read.conversations.items.list(
                 conversation_id, order="desc", limit=self._page_size
             ):
                 if scan.see(item):
                     break
+            return scan
+
+        try:
+            return await hedged(read, self._backoff.hedge_ms)
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
-        return scan
 
     # -- cancelling --------------------------------------------------------------------
 

@@ -25,6 +25,9 @@ relative to ``(since_status, since_step)`` (queued and in_progress are one phase
   cancelled response: the spec has no event for it; or a server that closed early) is
   followed by one ``retrieve``: a change is returned, a run still working is streamed
   again from where it stopped.
+- A stream that shows nothing within the policy's ``hedge_ms`` (held by a latency spike
+  before its first byte) gets a hedged read beside it, once per watch; a change that read
+  shows is the answer, as a poll's would be.
 - A watch that times out with a state from a stream, or with none and no error (the
   stream was slow to start), reads the run once more (within ``_LAST_LOOK_S``) and
   reports that: the last event seen may be history, e.g. a replay cut short by a drop, and
@@ -39,7 +42,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 
 from runcoord.errors import Retriable
-from runcoord.provider.polling import Backoff, BackoffPolicy, changed, watch
+from runcoord.provider.polling import Backoff, BackoffPolicy, changed, hedged, watch
 from runcoord.provider.port import WORKING_STATUSES, ProviderRun
 
 # How long a watch that timed out may spend reading the run's current state.
@@ -65,6 +68,61 @@ async def watch_stream(
     policy: BackoffPolicy,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[ProviderRun, bool]:
+    streamed = asyncio.Event()  # set by the first event any stream of this watch delivers
+    watching = asyncio.ensure_future(
+        _watch_stream(
+            open_events,
+            retrieve,
+            follow,
+            streamed,
+            since_status=since_status,
+            since_step=since_step,
+            timeout_ms=timeout_ms,
+            policy=policy,
+            clock=clock,
+            sleep=sleep,
+        )
+    )
+    if policy.hedge_ms is None:
+        return await watching
+
+    async def look_aside(hedge_s: float) -> tuple[ProviderRun, bool] | None:
+        # A stream that has shown nothing after the hedge interval may be held by a latency
+        # spike before its first byte: one (hedged) read beside it, as a poll would hedge.
+        # A change it shows is the answer; otherwise the stream goes on alone.
+        await asyncio.sleep(hedge_s)
+        if streamed.is_set():
+            return None
+        try:
+            current = await hedged(retrieve, policy.hedge_ms)
+        except Retriable:
+            return None
+        return (current, True) if changed(current, since_status, since_step) else None
+
+    aside = asyncio.ensure_future(look_aside(policy.hedge_ms / 1000))
+    try:
+        done, _ = await asyncio.wait({watching, aside}, return_when=asyncio.FIRST_COMPLETED)
+        if aside in done and aside.exception() is None and (found := aside.result()):
+            return found
+        return await watching
+    finally:
+        aside.cancel()
+        watching.cancel()
+
+
+async def _watch_stream(
+    open_events: EventSource,
+    retrieve: Callable[[], Awaitable[ProviderRun]],
+    follow: Callable[[ProviderRun], Awaitable[ProviderRun]],
+    streamed: asyncio.Event,
+    *,
+    since_status: str,
+    since_step: str | None,
+    timeout_ms: int,
+    policy: BackoffPolicy,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
 ) -> tuple[ProviderRun, bool]:
     deadline = clock() + timeout_ms / 1000
     after: int | None = None  # the last sequence number seen: where a reconnect resumes
@@ -98,6 +156,7 @@ async def watch_stream(
             async with asyncio.timeout(remaining), aclosing(open_events(after)) as events:
                 async for sequence, seen in events:
                     after = sequence
+                    streamed.set()
                     backoff = Backoff(policy)  # the stream works: the next drop retries soon
                     if seen is None:
                         continue

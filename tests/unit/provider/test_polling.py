@@ -194,6 +194,47 @@ async def test_a_slow_poll_is_sent_again_beside_it_and_the_first_answer_wins() -
     assert (retrieve.calls, retrieve.cancelled) == (2, 1)  # the slow one is given up
 
 
+async def test_while_nothing_answers_one_more_is_sent_each_interval_up_to_three() -> None:
+    class TwoStuck:
+        def __init__(self) -> None:
+            self.calls = self.cancelled = 0
+            self.forever = asyncio.Event()
+
+        async def __call__(self) -> ProviderRun:
+            self.calls += 1
+            if self.calls <= 2:  # both held by a spike
+                try:
+                    await self.forever.wait()
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    raise
+            return run("requires_action", "s1")
+
+    retrieve = TwoStuck()
+    got = await asyncio.wait_for(hedged(retrieve, 10), timeout=30)
+    assert got == run("requires_action", "s1")
+    assert (retrieve.calls, retrieve.cancelled) == (3, 2)
+
+
+async def test_no_more_than_three_are_in_flight() -> None:
+    calls = 0
+    release = asyncio.Event()
+
+    async def stuck() -> ProviderRun:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return run("queued")
+
+    task = asyncio.ensure_future(hedged(stuck, 1))
+    while calls < 3:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)  # fifty intervals more
+    assert calls == 3
+    release.set()
+    assert await asyncio.wait_for(task, timeout=30) == run("queued")
+
+
 async def test_an_answer_within_the_hedge_sends_nothing_more() -> None:
     retrieve = Script(run("queued"))
     assert await hedged(retrieve, 10_000) == run("queued")

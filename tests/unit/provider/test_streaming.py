@@ -189,3 +189,60 @@ async def test_a_stream_slow_to_start_still_answers_at_the_deadline() -> None:
     )
     assert result == (run("in_progress"), False)
     assert retrieve.calls == 1
+
+
+class Held:
+    """A stream held before its first byte (a latency spike) until ``release`` is set."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.release = asyncio.Event()
+        self.opened = 0
+
+    async def __call__(self, after: int | None) -> AsyncGenerator[Event]:
+        self.opened += 1
+        await self.release.wait()
+        for event in self.events:
+            yield event
+
+
+async def held_watch(
+    stream: Held, retrieve: Script, since: tuple[str, str | None], hedge_ms: int
+) -> tuple[ProviderRun, bool]:
+    return await asyncio.wait_for(
+        watch_stream(
+            stream,
+            retrieve,
+            unchanged,
+            since_status=since[0],
+            since_step=since[1],
+            timeout_ms=60_000,
+            policy=BackoffPolicy(100, 2.0, 400, hedge_ms=hedge_ms),
+        ),
+        timeout=30,
+    )
+
+
+async def test_a_held_stream_gets_a_read_beside_it_and_a_change_it_shows_is_the_answer() -> None:
+    stream = Held(STEP_DONE)
+    retrieve = Script(run("requires_action", "s1"))
+    # The stream is never released: without the read beside it the watch would hang.
+    assert await held_watch(stream, retrieve, ("queued", None), 10) == (
+        run("requires_action", "s1"),
+        True,
+    )
+    assert retrieve.calls == 1
+
+
+async def test_a_read_beside_a_held_stream_that_shows_no_change_leaves_the_stream_to_answer() -> (
+    None
+):
+    stream = Held(STEP_DONE)
+    retrieve = Script(run("in_progress"))
+    watching = asyncio.ensure_future(held_watch(stream, retrieve, ("queued", None), 10))
+    while retrieve.calls < 1:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)
+    assert not watching.done() and retrieve.calls == 1  # one look aside per watch
+    stream.release.set()
+    assert await watching == (run("requires_action", "s1"), True)
