@@ -9,6 +9,8 @@ after sending) is decided here, and depends only on the registry:
 - read tools have no side effects: send again;
 - ``idempotency: key``: send again with the same key, the gateway answers the first result;
 - ``idempotency: none`` with a ``lookup``: ask the lookup whether it acted, and use that.
+  The lookup is also asked while a request is slow to answer (after ``LOOKUP_AFTER_S``):
+  an action it finds is the answer, so a slow success costs that wait, not the timeout.
   One action: its answer. More than one: reported (an error output and a dead letter), never
   a third. None: that proves nothing while a request that may still act is on its way (the
   gateway is slow, not dead), so an empty lookup counts only once the deadline of the last
@@ -61,6 +63,9 @@ MAYBE_ACTED = "The action may have been performed; it was not retried, to avoid 
 # How far a tool's clock may lag ours: an empty lookup counts only this long after the deadline
 # of the last request that may still act (the tool reads that deadline on its own clock).
 CLOCK_SKEW_MARGIN_MS = 1000
+# A write with a lookup still unanswered after this long (real time) has its lookup asked
+# beside it: a slow success is found in the tool's records instead of at the timeout.
+LOOKUP_AFTER_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,10 @@ class ToolCalls:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        lookup_after_s: float = LOOKUP_AFTER_S,
     ) -> None:
         self.registry = registry
+        self.lookup_after_s = lookup_after_s
         self.gateway = gateway
         self.guard = guard
         self.limiter = limiter
@@ -180,6 +187,8 @@ class ToolCalls:
             deadline_ms = self._now_ms() + spec.timeout_ms
             await sent()
             try:
+                if reconciled:
+                    return await self._send_looking(intent, spec, claim.token, deadline_ms)
                 return await self._send(intent, spec, claim.token, deadline_ms)
             except OutcomeUnknown as exc:
                 log.info(
@@ -297,6 +306,40 @@ class ToolCalls:
         fault_point("tool.after_send")  # the tool acted and answered; nothing recorded yet
         intake = accept(spec, answer.body)
         return _refused_or_not(intake, answer.body)
+
+    async def _send_looking(
+        self, intent: it.ToolCallIntent, spec: ToolSpec, token: int, deadline_ms: int
+    ) -> _Answer:
+        """Send; while the answer is slow in coming, ask the lookup beside it (after
+        ``lookup_after_s``, then at doubling intervals). A slow success (the tool acted and
+        its answer is late) is then known from the tool's own records instead of at the
+        request's timeout. Only an action found ends the wait: none found proves nothing
+        while the request is on its way. Never sends twice; the request is dropped once its
+        action is found."""
+        sending = asyncio.ensure_future(self._send(intent, spec, token, deadline_ms))
+        try:
+            wait_s = self.lookup_after_s
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=wait_s)
+                if done:
+                    return sending.result()  # the answer, or NotSent / OutcomeUnknown / ...
+                try:
+                    actions = await self._lookup(intent, spec)
+                except LookupUnavailable:
+                    actions = ()
+                if len(actions) > 1:
+                    return self._duplicate(intent, spec, actions)
+                if actions:
+                    log.info(
+                        "%s %s: the answer is slow; the lookup found the action",
+                        intent.tool_call_id,
+                        spec.name,
+                        extra=it.log_ids(intent),
+                    )
+                    return _found(spec, actions[0])
+                wait_s = min(wait_s * 2, 2.0)
+        finally:
+            sending.cancel()
 
     async def _lookup(
         self, intent: it.ToolCallIntent, spec: ToolSpec

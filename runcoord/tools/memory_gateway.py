@@ -22,7 +22,9 @@ tools.yaml, "Request deadlines and fencing". Its faults are flags, armed with
   (a call, a lookup, :meth:`MemoryToolGateway.actions`, :meth:`MemoryToolGateway.settle`).
   :meth:`MemoryToolGateway.flush` handles every such request as if its time had come;
 - ``hold``: the request waits at the gateway, and its caller with it, until
-  :meth:`MemoryToolGateway.release` (an in-flight request, for interleavings).
+  :meth:`MemoryToolGateway.release` (an in-flight request, for interleavings);
+- ``slow_answer``: a slow success. The tool acts at once, and its answer waits, its caller
+  with it, until :meth:`MemoryToolGateway.release`.
 
 Not thread-safe: use it from one event loop.
 """
@@ -53,7 +55,9 @@ from runcoord.tools.gateway import (
     needs_lookup,
 )
 
-Fault = Literal["unreachable", "throttle", "error_before_act", "drop_after_act", "slow", "hold"]
+Fault = Literal[
+    "unreachable", "throttle", "error_before_act", "drop_after_act", "slow", "hold", "slow_answer"
+]
 # What a tool answers: (its spec, the arguments, the audit id of the action; None for a read).
 Responder = Callable[[ToolSpec, dict[str, Any], int | None], Any]
 
@@ -276,13 +280,21 @@ class MemoryToolGateway:
             self._pending.append(_Pending(self.clock() + slow.delay_s, handle))
             raise OutcomeUnknown("read timeout: the gateway is slow (the request goes on)")
         if self._fires("hold", name):
-            self._held += 1
-            try:
-                await self._release.wait()
-            finally:
-                self._held -= 1
+            await self._hold()
             self.settle()
+        if self._fires("slow_answer", name):
+            # A slow success: the tool acts now, and its answer is held until released.
+            answer = handle(self.clock())
+            await self._hold()
+            return answer
         return handle(self.clock())
+
+    async def _hold(self) -> None:
+        self._held += 1
+        try:
+            await self._release.wait()
+        finally:
+            self._held -= 1
 
     def _handle(
         self,

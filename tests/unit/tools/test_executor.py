@@ -388,3 +388,37 @@ async def test_the_older_holders_late_request_is_refused_and_it_records_nothing(
     assert record is not None and record.state is EffectState.SUCCEEDED
     assert record.result == {"output": b_result.output, "is_error": False, "rejection": None}
     assert isinstance(world.gateway.refused[0], Refusal)
+
+
+# ---- a slow success is found by the lookup, not waited out ---------------------------------
+
+
+async def test_a_slow_answer_of_a_lookup_tool_is_found_by_its_lookup_before_the_timeout() -> None:
+    world = World()
+    world.calls.lookup_after_s = 0.01
+    world.gateway.arm("slow_answer", "update_crm", times=1)
+    intent = world.intent("update_crm")
+    # The answer is never released: without the lookup beside it, this would hang.
+    result = await asyncio.wait_for(world.run(intent), timeout=30)
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert not result.is_error and json.loads(result.output) == action.response
+    assert world.arrivals(intent) == 1, "never sent again"
+    assert world.state(intent) is EffectState.SUCCEEDED
+    assert world.gateway.holding == 0, "the slow request was given up once its action was found"
+
+
+async def test_a_lookup_that_finds_nothing_waits_for_the_slow_request() -> None:
+    world = World()
+    world.calls.lookup_after_s = 0.01
+    world.gateway.arm("hold", "update_crm", times=1)  # held before acting
+    intent = world.intent("update_crm")
+    running = asyncio.ensure_future(world.run(intent))
+    while world.gateway.holding == 0:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.1)  # several lookups, each finding nothing
+    assert not running.done() and world.arrivals(intent) == 1
+    world.gateway.release()
+    result = await asyncio.wait_for(running, timeout=30)
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert not result.is_error and json.loads(result.output) == action.response
+    assert world.arrivals(intent) == 1
