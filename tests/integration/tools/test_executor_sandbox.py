@@ -138,3 +138,31 @@ async def test_when_the_step_deadline_comes_first_update_crm_is_not_sent_again(
     assert await audit(http, call.run_id) == [], "the held request came too late to act"
     record = ledger.get(call.effect_key)
     assert record is not None and record.state is EffectState.UNKNOWN
+
+
+async def test_a_slow_success_is_answered_from_the_lookup_before_the_timeout(
+    sandbox: Sandbox, http: httpx.AsyncClient
+) -> None:
+    """update_crm acts at once and answers 3 s later (past tools.yaml's 2 s timeout). The
+    lookup, asked beside the slow request, finds the action: its answer is the call's,
+    long before the request would time out, and nothing is sent again."""
+    slow = Registry(tools=SPECS)  # tools.yaml's own 2 s timeout
+    await set_faults(http, {"tools": {"update_crm": {"slow_success": {"rate": 1.0, "ms": 3000}}}})
+    call, ledger = intent(step_s=30), InMemoryLedger()
+    async with httpx.AsyncClient() as client:
+        calls = ToolCalls(
+            slow,
+            HttpToolGateway(f"http://{sandbox.proxy.url_netloc}", client),
+            LedgerGuard(ledger, "exec-it"),
+            lookup_after_s=0.2,
+        )
+        began = time.monotonic()
+        (result, *_) = await calls(call)
+        took = time.monotonic() - began
+    assert isinstance(result, inp.ToolResult) and not result.is_error
+    rows = await audit(http, call.run_id)
+    assert len(rows) == 1
+    assert json.loads(result.output)["crm_update_id"] == f"crm-{rows[0]['id']:07d}"
+    assert took < SPECS["update_crm"].timeout_ms / 1000, f"waited {took:.2f} s: the timeout"
+    arrivals = (await http.get("/_sim/arrivals")).json()["arrivals"]
+    assert [a["run_id"] for a in arrivals].count(call.run_id) == 1, "never sent again"
