@@ -7,7 +7,9 @@ outcome); what happens when an attempt's outcome is unknown (a timeout, a reset,
 after sending) is decided here, and depends only on the registry:
 
 - read tools have no side effects: send again;
-- ``idempotency: key``: send again with the same key, the gateway answers the first result;
+- ``idempotency: key``: send again with the same key, the gateway answers the first result.
+  Both are also hedged: a request still unanswered after ``HEDGE_AFTER_S`` is sent again
+  beside it, and the first answer wins;
 - ``idempotency: none`` with a ``lookup``: ask the lookup whether it acted, and use that.
   The lookup is also asked while a request is slow to answer (after ``LOOKUP_AFTER_S``):
   an action it finds is the answer, so a slow success costs that wait, not the timeout.
@@ -66,6 +68,10 @@ CLOCK_SKEW_MARGIN_MS = 1000
 # A write with a lookup still unanswered after this long (real time) has its lookup asked
 # beside it: a slow success is found in the tool's records instead of at the timeout.
 LOOKUP_AFTER_S = 0.5
+# A read, or a write with idempotency: key, still unanswered after this long (real time) is
+# sent again beside it (the same key), up to HEDGE_MOST requests in flight.
+HEDGE_AFTER_S = 0.5
+HEDGE_MOST = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +101,11 @@ class ToolCalls:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         lookup_after_s: float = LOOKUP_AFTER_S,
+        hedge_after_s: float | None = HEDGE_AFTER_S,
     ) -> None:
         self.registry = registry
         self.lookup_after_s = lookup_after_s
+        self.hedge_after_s = hedge_after_s
         self.gateway = gateway
         self.guard = guard
         self.limiter = limiter
@@ -189,6 +197,8 @@ class ToolCalls:
             try:
                 if reconciled:
                     return await self._send_looking(intent, spec, claim.token, deadline_ms)
+                if not spec.write or spec.idempotency == "key":
+                    return await self._send_hedged(intent, spec, claim.token, deadline_ms)
                 return await self._send(intent, spec, claim.token, deadline_ms)
             except OutcomeUnknown as exc:
                 log.info(
@@ -306,6 +316,42 @@ class ToolCalls:
         fault_point("tool.after_send")  # the tool acted and answered; nothing recorded yet
         intake = accept(spec, answer.body)
         return _refused_or_not(intake, answer.body)
+
+    async def _send_hedged(
+        self, intent: it.ToolCallIntent, spec: ToolSpec, token: int, deadline_ms: int
+    ) -> _Answer:
+        """Send; while no answer has come, the same request again beside it every
+        ``hedge_after_s``, up to ``HEDGE_MOST`` in flight. Only for calls a repeat cannot
+        make act twice: reads, and writes with ``idempotency: key`` (the same key: the tool
+        answers the first result), which the registry already allows to be sent again while
+        an earlier request may still be on its way. The first answer wins and the others are
+        dropped; when none answers, the gravest failure is raised (fenced, then unknown,
+        then not sent), so an attempt that may have acted is never taken for one that did
+        not. A slow success (acted, answer late) then costs the hedge interval, not the
+        tool's timeout."""
+        tasks = [asyncio.ensure_future(self._send(intent, spec, token, deadline_ms))]
+        pending, failures = set(tasks), []
+        try:
+            while pending:
+                hedge = self.hedge_after_s is not None and len(tasks) < HEDGE_MOST
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=self.hedge_after_s if hedge else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    error = task.exception()
+                    if error is None:
+                        return task.result()
+                    failures.append(error)
+                if not done and self._now_ms() < deadline_ms:
+                    again = asyncio.ensure_future(self._send(intent, spec, token, deadline_ms))
+                    tasks.append(again)
+                    pending.add(again)
+            raise min(failures, key=_gravity)
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def _send_looking(
         self, intent: it.ToolCallIntent, spec: ToolSpec, token: int, deadline_ms: int
@@ -434,6 +480,13 @@ class ToolCalls:
             consumer=self.instance_id,
             at_ms=self._now_ms(),
         )
+
+
+def _gravity(error: BaseException) -> int:
+    """How much a failed request says: a newer holder (fenced), then maybe acted (unknown),
+    then surely not acted (not sent); anything else (a bug) is raised before them all."""
+    order = (ToolFenced, OutcomeUnknown, NotSent)
+    return next((i for i, kind in enumerate(order) if isinstance(error, kind)), -1)
 
 
 def _found(spec: ToolSpec, action: Mapping[str, Any]) -> _Answer:

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -166,3 +167,34 @@ async def test_a_slow_success_is_answered_from_the_lookup_before_the_timeout(
     assert took < SPECS["update_crm"].timeout_ms / 1000, f"waited {took:.2f} s: the timeout"
     arrivals = (await http.get("/_sim/arrivals")).json()["arrivals"]
     assert [a["run_id"] for a in arrivals].count(call.run_id) == 1, "never sent again"
+
+
+async def test_a_key_tool_slow_to_answer_is_sent_again_with_its_key_and_acts_once(
+    sandbox: Sandbox, http: httpx.AsyncClient
+) -> None:
+    """create_ticket acts at once and answers 3 s later. A second request with the same
+    Idempotency-Key, sent beside the slow one, is answered with the first result: one
+    ticket, and the answer long before the request's 2 s timeout."""
+    await set_faults(
+        http, {"tools": {"create_ticket": {"slow_success": {"rate": 1.0, "ms": 3000}}}}
+    )
+    call = replace(
+        intent(step_s=30), tool="create_ticket", arguments=json.dumps(ARGS["create_ticket"])
+    )
+    async with httpx.AsyncClient() as client:
+        calls = ToolCalls(
+            Registry(tools=SPECS),
+            HttpToolGateway(f"http://{sandbox.proxy.url_netloc}", client),
+            LedgerGuard(InMemoryLedger(), "exec-it"),
+            hedge_after_s=0.2,
+        )
+        began = time.monotonic()
+        (result, *_) = await calls(call)
+        took = time.monotonic() - began
+    assert isinstance(result, inp.ToolResult) and not result.is_error
+    response = await http.get("/_sim/audit", params={"run_id": call.run_id})
+    rows = response.json()["rows"]
+    assert len(rows) == 1, f"create_ticket acted {len(rows)} times for one call"
+    assert took < SPECS["create_ticket"].timeout_ms / 1000, f"waited {took:.2f} s: the timeout"
+    arrivals = (await http.get("/_sim/arrivals")).json()["arrivals"]
+    assert [a["run_id"] for a in arrivals].count(call.run_id) >= 2, "sent again beside it"

@@ -422,3 +422,60 @@ async def test_a_lookup_that_finds_nothing_waits_for_the_slow_request() -> None:
     (action,) = world.gateway.actions(intent.effect_key)
     assert not result.is_error and json.loads(result.output) == action.response
     assert world.arrivals(intent) == 1
+
+
+# ---- hedged requests: a key tool's or a read's slow answer is asked for again --------------
+
+
+async def test_a_key_tool_slow_to_answer_is_sent_again_beside_and_acts_once() -> None:
+    world = World()
+    world.calls.hedge_after_s = 0.01
+    world.gateway.arm("slow_answer", "charge_card", times=1)
+    intent = world.intent("charge_card")
+    # The first answer is never released: the hedge, with the same key, gets it replayed.
+    result = await asyncio.wait_for(world.run(intent), timeout=30)
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert not result.is_error and json.loads(result.output) == action.response
+    assert world.arrivals(intent) == 2, "sent again beside the slow one, with the same key"
+    assert world.gateway.holding == 0, "the slow request was dropped"
+
+
+async def test_a_read_slow_to_answer_is_sent_again_beside_it() -> None:
+    world = World()
+    world.calls.hedge_after_s = 0.01
+    world.gateway.arm("hold", "lookup_customer", times=1)
+    intent = world.intent("lookup_customer")
+    result = await asyncio.wait_for(world.run(intent), timeout=30)
+    assert not result.is_error
+    assert world.arrivals(intent) == 2
+
+
+async def test_a_write_without_key_or_lookup_is_never_hedged() -> None:
+    world = World()
+    world.calls.hedge_after_s = 0.01
+    world.gateway.arm("hold", "post_note", times=1)
+    intent = world.intent("post_note")
+    running = asyncio.ensure_future(world.run(intent))
+    while world.gateway.holding == 0:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.1)  # ten hedge intervals
+    assert world.arrivals(intent) == 1, "a write that acts on every call is sent once"
+    world.gateway.release()
+    result = await asyncio.wait_for(running, timeout=30)
+    assert not result.is_error and len(world.gateway.actions(intent.effect_key)) == 1
+
+
+async def test_a_hedge_that_is_not_sent_leaves_the_slow_request_to_answer() -> None:
+    world = World()
+    world.calls.hedge_after_s = 0.01
+    world.gateway.arm("hold", "charge_card", times=1)  # held before acting
+    world.gateway.arm("throttle", "charge_card", times=2)  # both hedges refused: 429
+    intent = world.intent("charge_card")
+    running = asyncio.ensure_future(world.run(intent))
+    while world.arrivals(intent) < 3:
+        await asyncio.sleep(0.001)
+    assert not running.done(), "a hedge refused says nothing about the request still out"
+    world.gateway.release()
+    result = await asyncio.wait_for(running, timeout=30)
+    (action,) = world.gateway.actions(intent.effect_key)
+    assert not result.is_error and json.loads(result.output) == action.response
