@@ -20,7 +20,7 @@ from runcoord.domain.model import Output
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.errors import Attempt, ProviderUnavailable, translate
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
-from runcoord.provider.polling import BackoffPolicy, watch
+from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
     TERMINAL_STATUSES,
     ProviderRun,
@@ -49,6 +49,7 @@ class AssistantsProvider:
         # Whether to send again is decided after reconciling, by the executor.
         self._write = client.with_options(max_retries=0)
         self._backoff = backoff or BackoffPolicy()
+        self._pace = Pace()  # when a watch of a working run first polls (polling.py)
         self._page_size = page_size
         # (run id, waiting call ids) -> run step id: a step's id never changes, so one steps
         # list per step is enough however often the run is polled.
@@ -161,6 +162,7 @@ class AssistantsProvider:
             since_step=since_step,
             timeout_ms=timeout_ms,
             policy=self._backoff,
+            pace=self._pace,
         )
 
     async def _observed(self, run: Run, poll_after: int | None) -> ProviderRun:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -85,6 +86,35 @@ async def hedged(
             task.cancel()
 
 
+class Pace:
+    """When a watch of a working run sends its first poll: a low quantile of how long the
+    recent such watches waited for their change.
+
+    Polling at once and backing off from 100 ms costs three or four polls per model step of
+    a few hundred milliseconds, most of them answered "still working". Each change is dated
+    to the midpoint between the last poll that did not see it (or the watch's start) and the
+    first that did; a first poll sent too late dates its change earlier, so the estimate
+    corrects itself downwards. Until ``least`` watches are on record: at once.
+    """
+
+    def __init__(
+        self, quantile: float = 0.2, window: int = 256, least: int = 32, cap_ms: int = 1_000
+    ) -> None:
+        self._quantile = quantile
+        self._least = least
+        self._cap_ms = cap_ms
+        self._waits: deque[float] = deque(maxlen=window)
+
+    def first_poll_ms(self) -> float:
+        if len(self._waits) < self._least:
+            return 0.0
+        ordered = sorted(self._waits)
+        return min(ordered[int(self._quantile * (len(ordered) - 1))], self._cap_ms)
+
+    def record(self, waited_ms: float) -> None:
+        self._waits.append(max(0.0, waited_ms))
+
+
 def _phase(status: str) -> str:
     # A move between working statuses ends no watch: reporting it would cost a round trip
     # through the coordinator and a new watch for no decision (a watch that times out still
@@ -105,24 +135,37 @@ async def watch(
     policy: BackoffPolicy,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    pace: Pace | None = None,
 ) -> tuple[ProviderRun, bool]:
     """(run, True) on the first change; (the last run seen, False) once ``timeout_ms`` passed.
 
     A retriable error (the provider briefly unreachable) is polled through until the deadline,
-    since a watch only reads; if no poll succeeded by then, the last error is raised.
+    since a watch only reads; if no poll succeeded by then, the last error is raised. With a
+    ``pace``, a watch of a working run sends its first poll when the pace says, and tells it
+    when the change came.
     """
-    deadline = clock() + timeout_ms / 1000
+    began = clock()
+    deadline = began + timeout_ms / 1000
+    paced = pace is not None and since_status in WORKING_STATUSES
+    if pace is not None and paced:
+        await sleep(min(pace.first_poll_ms() / 1000, timeout_ms / 1000))
+    quiet_at = began  # when the run was last seen unchanged (or the watch began)
     backoff = Backoff(policy)
     last: ProviderRun | None = None
     error: Retriable | None = None
     while True:
+        asked_at = clock()
         try:
             last = await hedged(retrieve, policy.hedge_ms)
             error = None
         except Retriable as exc:
             error = exc
         if last is not None and error is None and changed(last, since_status, since_step):
+            if pace is not None and paced:
+                pace.record(((quiet_at + asked_at) / 2 - began) * 1000)
             return last, True
+        if error is None:
+            quiet_at = asked_at
         remaining = deadline - clock()
         if remaining <= 0:
             if last is None:

@@ -29,7 +29,7 @@ from runcoord.provider.errors import (
     translate,
 )
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
-from runcoord.provider.polling import BackoffPolicy, hedged, watch
+from runcoord.provider.polling import BackoffPolicy, Pace, hedged, watch
 from runcoord.provider.port import (
     RUN_ID_KEY,
     TERMINAL_STATUSES,
@@ -84,6 +84,7 @@ class ResponsesProvider:
         self._parallel = parallel_tool_calls
         self._instructions = instructions
         self._backoff = backoff or BackoffPolicy()
+        self._pace = Pace()  # when a watch of a working run first polls (polling.py)
         self._page_size = page_size
 
     # -- creating ----------------------------------------------------------------------
@@ -216,6 +217,7 @@ class ResponsesProvider:
             since_step=since_step,
             timeout_ms=timeout_ms,
             policy=self._backoff,
+            pace=self._pace,
         )
 
     async def _events(

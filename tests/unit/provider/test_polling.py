@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from runcoord.provider.errors import ProviderRejected, ProviderUnavailable
-from runcoord.provider.polling import Backoff, BackoffPolicy, changed, hedged, watch
+from runcoord.provider.polling import Backoff, BackoffPolicy, Pace, changed, hedged, watch
 from runcoord.provider.port import ProviderRun
 from tests.fake_time import FakeTime
 
@@ -265,3 +265,78 @@ async def test_an_error_is_raised_only_when_no_poll_answered() -> None:
     with pytest.raises(ProviderUnavailable):
         await asyncio.wait_for(hedged(retrieve, 10), timeout=30)
     assert retrieve.calls == 2
+
+
+# ---- the pace of a watch's first poll ------------------------------------------------------
+
+
+def test_a_pace_polls_at_once_until_enough_watches_are_on_record() -> None:
+    pace = Pace(least=4)
+    for waited in (300, 310, 320):
+        pace.record(waited)
+    assert pace.first_poll_ms() == 0
+    pace.record(330)
+    assert pace.first_poll_ms() == 300  # the low quantile of what the watches waited
+
+
+def test_a_pace_never_waits_past_its_cap() -> None:
+    pace = Pace(least=1, cap_ms=500)
+    pace.record(10_000)
+    assert pace.first_poll_ms() == 500
+
+
+async def test_a_paced_watch_sends_its_first_poll_late_and_dates_the_change() -> None:
+    pace = Pace(least=1)
+    pace.record(400)
+    time = FakeTime()
+    retrieve = Script(run("in_progress"), run("requires_action", "s1"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="in_progress",
+        since_step=None,
+        timeout_ms=10_000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+        pace=pace,
+    )
+    assert (seen, moved) == (run("requires_action", "s1"), True)
+    # One "still working" poll at 400 ms instead of several from 0 ms.
+    assert time.slept == [0.4, 0.1] and retrieve.calls == 2
+    # The change came between the poll at 400 ms and the one at 500 ms: dated 450 ms.
+    assert pace._waits[-1] == 450
+
+
+async def test_a_first_poll_sent_too_late_pulls_the_pace_down() -> None:
+    pace = Pace(least=1, quantile=0.0)
+    pace.record(800)
+    time = FakeTime()
+    # The run had changed long before the first poll: its change is dated half way there.
+    await watch(
+        Script(run("requires_action", "s1")),
+        since_status="in_progress",
+        since_step=None,
+        timeout_ms=10_000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+        pace=pace,
+    )
+    assert pace.first_poll_ms() == 400
+
+
+async def test_a_watch_of_a_waiting_step_is_not_paced() -> None:
+    pace = Pace(least=1)
+    pace.record(800)
+    time = FakeTime()
+    await watch(
+        Script(run("completed")),
+        since_status="requires_action",
+        since_step="s1",
+        timeout_ms=10_000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+        pace=pace,
+    )
+    assert time.slept == [] and len(pace._waits) == 1
