@@ -26,8 +26,8 @@ relative to ``(since_status, since_step)`` (queued and in_progress are one phase
   followed by one ``retrieve``: a change is returned, a run still working is streamed
   again from where it stopped.
 - A stream that shows nothing within the policy's ``hedge_ms`` (held by a latency spike
-  before its first byte) gets a hedged read beside it, once per watch; a change that read
-  shows is the answer, as a poll's would be.
+  before its first byte) has the run polled beside it (hedged reads, with the backoff) for
+  as long as it stays silent; a change a poll shows is the answer.
 - A watch that times out with a state from a stream, or with none and no error (the
   stream was slow to start), reads the run once more (within ``_LAST_LOOK_S``) and
   reports that: the last event seen may be history, e.g. a replay cut short by a drop, and
@@ -89,16 +89,19 @@ async def watch_stream(
 
     async def look_aside(hedge_s: float) -> tuple[ProviderRun, bool] | None:
         # A stream that has shown nothing after the hedge interval may be held by a latency
-        # spike before its first byte: one (hedged) read beside it, as a poll would hedge.
-        # A change it shows is the answer; otherwise the stream goes on alone.
+        # spike before its first byte: the run is polled beside it (each read hedged), for
+        # as long as the stream stays silent. A change a poll shows is the answer.
+        backoff = Backoff(policy)
         await asyncio.sleep(hedge_s)
-        if streamed.is_set():
-            return None
-        try:
-            current = await hedged(retrieve, policy.hedge_ms)
-        except Retriable:
-            return None
-        return (current, True) if changed(current, since_status, since_step) else None
+        while not streamed.is_set():
+            try:
+                current = await hedged(retrieve, policy.hedge_ms)
+            except Retriable:
+                current = None
+            if current is not None and changed(current, since_status, since_step):
+                return current, True
+            await asyncio.sleep(backoff.next_ms() / 1000)
+        return None
 
     aside = asyncio.ensure_future(look_aside(policy.hedge_ms / 1000))
     try:

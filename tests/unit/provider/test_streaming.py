@@ -242,7 +242,19 @@ async def test_a_read_beside_a_held_stream_that_shows_no_change_leaves_the_strea
     watching = asyncio.ensure_future(held_watch(stream, retrieve, ("queued", None), 10))
     while retrieve.calls < 1:
         await asyncio.sleep(0.001)
-    await asyncio.sleep(0.05)
-    assert not watching.done() and retrieve.calls == 1  # one look aside per watch
+    assert not watching.done()
     stream.release.set()
     assert await watching == (run("requires_action", "s1"), True)
+    calls = retrieve.calls
+    await asyncio.sleep(0.3)
+    assert retrieve.calls == calls, "no poll once the watch has answered"
+
+
+async def test_a_held_stream_is_polled_beside_until_a_poll_shows_the_change() -> None:
+    stream = Held(STEP_DONE)
+    retrieve = Script(run("in_progress"), run("in_progress"), run("requires_action", "s1"))
+    assert await held_watch(stream, retrieve, ("queued", None), 10) == (
+        run("requires_action", "s1"),
+        True,
+    )
+    assert retrieve.calls == 3
