@@ -80,7 +80,10 @@ class ResponsesProvider:
         # Writes are sent once: the SDK's own retry of a lost create would start a second
         # response. Whether to send again is decided after reconciling, by the executor.
         self._write = client.with_options(max_retries=0)
-        self._tools = list(tools)
+        # Sent as extra_body: the SDK transforms every typed parameter recursively on each
+        # request, and for the tools' JSON schemas that was 8% of the provider executor's CPU.
+        # They are plain JSON already (the registry's function tools), the same on the wire.
+        self._tools_body = {"tools": list(tools)}
         self._parallel = parallel_tool_calls
         self._instructions = instructions
         self._backoff = backoff or BackoffPolicy()
@@ -134,11 +137,11 @@ class ResponsesProvider:
                 background=True,
                 conversation=thread_id,
                 input=input,
-                tools=self._tools,
                 parallel_tool_calls=self._parallel,
                 instructions=self._instructions,
                 metadata=run_metadata(metadata, run_id, OPENING_STEP),
                 extra_headers={IDEMPOTENCY_HEADER: effect_key},
+                extra_body=self._tools_body,
             )
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
@@ -303,11 +306,11 @@ class ResponsesProvider:
                 background=True,
                 conversation=thread_id,
                 input=items,
-                tools=self._tools,
                 parallel_tool_calls=self._parallel,
                 instructions=self._instructions,
                 metadata=run_metadata(metadata, metadata.get(RUN_ID_KEY, ""), step_id),
                 extra_headers={IDEMPOTENCY_HEADER: effect_key},
+                extra_body=self._tools_body,
             )
         except openai.BadRequestError as exc:
             # Outputs may have landed since we looked (a racing attempt); a 400 for them
