@@ -285,21 +285,27 @@ def test_a_pace_never_waits_past_its_cap() -> None:
     assert pace.first_poll_ms() == 500
 
 
-async def test_a_paced_watch_sends_its_first_poll_late_and_dates_the_change() -> None:
-    pace = Pace(least=1)
-    pace.record(400)
-    time = FakeTime()
-    retrieve = Script(run("in_progress"), run("requires_action", "s1"))
-    seen, moved = await watch(
+async def paced_watch(
+    retrieve: Script, time: FakeTime, pace: Pace, since_status: str, since_step: str | None
+) -> tuple[ProviderRun, bool]:
+    return await watch(
         retrieve,
-        since_status="in_progress",
-        since_step=None,
+        since_status=since_status,
+        since_step=since_step,
         timeout_ms=10_000,
         policy=POLICY,
         clock=time.clock,
         sleep=time.sleep,
         pace=pace,
     )
+
+
+async def test_a_paced_watch_sends_its_first_poll_late_and_dates_the_change() -> None:
+    pace = Pace(least=1)
+    pace.record(400)
+    time = FakeTime()
+    retrieve = Script(run("in_progress"), run("requires_action", "s1"))
+    seen, moved = await paced_watch(retrieve, time, pace, "in_progress", None)
     assert (seen, moved) == (run("requires_action", "s1"), True)
     # One "still working" poll at 400 ms instead of several from 0 ms.
     assert time.slept == [0.4, 0.1] and retrieve.calls == 2
@@ -312,16 +318,7 @@ async def test_a_first_poll_sent_too_late_pulls_the_pace_down() -> None:
     pace.record(800)
     time = FakeTime()
     # The run had changed long before the first poll: its change is dated half way there.
-    await watch(
-        Script(run("requires_action", "s1")),
-        since_status="in_progress",
-        since_step=None,
-        timeout_ms=10_000,
-        policy=POLICY,
-        clock=time.clock,
-        sleep=time.sleep,
-        pace=pace,
-    )
+    await paced_watch(Script(run("requires_action", "s1")), time, pace, "in_progress", None)
     assert pace.first_poll_ms() == 400
 
 
@@ -329,14 +326,5 @@ async def test_a_watch_of_a_waiting_step_is_not_paced() -> None:
     pace = Pace(least=1)
     pace.record(800)
     time = FakeTime()
-    await watch(
-        Script(run("completed")),
-        since_status="requires_action",
-        since_step="s1",
-        timeout_ms=10_000,
-        policy=POLICY,
-        clock=time.clock,
-        sleep=time.sleep,
-        pace=pace,
-    )
+    await paced_watch(Script(run("completed")), time, pace, "requires_action", "s1")
     assert time.slept == [] and len(pace._waits) == 1

@@ -30,9 +30,7 @@ async def test_a_turn_is_a_chain_of_responses(world: World, client: AsyncOpenAI)
     assert run.step_id == run.provider_run_id and run.step_id.startswith("resp_")
     response = await client.responses.retrieve(run.provider_run_id)
     # The tools ride on every response (sent untransformed, as extra_body).
-    assert [getattr(t, "name", None) for t in response.tools] == [
-        t["name"] for t in RESPONSE_TOOLS
-    ]
+    assert [getattr(t, "name", None) for t in response.tools] == [t["name"] for t in RESPONSE_TOOLS]
     assert [c.id for c in run.tool_calls] == [
         o.call_id for o in response.output if o.type == "function_call"
     ]
