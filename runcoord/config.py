@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     tools_file: Path = Path()
     # The sandbox (or real) tool gateway the tool executor calls.
     gateway_url: str = "http://127.0.0.1:8391"
+    # A tool read, or a write with idempotency: key, unanswered after this long is sent again
+    # beside it with the same key (runcoord/tools/executor.py); 0: never.
+    tool_hedge_ms: int = Field(default=500, ge=0)
     # The provider's API key; OPENAI_API_KEY as the SDK names it, or RUNCOORD_OPENAI_API_KEY.
     openai_api_key: str = Field(
         default="sk-local",

@@ -76,6 +76,7 @@ def tools(
                     LedgerGuard(ledger(settings), owner),
                     limiter,
                     owner,
+                    hedge_after_s=settings.tool_hedge_ms / 1000 or None,
                 )
         finally:
             limiter.close()  # leave the fleet now: the others' shares grow back at once

@@ -69,7 +69,8 @@ CLOCK_SKEW_MARGIN_MS = 1000
 # beside it: a slow success is found in the tool's records instead of at the timeout.
 LOOKUP_AFTER_S = 0.5
 # A read, or a write with idempotency: key, still unanswered after this long (real time) is
-# sent again beside it (the same key), up to HEDGE_MOST requests in flight.
+# sent again beside it (the same key), up to HEDGE_MOST requests in flight. The tool executor
+# takes it from RUNCOORD_TOOL_HEDGE_MS (0: never).
 HEDGE_AFTER_S = 0.5
 HEDGE_MOST = 3
 

@@ -48,7 +48,11 @@ def test_the_incident_explained(
     }
     prefix = topics.inbox.removesuffix("runs.inbox")
     with (
-        launch(bootstrap, pg_dsn, topics, tmp_path) as stack,
+        # Hedging off: the story told here is the timeout and the retry with the same key
+        # (hedged, the second request would get the first ticket before any timeout).
+        launch(
+            bootstrap, pg_dsn, topics, tmp_path, {"tools-exec": {"RUNCOORD_TOOL_HEDGE_MS": "0"}}
+        ) as stack,
         projector(bootstrap, pg_dsn, topics, f"{prefix}projector"),
     ):
         # The seeds' incident: both tools act, then answer after the caller's timeout.
