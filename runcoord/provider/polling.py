@@ -13,14 +13,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from runcoord.errors import Retriable
+from runcoord.hedging import hedged
 from runcoord.provider.port import WORKING_STATUSES, ProviderRun
-
-T = TypeVar("T")
-# Requests of one hedged read in flight at most: the first and two hedges.
-HEDGE_MOST = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +25,10 @@ class BackoffPolicy:
     factor: float = 1.5
     max_ms: int = 2_000
     # A poll still unanswered after this long is sent again beside it (and again after as
-    # long, up to HEDGE_MOST in flight), and the first answer wins: a hedged request. A
-    # retrieve only reads, so the copies cost nothing but the requests. One slow answer (a
-    # provider latency spike) then no longer holds the watch up for its whole duration.
+    # long, up to three in flight), and the first answer wins: a hedged request
+    # (runcoord/hedging.py). A retrieve only reads, so the copies cost nothing but the
+    # requests. One slow answer (a provider latency spike) then no longer holds the watch up
+    # for its whole duration.
     # None: never.
     hedge_ms: int | None = 500
 
@@ -47,43 +44,6 @@ class Backoff:
         delay = self._next
         self._next = min(self._next * self._policy.factor, float(self._policy.max_ms))
         return max(round(delay), hint_ms or 0)
-
-
-async def hedged(
-    retrieve: Callable[[], Awaitable[T]], hedge_ms: int | None, most: int = HEDGE_MOST
-) -> T:
-    """``retrieve()``; while none has answered, one more beside it every ``hedge_ms``, up to
-    ``most`` in flight. The first answer wins and the others are cancelled; an error counts
-    only when every request sent has failed (the last error is raised).
-
-    For reads only. Under a latency spike each request is held on its own, so one more
-    request is one more chance to miss it: a single hedge still waits the whole spike when
-    both are held (one poll in 25 at a 20% spike rate, and a watch polls several times).
-    """
-    tasks: set[asyncio.Future[T]] = {asyncio.ensure_future(retrieve())}
-    pending, error = set(tasks), None
-    try:
-        while pending:
-            hedge = hedge_ms is not None and len(tasks) < most
-            done, pending = await asyncio.wait(
-                pending,
-                timeout=hedge_ms / 1000 if hedge and hedge_ms is not None else None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for task in done:
-                if task.exception() is None:
-                    return task.result()
-                error = task.exception()
-            if not done:  # a hedge interval without an answer
-                task = asyncio.ensure_future(retrieve())
-                tasks.add(task)
-                pending.add(task)
-        assert error is not None
-        raise error
-    finally:
-        # The losers, and on our own cancellation (a stopping executor) every request.
-        for task in tasks:
-            task.cancel()
 
 
 class Pace:
@@ -146,8 +106,9 @@ async def watch(
     """
     began = clock()
     deadline = began + timeout_ms / 1000
-    paced = pace is not None and since_status in WORKING_STATUSES
-    if pace is not None and paced:
+    if since_status not in WORKING_STATUSES:
+        pace = None  # only a working run's change is worth waiting for before the first poll
+    if pace is not None:
         await sleep(min(pace.first_poll_ms() / 1000, timeout_ms / 1000))
     quiet_at = began  # when the run was last seen unchanged (or the watch began)
     backoff = Backoff(policy)
@@ -161,7 +122,7 @@ async def watch(
         except Retriable as exc:
             error = exc
         if last is not None and error is None and changed(last, since_status, since_step):
-            if pace is not None and paced:
+            if pace is not None:
                 pace.record(((quiet_at + asked_at) / 2 - began) * 1000)
             return last, True
         if error is None:

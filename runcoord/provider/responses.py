@@ -19,6 +19,7 @@ from openai import AsyncOpenAI, omit
 from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
 
 from runcoord.domain.model import Output
+from runcoord.hedging import hedged
 from runcoord.provider import responses_mapping as mapping
 from runcoord.provider.errors import (
     STREAM_BROKEN,
@@ -29,7 +30,7 @@ from runcoord.provider.errors import (
     translate,
 )
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
-from runcoord.provider.polling import BackoffPolicy, Pace, hedged, watch
+from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
     RUN_ID_KEY,
     TERMINAL_STATUSES,

@@ -42,7 +42,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 
 from runcoord.errors import Retriable
-from runcoord.provider.polling import Backoff, BackoffPolicy, changed, hedged, watch
+from runcoord.hedging import hedged
+from runcoord.provider.polling import Backoff, BackoffPolicy, changed, watch
 from runcoord.provider.port import WORKING_STATUSES, ProviderRun
 
 # How long a watch that timed out may spend reading the run's current state.

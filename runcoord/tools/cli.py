@@ -76,7 +76,7 @@ def tools(
                     LedgerGuard(ledger(settings), owner),
                     limiter,
                     owner,
-                    hedge_after_s=settings.tool_hedge_ms / 1000 or None,
+                    hedge_after_ms=settings.tool_hedge_ms or None,
                 )
         finally:
             limiter.close()  # leave the fleet now: the others' shares grow back at once

@@ -8,7 +8,7 @@ after sending) is decided here, and depends only on the registry:
 
 - read tools have no side effects: send again;
 - ``idempotency: key``: send again with the same key, the gateway answers the first result.
-  Both are also hedged: a request still unanswered after ``HEDGE_AFTER_S`` is sent again
+  Both are also hedged: a request still unanswered after ``HEDGE_AFTER_MS`` is sent again
   beside it, and the first answer wins;
 - ``idempotency: none`` with a ``lookup``: ask the lookup whether it acted, and use that.
   The lookup is also asked while a request is slow to answer (after ``LOOKUP_AFTER_S``):
@@ -48,6 +48,7 @@ from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_h
 from runcoord.effects.limits import ConcurrencyLimiter, Permit
 from runcoord.errors import RuncoordError
 from runcoord.faults import fault_point
+from runcoord.hedging import hedged
 from runcoord.registry import MAX_OUTPUT_BYTES, Registry, ToolSpec
 from runcoord.tools.gateway import (
     LookupUnavailable,
@@ -69,10 +70,9 @@ CLOCK_SKEW_MARGIN_MS = 1000
 # beside it: a slow success is found in the tool's records instead of at the timeout.
 LOOKUP_AFTER_S = 0.5
 # A read, or a write with idempotency: key, still unanswered after this long (real time) is
-# sent again beside it (the same key), up to HEDGE_MOST requests in flight. The tool executor
+# sent again beside it (the same key), up to three requests in flight. The tool executor
 # takes it from RUNCOORD_TOOL_HEDGE_MS (0: never).
-HEDGE_AFTER_S = 0.5
-HEDGE_MOST = 3
+HEDGE_AFTER_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +102,11 @@ class ToolCalls:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         lookup_after_s: float = LOOKUP_AFTER_S,
-        hedge_after_s: float | None = HEDGE_AFTER_S,
+        hedge_after_ms: float | None = HEDGE_AFTER_MS,
     ) -> None:
         self.registry = registry
         self.lookup_after_s = lookup_after_s
-        self.hedge_after_s = hedge_after_s
+        self.hedge_after_ms = hedge_after_ms
         self.gateway = gateway
         self.guard = guard
         self.limiter = limiter
@@ -322,37 +322,23 @@ class ToolCalls:
         self, intent: it.ToolCallIntent, spec: ToolSpec, token: int, deadline_ms: int
     ) -> _Answer:
         """Send; while no answer has come, the same request again beside it every
-        ``hedge_after_s``, up to ``HEDGE_MOST`` in flight. Only for calls a repeat cannot
-        make act twice: reads, and writes with ``idempotency: key`` (the same key: the tool
-        answers the first result), which the registry already allows to be sent again while
-        an earlier request may still be on its way. The first answer wins and the others are
-        dropped; when none answers, the gravest failure is raised (fenced, then unknown,
-        then not sent), so an attempt that may have acted is never taken for one that did
-        not. A slow success (acted, answer late) then costs the hedge interval, not the
-        tool's timeout."""
-        tasks = [asyncio.ensure_future(self._send(intent, spec, token, deadline_ms))]
-        pending, failures = set(tasks), []
-        try:
-            while pending:
-                hedge = self.hedge_after_s is not None and len(tasks) < HEDGE_MOST
-                done, pending = await asyncio.wait(
-                    pending,
-                    timeout=self.hedge_after_s if hedge else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for task in done:
-                    error = task.exception()
-                    if error is None:
-                        return task.result()
-                    failures.append(error)
-                if not done and self._now_ms() < deadline_ms:
-                    again = asyncio.ensure_future(self._send(intent, spec, token, deadline_ms))
-                    tasks.append(again)
-                    pending.add(again)
-            raise min(failures, key=_gravity)
-        finally:
-            for task in tasks:
-                task.cancel()
+        ``hedge_after_ms`` (runcoord/hedging.py), until the request's deadline. Only for calls
+        a repeat cannot make act twice: reads, and writes with ``idempotency: key`` (the same
+        key: the tool answers the first result), which the registry already allows to be sent
+        again while an earlier request may still be on its way. The first answer wins; when
+        none answers, the gravest failure is raised (fenced, then unknown, then not sent), so
+        an attempt that may have acted is never taken for one that did not. A slow success
+        (acted, answer late) then costs the hedge interval, not the tool's timeout."""
+
+        def send() -> Awaitable[_Answer]:
+            return self._send(intent, spec, token, deadline_ms)
+
+        return await hedged(
+            send,
+            self.hedge_after_ms,
+            more=lambda: self._now_ms() < deadline_ms,
+            gravity=_gravity,
+        )
 
     async def _send_looking(
         self, intent: it.ToolCallIntent, spec: ToolSpec, token: int, deadline_ms: int

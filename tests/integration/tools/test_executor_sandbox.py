@@ -186,7 +186,7 @@ async def test_a_key_tool_slow_to_answer_is_sent_again_with_its_key_and_acts_onc
             Registry(tools=SPECS),
             HttpToolGateway(f"http://{sandbox.proxy.url_netloc}", client),
             LedgerGuard(InMemoryLedger(), "exec-it"),
-            hedge_after_s=0.2,
+            hedge_after_ms=200,
         )
         began = time.monotonic()
         (result, *_) = await calls(call)

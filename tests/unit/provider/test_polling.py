@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
+from runcoord.hedging import hedged
 from runcoord.provider.errors import ProviderRejected, ProviderUnavailable
-from runcoord.provider.polling import Backoff, BackoffPolicy, Pace, changed, hedged, watch
+from runcoord.provider.polling import Backoff, BackoffPolicy, Pace, changed, watch
 from runcoord.provider.port import ProviderRun
 from tests.fake_time import FakeTime
 

@@ -393,7 +393,7 @@ async def test_the_older_holders_late_request_is_refused_and_it_records_nothing(
 def hurried() -> World:
     """A world whose executor hedges and looks aside after 10 ms (real time) instead of 0.5 s."""
     world = World()
-    world.calls.hedge_after_s = world.calls.lookup_after_s = 0.01
+    world.calls.hedge_after_ms, world.calls.lookup_after_s = 10, 0.01
     return world
 
 
