@@ -55,7 +55,10 @@ class Duplicator:
 
     def __init__(self, bootstrap: str, topics: TopicNames) -> None:
         self.topics = topics
+        self.bootstrap = bootstrap
         self.consumer = Consumer(consumer_config(bootstrap, f"dup-{uuid.uuid4().hex}"))
+        # A consumer per executor group, only to read its committed offsets (never joined).
+        self.readers: dict[str, Consumer] = {}
         self.producer = Producer(producer_config(bootstrap))
         self.copies: Counter[str] = Counter()
         # Per partition, the offset just past the last copy the broker acknowledged.
@@ -72,6 +75,8 @@ class Duplicator:
         finally:
             self.stop.set()
             self.thread.join(30)
+            for reader in self.readers.values():
+                reader.close()
             assert not self.thread.is_alive()
 
     def _delivered(self, kind: str, err: KafkaError | None, msg: Message) -> None:
@@ -83,19 +88,16 @@ class Duplicator:
         self.written[p] = max(self.written.get(p, 0), o)
         self.copies[kind] += 1
 
-    def unread_by(self, bootstrap: str, groups: list[str]) -> str | None:
+    def unread_by(self, groups: list[str]) -> str | None:
         """None once every group has committed past every copy written so far: each copy
         was read and its work finished (an executor commits an intent once it is handled,
         and every executor reads every record of ``effects``, whatever its kind)."""
         written = dict(self.written)
         parts = [TopicPartition(self.topics.effects, p) for p in written]
         for group in groups:
-            consumer = Consumer(consumer_config(bootstrap, group))
-            try:
-                committed = consumer.committed(parts, timeout=10)
-            finally:
-                consumer.close()
-            for tp in committed:
+            if group not in self.readers:
+                self.readers[group] = Consumer(consumer_config(self.bootstrap, group))
+            for tp in self.readers[group].committed(parts, timeout=10):
                 if tp.offset < written[tp.partition]:
                     return f"{group} at {tp.offset} on p{tp.partition}, copies to {written}"
         return None
@@ -177,7 +179,7 @@ def test_every_effect_delivered_twice_acts_once(
         wait_until(copied, timeout=60, what="a copy of every intent")
         prefix = topics.inbox.removesuffix("runs.inbox")
         groups = [f"{prefix}runcoord-executor-{n}" for n in EXECUTOR_NAMES]
-        wait_until(lambda: dup.unread_by(bootstrap, groups), timeout=120, what="every copy handled")
+        wait_until(lambda: dup.unread_by(groups), timeout=120, what="every copy handled")
         # One audit row per tool call, one provider run per turn, one accepted submission
         # per step; and every write the scripts make happened.
         assert_one_action_per_call(stack, set(runs))
