@@ -52,15 +52,18 @@ _COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-def _mount(only: str | None = None) -> None:
+def _mount(only: str | None = None, only_sub: str | None = None) -> None:
     for name, module, help_text in _GROUPS:
         if only in (None, name):
             app.add_typer(importlib.import_module(module).app, name=name, help=help_text)
     for group in dict.fromkeys(g for g, *_ in _SUBCOMMANDS):
         if only in (None, group):
             sub = typer.Typer(no_args_is_help=True)
+            # `executor tools` imports the tool executor alone: the provider executor's
+            # module brings the openai SDK, 1.3 s of a restart after a kill -9.
+            names = {n for g, n, *_ in _SUBCOMMANDS if g == group}
             for g, name, module, function in _SUBCOMMANDS:
-                if g == group:
+                if g == group and (only_sub not in names or only_sub == name):
                     sub.command(name)(getattr(importlib.import_module(module), function))
             app.add_typer(sub, name=group, help=_SUBGROUP_HELP[group])
     for name, module, function in _COMMANDS:
@@ -71,7 +74,8 @@ def _mount(only: str | None = None) -> None:
 def main() -> None:
     known = {name for name, *_ in (*_GROUPS, *_SUBCOMMANDS, *_COMMANDS)}
     command = sys.argv[1] if len(sys.argv) > 1 else None
-    _mount(command if command in known else None)
+    subcommand = sys.argv[2] if len(sys.argv) > 2 else None
+    _mount(command if command in known else None, subcommand)
     app()
 
 
