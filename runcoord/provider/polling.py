@@ -102,16 +102,23 @@ async def watch(
     A retriable error (the provider briefly unreachable) is polled through until the deadline,
     since a watch only reads; if no poll succeeded by then, the last error is raised. With a
     ``pace``, a watch of a working run sends its first poll when the pace says, and tells it
-    when the change came.
+    when the change came. A watch of a waiting step first polls after the backoff's first
+    delay: the coordinator has just seen that state.
     """
     began = clock()
     deadline = began + timeout_ms / 1000
-    if since_status not in WORKING_STATUSES:
-        pace = None  # only a working run's change is worth waiting for before the first poll
-    if pace is not None:
-        await sleep(min(pace.first_poll_ms() / 1000, timeout_ms / 1000))
-    quiet_at = began  # when the run was last seen unchanged (or the watch began)
     backoff = Backoff(policy)
+    if since_status not in WORKING_STATUSES:
+        # A waiting step was just seen as it is, by the coordinator: the news (our submission
+        # taken, the run expired or cancelled) only comes later, so not a poll at once. Only
+        # a working run's change is worth pacing polls for.
+        pace = None
+        first_ms = float(backoff.next_ms())
+    else:
+        first_ms = pace.first_poll_ms() if pace is not None else 0.0
+    if first_ms > 0:
+        await sleep(min(first_ms / 1000, timeout_ms / 1000))
+    quiet_at = began  # when the run was last seen unchanged (or the watch began)
     last: ProviderRun | None = None
     error: Retriable | None = None
     while True:

@@ -328,4 +328,21 @@ async def test_a_watch_of_a_waiting_step_is_not_paced() -> None:
     pace.record(800)
     time = FakeTime()
     await paced_watch(Script(run("completed")), time, pace, "requires_action", "s1")
-    assert time.slept == [] and len(pace._waits) == 1
+    # Not at once either: the coordinator has just seen the step waiting.
+    assert time.slept == [0.1] and len(pace._waits) == 1
+
+
+async def test_a_watch_of_a_waiting_step_then_backs_off_as_usual() -> None:
+    time = FakeTime()
+    retrieve = Script(run("requires_action", "s1"), run("requires_action", "s1"), run("completed"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="requires_action",
+        since_step="s1",
+        timeout_ms=10_000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert (seen.status, moved) == ("completed", True)
+    assert time.slept == [0.1, 0.2, 0.4] and retrieve.calls == 3
