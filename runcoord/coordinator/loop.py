@@ -162,13 +162,22 @@ class Coordinator:
         reader = StateReader(c.bootstrap, c.topics.state, f"{c.group_id}-rebuild", self.codec)
         self._calls = calls = BoundedCalls(f"{c.instance_id}-txn", c.call_deadline_s)
         try:
-            self._call("init_transactions", lambda: producer.init_transactions(c.call_timeout_s))
             self._partitions = self._partition_count(consumer)
+            # Join the group while init_transactions waits for the broker to abort the open
+            # transaction of our previous incarnation (a restart after kill -9): librdkafka
+            # joins in its own thread, and assignments are served only by our poll, after.
             consumer.subscribe(
                 [c.topics.inbox],
                 on_assign=lambda cons, parts: self._on_assign(cons, reader, parts),
                 on_revoke=lambda _c, parts: self._drop(parts),
                 on_lost=lambda _c, parts: self._drop(parts),
+            )
+            began = time.monotonic()
+            self._call("init_transactions", lambda: producer.init_transactions(c.call_timeout_s))
+            log.info(
+                "coordinator %s: transactions ready in %.2f s",
+                c.instance_id,
+                time.monotonic() - began,
             )
             while not stop.is_set():
                 self._batch(consumer, producer)
@@ -201,13 +210,21 @@ class Coordinator:
         # Ask for the committed offsets first: with read_committed they are fetched with
         # require_stable, which waits until the previous owner's transaction is resolved.
         # Only then does runs.state hold everything those offsets stand for.
+        began = time.monotonic()
         consumer.committed(partitions, timeout=60)
+        settled = time.monotonic()
         states = reader.read([tp.partition for tp in partitions])
         for tp in partitions:
             runs = PartitionRuns(tp.partition)
             runs.load(states[tp.partition].values(), self.policy)
             self.owned[tp.partition] = runs
             log.info("assigned %s[%d]: %d runs rebuilt", tp.topic, tp.partition, len(runs))
+        log.info(
+            "assigned %d partitions: offsets settled in %.2f s, state read in %.2f s",
+            len(partitions),
+            settled - began,
+            time.monotonic() - settled,
+        )
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
