@@ -15,10 +15,18 @@ from collections.abc import Mapping, Sequence
 import openai
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
+from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
 from runcoord.domain.model import Output
+from runcoord.hedging import hedged
 from runcoord.provider import assistants_mapping as mapping
-from runcoord.provider.errors import Attempt, ProviderUnavailable, translate
+from runcoord.provider.errors import (
+    Attempt,
+    OutcomeUnknown,
+    ProviderRejected,
+    ProviderUnavailable,
+    translate,
+)
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
@@ -203,27 +211,37 @@ class AssistantsProvider:
         outputs: Sequence[Output],
         effect_key: str,
     ) -> SubmitOutcome:
+        """Hedged, unlike every other write: a run takes one set of outputs per step (it
+        leaves ``requires_action`` as it takes them, and answers 400 to any later set), so
+        a second request beside a slow one can never be applied twice. It answers the step
+        if the first is held before the provider handles it (a latency spike), and is
+        answered 400 otherwise, which reconciles to ``already_submitted``."""
         attempt = Attempt(
             "submit_outputs", thread_id, True, provider_run_id, step_id, effect_key=effect_key
         )
-        try:
-            await self._write.beta.threads.runs.submit_tool_outputs(
-                provider_run_id,
-                thread_id=thread_id,
-                tool_outputs=[
-                    {"tool_call_id": o.tool_call_id, "output": o.output} for o in outputs
-                ],
-                extra_headers={IDEMPOTENCY_HEADER: effect_key},
-            )
-        except openai.BadRequestError as exc:
-            # OpenAI answers 400 alike to a step already answered, a run that moved on, and
-            # outputs that do not match the step; the run and its steps tell which.
-            return await rejected_submission(
-                self, exc.message, thread_id, provider_run_id, step_id, outputs
-            )
-        except openai.APIError as exc:
-            raise translate(exc, attempt) from exc
-        return SubmitOutcome("submitted")
+        tool_outputs: list[ToolOutput] = [
+            {"tool_call_id": o.tool_call_id, "output": o.output} for o in outputs
+        ]
+
+        async def post() -> SubmitOutcome:
+            try:
+                await self._write.beta.threads.runs.submit_tool_outputs(
+                    provider_run_id,
+                    thread_id=thread_id,
+                    tool_outputs=tool_outputs,
+                    extra_headers={IDEMPOTENCY_HEADER: effect_key},
+                )
+            except openai.BadRequestError as exc:
+                # OpenAI answers 400 alike to a step already answered, a run that moved on,
+                # and outputs that do not match the step; the run and its steps tell which.
+                return await rejected_submission(
+                    self, exc.message, thread_id, provider_run_id, step_id, outputs
+                )
+            except openai.APIError as exc:
+                raise translate(exc, attempt) from exc
+            return SubmitOutcome("submitted")
+
+        return await hedged(post, self._backoff.hedge_ms, gravity=_gravity)
 
     async def reconcile_submission(
         self,
@@ -271,3 +289,11 @@ class AssistantsProvider:
         except openai.APIError as exc:
             attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=provider_run_id)
             raise translate(exc, attempt) from exc
+
+
+def _gravity(error: BaseException) -> int:
+    """How much a failed submission says, when no request of a hedged one succeeded: maybe
+    applied (unknown: reconcile), then refused, then surely not applied (unavailable);
+    anything else (a bug) is raised before them all."""
+    order = (OutcomeUnknown, ProviderRejected, ProviderUnavailable)
+    return next((i for i, kind in enumerate(order) if isinstance(error, kind)), -1)

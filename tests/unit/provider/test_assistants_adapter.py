@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 
 import pytest
 from openai import AsyncOpenAI
@@ -162,3 +164,30 @@ async def test_an_unreachable_provider_is_retriable_and_nothing_was_sent() -> No
                 await provider.create_run(
                     run_id="r", thread_id="thread_x", assistant_id="a", input="i", effect_key="e"
                 )
+
+
+async def test_a_submission_held_by_a_latency_spike_is_answered_by_one_beside_it(
+    world: World,
+) -> None:
+    """A run takes one set of outputs per step, so the adapter sends the submission again
+    beside a slow one (after the policy's hedge_ms, 500 ms). The first request is held for
+    3 s before the provider handles it; the second answers the step, and the first, once
+    let go, is refused (the run no longer waits on that step)."""
+    waiting = await world.waiting()
+    assert waiting.step_id is not None
+    world.sim.faults(
+        {"endpoints": {"submit": {"spike_rate": 1.0, "spike_ms": 3000, "max_faults": 1}}}
+    )
+    began = time.monotonic()
+    outcome = await world.submit(waiting)
+    answered_s = time.monotonic() - began
+    assert outcome.outcome == "submitted"
+    assert answered_s < 2.5, f"answered after {answered_s:.1f} s: the held request's answer"
+    counts = world.sim.records()["counts"]
+    assert counts["accepted_by_step"] == {waiting.step_id: 1}
+    # The held request, let go, meets a step already answered: refused, never applied.
+    deadline = time.monotonic() + 10
+    while len(submissions := world.sim.records()["submissions"]) < 2:
+        assert time.monotonic() < deadline, "the held submission was never handled"
+        await asyncio.sleep(0.05)
+    assert [s["accepted"] for s in submissions] == [True, False]
