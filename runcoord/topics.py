@@ -1,9 +1,10 @@
 """The topics declared in topics.yaml: load them, create the missing ones, report drift.
 
 ``load_specs`` and ``drift`` are pure (unit-tested without a broker); ``apply`` and
-``verify`` talk to Kafka. ``apply`` creates topics and never alters one that exists: a
-partition count in particular is never changed, since that would move runs to other
-partitions (co-partitioning by run_id is a correctness property, not a tuning).
+``verify`` talk to Kafka. ``apply`` creates the missing topics and sets the declared
+configs an existing one lacks, but never changes a partition count, since that would move
+runs to other partitions (co-partitioning by run_id is a correctness property, not a
+tuning), nor a replication factor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from confluent_kafka import KafkaError, KafkaException
 # The documented import path; confluent_kafka.admin re-exports these without __all__.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
     ResourceType,
@@ -218,14 +221,10 @@ def drift(
                     "reassign its partitions",
                 )
             )
-        for key, want in spec.kafka_configs(min_isr).items():
-            have = topic.configs.get(key)
-            if key == "cleanup.policy" and have is not None:
-                have = _normalize_policy(have)
-            if have != want:
-                findings.append(
-                    Finding(Level.ERROR, name, f"config {key} is {have}, topics.yaml says {want}")
-                )
+        for key, (have, want) in stale_configs(spec, topic, min_isr).items():
+            findings.append(
+                Finding(Level.ERROR, name, f"config {key} is {have}, topics.yaml says {want}")
+            )
     keyed = {
         spec.prefixed(prefix): observed[spec.prefixed(prefix)].partitions
         for spec in specs
@@ -240,6 +239,20 @@ def drift(
             )
         )
     return findings
+
+
+def stale_configs(
+    spec: TopicSpec, topic: ObservedTopic, min_isr: int
+) -> dict[str, tuple[str | None, str]]:
+    """The declared configs the topic does not have: key -> (what it has, what is declared)."""
+    stale: dict[str, tuple[str | None, str]] = {}
+    for key, want in spec.kafka_configs(min_isr).items():
+        have = topic.configs.get(key)
+        if key == "cleanup.policy" and have is not None:
+            have = _normalize_policy(have)
+        if have != want:
+            stale[key] = (have, want)
+    return stale
 
 
 def has_errors(findings: list[Finding]) -> bool:
@@ -322,7 +335,54 @@ def apply(bootstrap: str, specs: list[TopicSpec], prefix: str = "") -> list[Find
             else:
                 created.append(Finding(Level.INFO, name, "created"))
         _wait_visible(admin, [t.topic for t in new_topics])
-    return created + verify(bootstrap, specs, prefix)
+    return (
+        created
+        + _align_configs(admin, specs, existing, brokers, prefix)
+        + verify(bootstrap, specs, prefix)
+    )
+
+
+def _align_configs(
+    admin: AdminClient,
+    specs: list[TopicSpec],
+    existing: Mapping[str, ObservedTopic],
+    brokers: int,
+    prefix: str,
+) -> list[Finding]:
+    """Set the declared configs an existing topic lacks (an upgrade that declares a new one,
+    say). Only the declared keys change, one by one (incremental): a config changes no
+    partition, unlike a partition count, which apply never touches."""
+    changes: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for spec in specs:
+        topic = existing.get(spec.prefixed(prefix))
+        if topic is not None:
+            stale = stale_configs(spec, topic, effective_replication(spec, brokers)[1])
+            if stale:
+                changes[topic.name] = stale
+    if not changes:
+        return []
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(key, want, incremental_operation=AlterConfigOpType.SET)
+                for key, (_, want) in stale.items()
+            ],
+        )
+        for name, stale in changes.items()
+    ]
+    findings: list[Finding] = []
+    for resource, future in admin.incremental_alter_configs(resources).items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            # verify, run next, reports the config as still different.
+            findings.append(Finding(Level.WARNING, resource.name, f"configs not set: {exc}"))
+            continue
+        for key, (have, want) in changes[resource.name].items():
+            findings.append(Finding(Level.INFO, resource.name, f"config {key}: {have} -> {want}"))
+    return findings
 
 
 def _wait_visible(admin: AdminClient, names: list[str]) -> None:

@@ -39,10 +39,16 @@ class StateReader:
     def read(
         self, partitions: Sequence[int], timeout_s: float = 60.0
     ) -> dict[int, dict[str, RunState]]:
-        """The runs of each partition, all read together, each to its end."""
-        runs: dict[int, dict[str, RunState]] = {p: {} for p in partitions}
+        """The runs of each partition, all read together, each to its end.
+
+        Only each run's newest snapshot is decoded, once the partition is read: compaction
+        keeps just that one, but only in closed segments, so the log read still holds
+        every snapshot written since the last clean (each decision writes one). Decoding
+        them all made a restart's rebuild grow with the traffic since then, not with the
+        runs alive."""
         if not partitions:
-            return runs
+            return {}
+        newest: dict[int, dict[str, tuple[bytes, int]]] = {p: {} for p in partitions}
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
         remaining = set(partitions)
         deadline = time.monotonic() + timeout_s
@@ -51,41 +57,40 @@ class StateReader:
                 if time.monotonic() > deadline:
                     late = ", ".join(str(p) for p in sorted(remaining))
                     raise KafkaRetriable(f"{self.topic}[{late}] not read to its end in time")
-                msg = self._consumer.poll(0.5)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.discard(msg.partition() or 0)
-                        continue
-                    raise_for_error(err)
-                partition = msg.partition() or 0
-                if partition in remaining:  # past its end nothing is read
-                    self._apply(runs[partition], msg.key(), msg.value(), msg.offset() or 0)
-            return runs
+                for msg in self._consumer.consume(1000, 0.5):
+                    partition = msg.partition() or 0
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            remaining.discard(partition)
+                            continue
+                        raise_for_error(err)
+                    key = msg.key()
+                    if partition not in remaining or key is None:
+                        continue  # past its end nothing is read
+                    value = msg.value()
+                    if value is None:  # a tombstone: the run ended
+                        newest[partition].pop(key.decode(), None)
+                    else:
+                        newest[partition][key.decode()] = (value, msg.offset() or 0)
         finally:
             self._consumer.unassign()
+        return {p: self._decode(snapshots) for p, snapshots in newest.items()}
 
-    def _apply(
-        self, runs: dict[str, RunState], key: bytes | None, value: bytes | None, offset: int
-    ) -> None:
-        if key is None:
-            return
-        run_id = key.decode()
-        if value is None:  # a tombstone
-            runs.pop(run_id, None)
-            return
-        try:
-            name, datum = self.codec.decode(value)
-            state = from_record(name, datum)
-        except SerializationError as exc:
-            # A snapshot we cannot read would silently lose the run: refuse to go on.
-            raise SerializationError(
-                f"{self.topic} offset {offset}: snapshot of run {run_id} unreadable: {exc}"
-            ) from exc
-        if isinstance(state, RunState):
-            runs[run_id] = state
+    def _decode(self, snapshots: dict[str, tuple[bytes, int]]) -> dict[str, RunState]:
+        runs: dict[str, RunState] = {}
+        for run_id, (value, offset) in snapshots.items():
+            try:
+                name, datum = self.codec.decode(value)
+                state = from_record(name, datum)
+            except SerializationError as exc:
+                # A snapshot we cannot read would silently lose the run: refuse to go on.
+                raise SerializationError(
+                    f"{self.topic} offset {offset}: snapshot of run {run_id} unreadable: {exc}"
+                ) from exc
+            if isinstance(state, RunState):
+                runs[run_id] = state
+        return runs
 
     def close(self) -> None:
         self._consumer.close()

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from runcoord.kafka import TopicNames
-from runcoord.topics import Level, TopicSpec, apply, delete, has_errors, verify
+from runcoord.topics import Level, TopicSpec, apply, delete, describe, has_errors, verify
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +49,24 @@ def test_apply_never_changes_a_partition_count_and_verify_says_so(
     assert any("co-partitioned" in f.message for f in errors)
     assert len(kafka_admin.list_topics(wrong, timeout=10).topics[wrong].partitions) == 2
     assert has_errors(verify(bootstrap, topic_specs, prefix))
+
+
+def test_apply_sets_the_declared_configs_an_existing_topic_lacks(
+    bootstrap: str, kafka_admin: AdminClient, topic_specs: list[TopicSpec], prefix: str
+) -> None:
+    """An upgrade that declares a new config (runs.state's segment.ms, say) is applied to
+    the topics already there, and only the declared keys change."""
+    state = f"{prefix}runs.state"
+    old = {"cleanup.policy": "compact", "retention.ms": "-1", "max.message.bytes": "2000000"}
+    kafka_admin.create_topics(
+        [NewTopic(state, num_partitions=6, replication_factor=1, config=old)]
+    )[state].result(timeout=30)
+
+    findings = apply(bootstrap, topic_specs, prefix)
+
+    altered = {f.message.split(":")[0] for f in findings if f.topic == state}
+    assert {"config segment.ms", "config min.cleanable.dirty.ratio"} <= altered
+    assert not has_errors(verify(bootstrap, topic_specs, prefix))
+    configs = describe(kafka_admin, [state])[state].configs
+    assert configs["segment.ms"] == "600000"
+    assert configs["max.message.bytes"] == "2000000"  # not declared: left as it was
