@@ -6,13 +6,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from runcoord.codec import AvroCodec
 from runcoord.codec.wire import from_record
 from runcoord.domain import RunState
 from runcoord.errors import KafkaRetriable, SerializationError
-from runcoord.kafka import consumer_config, raise_for_error
+from runcoord.kafka import consumer_config, raise_for_error, take_batch, translate
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ class StateReader:
         if not partitions:
             return {}
         newest: dict[int, dict[str, tuple[bytes, int]]] = {p: {} for p in partitions}
+        # The topic's metadata first: assigned without it, the first fetch waited 0.5 s
+        # for librdkafka to look the leaders up (measured: the end of an empty partition
+        # came after 514 ms, and after 23 ms with this).
+        try:
+            self._consumer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise translate(exc) from exc
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
         remaining = set(partitions)
         deadline = time.monotonic() + timeout_s
@@ -57,7 +64,7 @@ class StateReader:
                 if time.monotonic() > deadline:
                     late = ", ".join(str(p) for p in sorted(remaining))
                     raise KafkaRetriable(f"{self.topic}[{late}] not read to its end in time")
-                for msg in self._consumer.consume(1000, 0.5):
+                for msg in take_batch(self._consumer, 1000, 0.5):
                     partition = msg.partition() or 0
                     err = msg.error()
                     if err is not None:
