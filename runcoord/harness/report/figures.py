@@ -93,6 +93,11 @@ def system_figures(
     subs = data.sim_records.get("submissions", [])
     ours = {v.provider_run_id for v in views}
     our_subs = [s for s in subs if s["run_id"] in ours]
+    # Per step, not per request: a hedged submission's second request is refused once the
+    # first landed (runcoord/provider/assistants.py), and that is no failure. Requests per
+    # step are attempts_per_step.
+    submitted = {(s["run_id"], s.get("step_id")) for s in our_subs}
+    landed = {(s["run_id"], s.get("step_id")) for s in our_subs if s["accepted"]}
     model_steps = [v.tool_steps_reached + (1 if v.completed else 0) for v in views]
     writes = write_figures(runs, data.audit, trace, write_tools, window)
     missing = attribute_missing(
@@ -135,9 +140,7 @@ def system_figures(
         "unresolved_steps": len(unanswered) - len(stalls),
         "median_steps_per_turn": statistics.median(model_steps) if model_steps else None,
         "submission_attempts": len(our_subs),
-        "submission_success": _round(
-            sum(1 for s in our_subs if s["accepted"]) / len(our_subs) if our_subs else None, 4
-        ),
+        "submission_success": _round(len(landed) / len(submitted) if submitted else None, 4),
         "attempts_per_step": _round(sum(attempts) / len(attempts) if attempts else None, 3),
         "step_wait_p50_ms": _round(_ms(percentile(step_waits, 50)), 1),
         "step_wait_p99_ms": _round(_ms(percentile(step_waits, 99)), 1),
