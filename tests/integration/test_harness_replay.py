@@ -122,9 +122,19 @@ def test_missing_writes_are_explained_and_the_evidence_outlives_the_replay(
     by_cause = figures["missing_writes_by_cause"]
     unexplained = [w for w in figures["missing_writes_detail"] if w["cause"] == "unexplained"]
     assert by_cause["unexplained"] == 0, unexplained
-    assert figures["missing_writes"] >= notes, figures["missing_writes_detail"]
+    # Each post_note the gateway refused is a missing write (a write with no key and no
+    # lookup is never sent twice). The windows close 12 s in; on a slow machine a last
+    # post_note can come after that and act, so count the refused ones, not the trace's.
+    drawn = next(
+        json.loads(line)["counts"]
+        for line in (out / "runcoord" / "faults.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "gateway_drawn"
+    )
+    refused = drawn.get("post_note.error_before_act", 0)
+    assert 0 < refused <= notes, drawn
+    assert figures["missing_writes"] >= refused, figures["missing_writes_detail"]
     assert sum(by_cause.values()) == figures["missing_writes"], by_cause
-    assert by_cause.get("unknown_outcome_not_retried", 0) >= notes, by_cause
+    assert by_cause.get("unknown_outcome_not_retried", 0) >= refused, by_cause
     assert figures["missing_writes_evidence"] == "journal+ledger"
     assert figures["evidence_errors"] == {}
 
