@@ -62,8 +62,9 @@ def _mount(only: str | None = None, only_sub: str | None = None) -> None:
             # `executor tools` imports the tool executor alone: the provider executor's
             # module brings the openai SDK, 1.3 s of a restart after a kill -9.
             names = {n for g, n, *_ in _SUBCOMMANDS if g == group}
+            wanted = only_sub if only_sub in names else None  # all of them for --help
             for g, name, module, function in _SUBCOMMANDS:
-                if g == group and (only_sub not in names or only_sub == name):
+                if g == group and wanted in (None, name):
                     sub.command(name)(getattr(importlib.import_module(module), function))
             app.add_typer(sub, name=group, help=_SUBGROUP_HELP[group])
     for name, module, function in _COMMANDS:

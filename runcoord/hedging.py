@@ -31,14 +31,14 @@ async def hedged(
     the others are cancelled (so are all of them when this is). An error counts only when
     every request sent has failed: then the one ``gravity`` ranks first (lowest) is raised,
     or the last one without it."""
+    interval_s = None if after_ms is None else after_ms / 1000
     tasks: list[asyncio.Future[T]] = [asyncio.ensure_future(call())]
     pending, failures = set(tasks), []
     try:
         while pending:
-            hedge = after_ms is not None and len(tasks) < most
             done, pending = await asyncio.wait(
                 pending,
-                timeout=after_ms / 1000 if hedge and after_ms is not None else None,
+                timeout=interval_s if len(tasks) < most else None,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             for task in done:
@@ -54,3 +54,13 @@ async def hedged(
     finally:
         for task in tasks:
             task.cancel()
+
+
+def gravest_first(*kinds: type[BaseException]) -> Callable[[BaseException], int]:
+    """A ``gravity`` for ``hedged``: failures of ``kinds`` ranked in the order given (the
+    first is raised before the others), anything else (a bug) before them all."""
+
+    def gravity(error: BaseException) -> int:
+        return next((i for i, kind in enumerate(kinds) if isinstance(error, kind)), -1)
+
+    return gravity

@@ -18,7 +18,7 @@ from openai.types.beta.threads import Run
 from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
 from runcoord.domain.model import Output
-from runcoord.hedging import hedged
+from runcoord.hedging import gravest_first, hedged
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.errors import (
     Attempt,
@@ -241,7 +241,7 @@ class AssistantsProvider:
                 raise translate(exc, attempt) from exc
             return SubmitOutcome("submitted")
 
-        return await hedged(post, self._backoff.hedge_ms, gravity=_gravity)
+        return await hedged(post, self._backoff.hedge_ms, gravity=_GRAVITY)
 
     async def reconcile_submission(
         self,
@@ -291,9 +291,6 @@ class AssistantsProvider:
             raise translate(exc, attempt) from exc
 
 
-def _gravity(error: BaseException) -> int:
-    """How much a failed submission says, when no request of a hedged one succeeded: maybe
-    applied (unknown: reconcile), then refused, then surely not applied (unavailable);
-    anything else (a bug) is raised before them all."""
-    order = (OutcomeUnknown, ProviderRejected, ProviderUnavailable)
-    return next((i for i, kind in enumerate(order) if isinstance(error, kind)), -1)
+# When no request of a hedged submission succeeded, the one that says most: maybe applied
+# (unknown: reconcile), then refused, then surely not applied (unavailable).
+_GRAVITY = gravest_first(OutcomeUnknown, ProviderRejected, ProviderUnavailable)

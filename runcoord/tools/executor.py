@@ -48,7 +48,7 @@ from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_h
 from runcoord.effects.limits import ConcurrencyLimiter, Permit
 from runcoord.errors import RuncoordError
 from runcoord.faults import fault_point
-from runcoord.hedging import hedged
+from runcoord.hedging import gravest_first, hedged
 from runcoord.registry import MAX_OUTPUT_BYTES, Registry, ToolSpec
 from runcoord.tools.gateway import (
     LookupUnavailable,
@@ -337,7 +337,7 @@ class ToolCalls:
             send,
             self.hedge_after_ms,
             more=lambda: self._now_ms() < deadline_ms,
-            gravity=_gravity,
+            gravity=_GRAVITY,
         )
 
     async def _send_looking(
@@ -469,11 +469,9 @@ class ToolCalls:
         )
 
 
-def _gravity(error: BaseException) -> int:
-    """How much a failed request says: a newer holder (fenced), then maybe acted (unknown),
-    then surely not acted (not sent); anything else (a bug) is raised before them all."""
-    order = (ToolFenced, OutcomeUnknown, NotSent)
-    return next((i for i, kind in enumerate(order) if isinstance(error, kind)), -1)
+# How much a failed request says: a newer holder (fenced), then maybe acted (unknown), then
+# surely not acted (not sent).
+_GRAVITY = gravest_first(ToolFenced, OutcomeUnknown, NotSent)
 
 
 def _found(spec: ToolSpec, action: Mapping[str, Any]) -> _Answer:
