@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import typer
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from runcoord import tracing
 from runcoord.config import Settings
 from runcoord.effects.guard import LedgerGuard
 from runcoord.effects.runtime import Handler
@@ -23,6 +21,7 @@ from runcoord.effects.serve import (
     serve,
 )
 from runcoord.provider.assistants import AssistantsProvider
+from runcoord.provider.client import open_client
 from runcoord.provider.executor import KINDS, ProviderEffects
 from runcoord.provider.port import RunProvider
 from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
@@ -80,20 +79,9 @@ async def providers(
 
         registry = await with_listing(registry)
     tools = registry.function_tools()
-    async with AsyncExitStack() as stack:
-        # With tracing on, every provider request carries the intent span's context.
-        http = (
-            DefaultAsyncHttpxClient(event_hooks=tracing.httpx_event_hooks())
-            if tracing.ENABLED
-            else None
-        )
-        client = await stack.enter_async_context(
-            AsyncOpenAI(
-                base_url=url or settings.provider_url,
-                api_key=api_key or settings.openai_api_key,
-                http_client=http,
-            )
-        )
+    async with open_client(
+        url or settings.provider_url, api_key or settings.openai_api_key
+    ) as client:
         yield {
             "assistants": AssistantsProvider(client),
             "responses": ResponsesProvider(client, tools=tools, observe=observe),  # type: ignore[arg-type]

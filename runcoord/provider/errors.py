@@ -20,18 +20,7 @@ import httpx2
 import openai
 
 from runcoord.errors import Fatal, Retriable
-
-# Transport errors raised before a request is on the wire: it cannot have been applied.
-# The SDK runs on httpx2 by default, or on an httpx client a caller passes in.
-_NOT_SENT: tuple[type[BaseException], ...] = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx2.ConnectError,
-    httpx2.ConnectTimeout,
-    httpx2.PoolTimeout,
-)
-
+from runcoord.transport import not_sent
 
 # Transport errors raised while a streamed body is read, after the SDK handed it over (it
 # wraps only what its own stream class reads).
@@ -114,8 +103,8 @@ def translate(
             # A 5xx may come after the change was applied (a crash mid-handler, a lost answer).
             return _maybe_applied(text, attempt)
         return ProviderRejected(text, status_code=status, code=exc.code, param=exc.param)
-    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, _NOT_SENT):
-        return ProviderUnavailable(text)
+    if isinstance(exc, openai.APIConnectionError) and not_sent(exc):
+        return ProviderUnavailable(text)  # it never left (runcoord/transport.py)
     # Any other transport error or timeout (APITimeoutError is an APIConnectionError), or an
     # answer that did not parse: the request may have reached the provider.
     return _maybe_applied(text, attempt)

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
 from runcoord import tracing
@@ -30,6 +29,7 @@ from runcoord.registry import load_registry
 from runcoord.tools.executor import KINDS, ToolCalls
 from runcoord.tools.http_gateway import HttpToolGateway
 from runcoord.tools.routing_gateway import RoutingGateway
+from runcoord.transport import gateway_client
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def tools(
         for name, server in reg.mcp_servers.items():
             log.info("tools on MCP server %s at %s", name, server.url)
         try:
-            async with httpx.AsyncClient(event_hooks=tracing.httpx_event_hooks()) as http:
+            async with gateway_client(event_hooks=tracing.httpx_event_hooks()) as http:
                 yield ToolCalls(
                     reg,
                     RoutingGateway(HttpToolGateway(gateway_url or settings.gateway_url, http), mcp),

@@ -40,9 +40,7 @@ from runcoord.tools.gateway import (
     needs_lookup,
     timeout_of,
 )
-
-# Raised before the request is on the wire: it cannot have reached the tool.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+from runcoord.transport import not_sent
 
 
 class HttpToolGateway:
@@ -79,10 +77,12 @@ class HttpToolGateway:
                 headers=headers,
                 timeout=timeout_of(spec, timeout_s),
             )
-        except _NOT_SENT as exc:
-            raise NotSent(type(exc).__name__) from exc
-        except httpx.TransportError as exc:  # read timeout, reset, dropped: it may have acted
-            raise OutcomeUnknown(type(exc).__name__) from exc
+        except httpx.TransportError as exc:
+            # Only a request that never left (runcoord/transport.py) is NotSent; a read
+            # timeout, a reset, a dropped connection: it may have acted.
+            if not_sent(exc):
+                raise NotSent(type(exc).__name__) from exc
+            raise OutcomeUnknown(f"{type(exc).__name__}: {_cause(exc)}") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise GatewayError(f"{spec.name} at {self.base_url + spec.endpoint}: {exc!r}") from exc
         status = response.status_code
@@ -130,6 +130,13 @@ class HttpToolGateway:
                 f"{spec.name} lookup: `actions` is not a list of objects: {json.dumps(body)[:300]}"
             )
         return LookupAnswer(tuple(actions))
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost cause's class: what an aiohttp transport's mapped error hides."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return type(exc).__name__
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:

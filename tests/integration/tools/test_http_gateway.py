@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from runcoord.tools.gateway import ToolGateway
 from runcoord.tools.http_gateway import HttpToolGateway
 from runcoord.tools.memory_gateway import AuditRow
+from runcoord.transport import gateway_client
 from tests.integration.tools.sandbox import Sandbox
 from tests.tool_gateway_contract import ToolGatewayContract
 
@@ -94,9 +95,14 @@ class HttpHarness:
 
 
 class TestHttpToolGateway(ToolGatewayContract):
-    @pytest.fixture
-    async def harness(self, sandbox: Sandbox) -> AsyncIterator[HttpHarness]:
-        async with httpx.AsyncClient() as http:
+    # The executor's client (httpx over aiohttp, runcoord/transport.py) and httpx's own: a
+    # dropped answer must read as "may have acted" through either.
+    @pytest.fixture(params=["aiohttp", "httpx"])
+    async def harness(
+        self, sandbox: Sandbox, request: pytest.FixtureRequest
+    ) -> AsyncIterator[HttpHarness]:
+        client = gateway_client() if request.param == "aiohttp" else httpx.AsyncClient()
+        async with client as http:
             h = HttpHarness(sandbox, http)
             yield h
             h.heal()

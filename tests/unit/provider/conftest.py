@@ -14,6 +14,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from runcoord.provider import RUN_ID_KEY, BackoffPolicy
+from runcoord.provider.client import open_client
 from runcoord.sim.provider.config import config_from_dict
 from tests.sim_server import LiveServer
 
@@ -54,5 +55,6 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def client(sim: Sim) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(base_url=sim.base_url + "/v1", api_key="sk-test") as sdk:
+    # The executors' own client (over aiohttp): what a lost answer looks like depends on it.
+    async with open_client(sim.base_url + "/v1", "sk-test") as sdk:
         yield sdk

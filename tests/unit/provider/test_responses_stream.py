@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from runcoord.provider import ProviderRun, ProviderUnavailable, ResponsesProvider
 
@@ -56,7 +56,8 @@ def requests() -> Requests:
 
 @pytest.fixture
 async def stream_client(sim: Sim, requests: Requests) -> AsyncIterator[AsyncOpenAI]:
-    http = DefaultAsyncHttpxClient(event_hooks={"request": [requests]})
+    # The executors' transport (aiohttp, runcoord/provider/client.py), counting requests.
+    http = DefaultAioHttpClient(event_hooks={"request": [requests]})
     async with AsyncOpenAI(
         base_url=sim.base_url + "/v1", api_key="sk-test", http_client=http, max_retries=0
     ) as sdk:

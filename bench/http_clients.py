@@ -1,0 +1,137 @@
+"""(f) CPU per HTTP request of the executors' clients, httpx's own transport against aiohttp.
+
+The executors are mostly requests: polls and writes through the openai SDK (provider and
+submission executors), tool calls through httpx (tool executor). Against a simulated
+provider started for the purpose, each client sends the same requests one after another in
+this process, rounds interleaved so the machine's noise falls on all alike; the figure is
+this process's CPU time per request (the server's excluded):
+
+- ``sdk_httpx``: ``AsyncOpenAI`` on its default transport (httpx2), retrieving a run;
+- ``sdk_aiohttp``: the same through ``runcoord.provider.client.open_client`` (aiohttp), what
+  the executors use;
+- ``gateway_httpx``: ``httpx.AsyncClient`` POSTing JSON;
+- ``gateway_aiohttp``: the same through ``runcoord.transport.gateway_client``.
+
+    .venv/bin/python bench/http_clients.py [--requests 400] [--rounds 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from openai import AsyncOpenAI
+
+from runcoord.provider.client import open_client
+from runcoord.transport import gateway_client
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Assistants API's
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sim(port: int) -> subprocess.Popen[bytes]:
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "runcoord.cli", "sim", "provider", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).status_code == 200:
+                return sim
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sim.kill()
+    raise RuntimeError(f"the simulated provider did not answer on port {port} within 30 s")
+
+
+async def cpu_per_request(send: Callable[[], Awaitable[Any]], n: int) -> float:
+    await send()  # the connection opened, outside the figure
+    began = time.process_time()
+    for _ in range(n):
+        await send()
+    return (time.process_time() - began) / n * 1000
+
+
+async def measure(base: str, requests: int, rounds: int) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name in ("sdk_httpx", "sdk_aiohttp"):
+            sdk = (
+                AsyncOpenAI(base_url=base + "/v1", api_key="sk-bench")
+                if name == "sdk_httpx"
+                else open_client(base + "/v1", "sk-bench")
+            )
+            async with sdk as client:
+                assistant = await client.beta.assistants.create(model="gpt-4o")
+                thread = await client.beta.threads.create()
+                run = await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+
+                async def poll(c: AsyncOpenAI = client, r: str = run.id, t: str = thread.id) -> Any:
+                    return await c.beta.threads.runs.retrieve(r, thread_id=t)
+
+                samples.setdefault(name, []).append(await cpu_per_request(poll, requests))
+        for name in ("gateway_httpx", "gateway_aiohttp"):
+            http = httpx.AsyncClient() if name == "gateway_httpx" else gateway_client()
+            async with http:
+
+                async def post(h: httpx.AsyncClient = http) -> Any:
+                    response = await h.post(base + "/v1/threads", json={"metadata": {}})
+                    return response.json()
+
+                samples.setdefault(name, []).append(await cpu_per_request(post, requests))
+    figures: dict[str, Any] = {"requests": requests, "rounds": rounds}
+    for name, values in samples.items():
+        figures[f"{name}_cpu_ms_per_request"] = statistics.median(values)
+    for kind in ("sdk", "gateway"):
+        figures[f"{kind}_aiohttp_over_httpx"] = (
+            figures[f"{kind}_aiohttp_cpu_ms_per_request"]
+            / figures[f"{kind}_httpx_cpu_ms_per_request"]
+        )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    args = parser.parse_args()
+    port = free_port()
+    sim = start_sim(port)
+    try:
+        figures = asyncio.run(measure(f"http://127.0.0.1:{port}", args.requests, args.rounds))
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    out = sys.stderr if args.json else sys.stdout
+    head = f"{args.requests} requests x {args.rounds} rounds, CPU of this process (median)"
+    print(head, file=out)
+    for kind in ("sdk", "gateway"):
+        h, a = (figures[f"{kind}_{t}_cpu_ms_per_request"] for t in ("httpx", "aiohttp"))
+        print(f"{kind:8s} httpx {h:5.2f} ms  aiohttp {a:5.2f} ms  ratio {a / h:.2f}", file=out)
+    if args.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    main()
