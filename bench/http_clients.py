@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,34 +31,36 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
+from runcoord.harness.replay.procs import free_port, python_argv
 from runcoord.provider.client import open_client
+from runcoord.stack.polling import wait_until
 from runcoord.transport import gateway_client
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the Assistants API's
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_sim(port: int) -> subprocess.Popen[bytes]:
     sim = subprocess.Popen(
-        [sys.executable, "-m", "runcoord.cli", "sim", "provider", "--port", str(port)],
+        python_argv("sim", "provider", "--port", str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def up() -> str | None:
+        if sim.poll() is not None:
+            raise RuntimeError(f"the simulated provider exited with {sim.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).status_code == 200:
-                return sim
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    sim.kill()
-    raise RuntimeError(f"the simulated provider did not answer on port {port} within 30 s")
+            health = httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return None if health.status_code == 200 else f"HTTP {health.status_code}"
+
+    try:
+        wait_until(up, timeout=30, what="the simulated provider")
+    except BaseException:
+        sim.kill()
+        raise
+    return sim
 
 
 async def cpu_per_request(send: Callable[[], Awaitable[Any]], n: int) -> float:
@@ -133,5 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     main()

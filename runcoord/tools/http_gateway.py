@@ -82,7 +82,7 @@ class HttpToolGateway:
             # timeout, a reset, a dropped connection: it may have acted.
             if not_sent(exc):
                 raise NotSent(type(exc).__name__) from exc
-            raise OutcomeUnknown(f"{type(exc).__name__}: {_cause(exc)}") from exc
+            raise OutcomeUnknown(f"{type(exc).__name__}: {exc}") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise GatewayError(f"{spec.name} at {self.base_url + spec.endpoint}: {exc!r}") from exc
         status = response.status_code
@@ -130,13 +130,6 @@ class HttpToolGateway:
                 f"{spec.name} lookup: `actions` is not a list of objects: {json.dumps(body)[:300]}"
             )
         return LookupAnswer(tuple(actions))
-
-
-def _cause(exc: BaseException) -> str:
-    """The innermost cause's class: what an aiohttp transport's mapped error hides."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return type(exc).__name__
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:

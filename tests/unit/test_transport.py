@@ -8,12 +8,12 @@ that truly never left.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
+from runcoord.harness.replay.procs import free_port
 from runcoord.provider.client import open_client
 from runcoord.provider.errors import Attempt, OutcomeUnknown, ProviderUnavailable, translate
 from runcoord.transport import gateway_client, not_sent
@@ -55,10 +55,7 @@ async def hangs_up() -> AsyncIterator[str]:
 @pytest.fixture
 def nobody() -> str:
     """The base URL of a port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 async def test_a_tool_request_taken_and_hung_up_on_may_have_acted(hangs_up: str) -> None:
