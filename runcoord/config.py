@@ -60,9 +60,11 @@ class Settings(BaseSettings):
     # Which run protocol each assistant's turns use (runcoord/providers.py): HOME/providers.yaml,
     # else the packaged default (every assistant auto).
     providers_file: Path = Path()
-    # How the provider executor watches a Responses run: stream (its event stream, resumed
-    # after a drop: the provider tells us the moment it changes) or poll (retrieve with
-    # backoff, never faster than the provider's poll-after hint). Assistants runs are polled.
+    # How runs are observed. stream: the provider executor watches a Responses run by its
+    # event stream (resumed after a drop: the provider tells us the moment it changes), and
+    # an Assistants create or submission is sent with stream=true and follows the run until
+    # the model stops working, reporting that state with its outcome. poll: retrieve with
+    # backoff, never faster than the provider's poll-after hint.
     observe: Literal["poll", "stream"] = "stream"
     # Where --metrics-port listens: loopback by default; 0.0.0.0 in a container (compose.yaml).
     metrics_host: str = "127.0.0.1"

@@ -478,7 +478,8 @@ class _Decider:
         else:
             if self.run.cancel_reason is not None:
                 self.cancel_intent(obs.provider_run_id, self.run.cancel_reason)
-            self.watch()
+            if obs.seen is None or not self.sighted(obs.seen):
+                self.watch()
 
     def observed(self, obs: inp.RunObserved) -> None:
         r = self.run
@@ -521,6 +522,38 @@ class _Decider:
             expires_at_ms=obs.expires_at_ms,
         )
         self.watch()
+
+    def sighted(self, seen: inp.Sighting) -> bool:
+        """Take a state a write saw on its own answer (RunCreated.seen, SubmissionResult.seen)
+        as the current watch's observation, and say whether it was taken. The watch would
+        have reported it, later; the watch then in flight reports a change the sighting
+        already made, and is stale. Only news is taken: a working state, a step the run
+        already has open or closed, or a run already finished is what a late delivery shows,
+        and changes nothing."""
+        r = self.run
+        if r.terminal or r.provider_run_id is None or seen.status in ("queued", "in_progress"):
+            return False
+        if seen.status == "requires_action":
+            open_step = r.open_step
+            if seen.step_id is None or seen.step_id in r.closed_steps:
+                return False
+            if open_step is not None and open_step.step_id == seen.step_id:
+                return False
+        elif seen.status == r.provider_status:
+            return False
+        self.observed(
+            inp.RunObserved(
+                r.run_id,
+                r.watch,
+                seen.status,
+                seen.step_id,
+                seen.tool_calls,
+                seen.expires_at_ms,
+                seen.detail,
+                changed=True,
+            )
+        )
+        return True
 
     def renew(self, reason: str) -> None:
         self.emit(ev.WatchRenewed, self.run.run_id, reason=reason)
@@ -614,6 +647,8 @@ class _Decider:
             if res.new_provider_run_id and not self.run.terminal:
                 # The turn continues in the follow-up response: watch that one now.
                 self.renew("following the follow-up response")
+            elif res.seen is not None:
+                self.sighted(res.seen)
             if (
                 res.outcome == "rejected"
                 and not self.run.terminal

@@ -37,6 +37,19 @@ class CancelRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Sighting:
+    """A state of the provider run that a write saw on its own answer (a streamed create or
+    submission follows the run until the model stops working): what the next watch would
+    report, sooner."""
+
+    status: str
+    step_id: str | None
+    tool_calls: tuple[ToolCall, ...]
+    expires_at_ms: int | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RunCreated:
     """The create-run effect's outcome: the provider's run exists (created or reconciled)."""
 
@@ -48,6 +61,8 @@ class RunCreated:
     reconciled: bool
     # The provider thread (or conversation) the run lives in, when runcoord chose it.
     provider_thread_id: str | None = None
+    # Where the run was when the create stopped following it (past the working phase).
+    seen: Sighting | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,8 @@ class SubmissionResult:
     detail: str | None
     # Responses: the follow-up response that carried the outputs is the turn's new run.
     new_provider_run_id: str | None = None
+    # Where the run went after taking the outputs, when the submission followed it.
+    seen: Sighting | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,18 @@ from runcoord.provider.errors import (
 )
 from runcoord.provider.polling import BackoffPolicy
 from runcoord.provider.port import (
+    OBSERVE_MODES,
     RUN_ID_KEY,
     STATUSES,
     STEP_KEY,
     TERMINAL_STATUSES,
+    Observe,
     ProviderRun,
     RunProvider,
     SubmitOutcome,
     SubmitStatus,
 )
-from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
+from runcoord.provider.responses import ResponsesProvider
 
 __all__ = [
     "OBSERVE_MODES",

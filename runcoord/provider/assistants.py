@@ -10,7 +10,13 @@ the run and its steps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI
@@ -21,6 +27,7 @@ from runcoord.domain.model import Output
 from runcoord.hedging import gravest_first, hedged
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.errors import (
+    STREAM_BROKEN,
     Attempt,
     OutcomeUnknown,
     ProviderRejected,
@@ -30,14 +37,23 @@ from runcoord.provider.errors import (
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
+    OBSERVE_MODES,
     TERMINAL_STATUSES,
+    WORKING_STATUSES,
+    Observe,
     ProviderRun,
     SubmitOutcome,
     rejected_submission,
     run_metadata,
 )
+from runcoord.provider.sse import ServerSentEvent, read_events
+
+log = logging.getLogger(__name__)
 
 _STEP_CACHE_SIZE = 4096
+# How long a streamed create or submission follows the run for its next state: past it,
+# the run is left to the coordinator's watch (a model step slower than this is polled).
+FOLLOW_MS = 5_000
 
 
 class AssistantsProvider:
@@ -51,7 +67,17 @@ class AssistantsProvider:
         *,
         backoff: BackoffPolicy | None = None,
         page_size: int = 100,
+        observe: Observe = "poll",
+        follow_ms: int = FOLLOW_MS,
     ) -> None:
+        """``observe="stream"``: create runs and submit outputs with ``stream: true`` and
+        follow the run's events for up to ``follow_ms`` until the model stops working; the
+        write then returns that state (README.md, "Following a write"). Watches poll in
+        both modes: the Assistants API streams no run but from a write."""
+        if observe not in OBSERVE_MODES:
+            raise ValueError(f"observe must be one of {OBSERVE_MODES}, not {observe!r}")
+        self.observe = observe
+        self._follow_s = follow_ms / 1000
         self._read = client
         # Writes are sent once: the SDK's own retry of a lost write would be a blind resend.
         # Whether to send again is decided after reconciling, by the executor.
@@ -98,15 +124,17 @@ class AssistantsProvider:
             if found is not None:
                 return await self._observed(found, None), True
         attempt = Attempt("create_run", thread_id, write=True, effect_key=effect_key)
+        request: dict[str, Any] = {
+            "assistant_id": assistant_id,
+            # The input goes in with the run, atomically: no message without its run.
+            "additional_messages": [{"role": "user", "content": input}],
+            "metadata": run_metadata(metadata, run_id),
+            "extra_headers": {IDEMPOTENCY_HEADER: effect_key},
+        }
         try:
-            run = await self._write.beta.threads.runs.create(
-                thread_id,
-                assistant_id=assistant_id,
-                # The input goes in with the run, atomically: no message without its run.
-                additional_messages=[{"role": "user", "content": input}],
-                metadata=run_metadata(metadata, run_id),
-                extra_headers={IDEMPOTENCY_HEADER: effect_key},
-            )
+            if self.observe == "stream":
+                return await self._create_streamed(thread_id, request, attempt), False
+            run = await self._write.beta.threads.runs.create(thread_id, **request)
         except openai.BadRequestError as exc:
             # Another attempt may have created our run between the listing and this call
             # (a paused executor waking up); the thread then has an active run: ours.
@@ -124,6 +152,56 @@ class AssistantsProvider:
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
         return mapping.to_provider_run(run, step_id=None, poll_after=None), False
+
+    async def _create_streamed(
+        self, thread_id: str, request: dict[str, Any], attempt: Attempt
+    ) -> ProviderRun:
+        """The create with ``stream: true``: the run from its first event, then followed."""
+        async with self._write.beta.threads.runs.with_streaming_response.create(
+            thread_id, stream=True, **request
+        ) as raw:
+            events = read_events(raw.iter_lines())
+            first = await _first_event(events, attempt)
+            try:
+                created = Run.model_validate_json(first.data)
+            except ValueError as exc:  # pydantic's ValidationError is one
+                raise _unknown(attempt, f"its first event is not a run: {exc}") from exc
+            run = mapping.to_provider_run(created, step_id=None, poll_after=None)
+            return await self._follow(events) or run
+
+    async def _follow(self, events: AsyncIterator[ServerSentEvent]) -> ProviderRun | None:
+        """A write's event stream, read until the run stops working (its first state past
+        the working phase) or ``follow_ms`` passes (None). Never raises: the write was
+        answered already, and a stream that breaks only leaves the run to the next watch.
+        The tool_calls steps it shows go into the step cache, so the waiting step needs no
+        steps list."""
+        try:
+            async with asyncio.timeout(self._follow_s):
+                async for event in events:
+                    name = event.event or ""
+                    if name.startswith("thread.run.step."):
+                        self._note_step(json.loads(event.data))
+                    elif name.startswith("thread.run."):
+                        data = json.loads(event.data)
+                        if data.get("status") not in WORKING_STATUSES:
+                            return await self._observed(Run.model_validate(data), None)
+                    elif name == "done":
+                        break
+        except TimeoutError:
+            pass
+        except Exception as exc:  # a broken or odd stream costs the sighting, nothing else
+            log.info("stopped following a run's event stream: %s: %s", type(exc).__name__, exc)
+        return None
+
+    def _note_step(self, step: dict[str, Any]) -> None:
+        calls = mapping.streamed_step_calls(step)
+        if calls:
+            self._remember((str(step["run_id"]), calls), str(step["id"]))
+
+    def _remember(self, key: tuple[str, frozenset[str]], step_id: str) -> None:
+        if len(self._steps) >= _STEP_CACHE_SIZE:
+            del self._steps[next(iter(self._steps))]
+        self._steps[key] = step_id
 
     async def _find(self, thread_id: str, run_id: str) -> tuple[Run | None, Run | None]:
         """(our run, the thread's newest run): ours by the run id in its metadata, looked
@@ -189,9 +267,7 @@ class AssistantsProvider:
                 run.id, thread_id=run.thread_id, order="desc", limit=20
             ):
                 if mapping.is_waiting_step(run, step):
-                    if len(self._steps) >= _STEP_CACHE_SIZE:
-                        del self._steps[next(iter(self._steps))]
-                    self._steps[key] = step.id
+                    self._remember(key, step.id)
                     return step.id
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
@@ -223,25 +299,55 @@ class AssistantsProvider:
             {"tool_call_id": o.tool_call_id, "output": o.output} for o in outputs
         ]
 
-        async def post() -> SubmitOutcome:
+        # A streamed submission's open answers, each closed once the outcome is known (two
+        # can only both be open if the provider took one step's outputs twice).
+        opened: list[AsyncExitStack] = []
+
+        async def post() -> tuple[SubmitOutcome, AsyncIterator[ServerSentEvent] | None]:
+            headers = {IDEMPOTENCY_HEADER: effect_key}
+            runs = self._write.beta.threads.runs
             try:
-                await self._write.beta.threads.runs.submit_tool_outputs(
-                    provider_run_id,
-                    thread_id=thread_id,
-                    tool_outputs=tool_outputs,
-                    extra_headers={IDEMPOTENCY_HEADER: effect_key},
+                if self.observe != "stream":
+                    await runs.submit_tool_outputs(
+                        provider_run_id,
+                        thread_id=thread_id,
+                        tool_outputs=tool_outputs,
+                        extra_headers=headers,
+                    )
+                    return SubmitOutcome("submitted"), None
+                answer = AsyncExitStack()
+                opened.append(answer)
+                # The 200 (the outputs taken) comes before the first event.
+                raw = await answer.enter_async_context(
+                    runs.with_streaming_response.submit_tool_outputs(
+                        provider_run_id,
+                        thread_id=thread_id,
+                        tool_outputs=tool_outputs,
+                        stream=True,
+                        extra_headers=headers,
+                    )
                 )
+                events = read_events(raw.iter_lines())
+                await _first_event(events, attempt)
+                return SubmitOutcome("submitted"), events
             except openai.BadRequestError as exc:
                 # OpenAI answers 400 alike to a step already answered, a run that moved on,
                 # and outputs that do not match the step; the run and its steps tell which.
-                return await rejected_submission(
+                verdict = await rejected_submission(
                     self, exc.message, thread_id, provider_run_id, step_id, outputs
                 )
+                return verdict, None
             except openai.APIError as exc:
                 raise translate(exc, attempt) from exc
-            return SubmitOutcome("submitted")
 
-        return await hedged(post, self._backoff.hedge_ms, gravity=_GRAVITY)
+        try:
+            outcome, events = await hedged(post, self._backoff.hedge_ms, gravity=_GRAVITY)
+            if events is None:
+                return outcome
+            return replace(outcome, seen=await self._follow(events))
+        finally:
+            for answer in opened:
+                await answer.aclose()
 
     async def reconcile_submission(
         self,
@@ -294,3 +400,29 @@ class AssistantsProvider:
 # When no request of a hedged submission succeeded, the one that says most: maybe applied
 # (unknown: reconcile), then refused, then surely not applied (unavailable).
 _GRAVITY = gravest_first(OutcomeUnknown, ProviderRejected, ProviderUnavailable)
+
+
+async def _first_event(events: AsyncIterator[ServerSentEvent], attempt: Attempt) -> ServerSentEvent:
+    """A streamed write's first event. A write is taken as applied on its first event, not
+    on the 200 before it: an answer that breaks or ends first (or opens with an error
+    event) may or may not have been applied, and is reconciled like any lost answer."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration as exc:
+        raise _unknown(attempt, "the stream ended before its first event") from exc
+    except STREAM_BROKEN as exc:
+        raise _unknown(attempt, f"the stream broke: {type(exc).__name__}: {exc}") from exc
+    if first.event == "error":
+        raise _unknown(attempt, f"the stream opened with an error: {first.data}")
+    return first
+
+
+def _unknown(attempt: Attempt, why: str) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"{attempt.operation} on {attempt.thread_id}: answered 200, then {why}",
+        operation=attempt.operation,
+        thread_id=attempt.thread_id,
+        provider_run_id=attempt.provider_run_id,
+        step_id=attempt.step_id,
+        effect_key=attempt.effect_key,
+    )

@@ -8,6 +8,9 @@ step can be followed across systems. It costs one steps list per step, cached by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 
@@ -33,6 +36,15 @@ def step_call_ids(step: RunStep) -> frozenset[str]:
     if details.type != "tool_calls":
         return frozenset()
     return frozenset(call.id for call in details.tool_calls)
+
+
+def streamed_step_calls(step: Mapping[str, Any]) -> frozenset[str]:
+    """The call ids of a run step as a stream event carries it (a plain dict: steps are
+    not worth the SDK's model on every event); empty unless it is a tool_calls step."""
+    details = step.get("step_details") or {}
+    if details.get("type") != "tool_calls":
+        return frozenset()
+    return frozenset(str(call["id"]) for call in details.get("tool_calls") or ())
 
 
 def waiting_call_ids(run: Run) -> frozenset[str]:

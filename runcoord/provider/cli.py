@@ -23,8 +23,8 @@ from runcoord.effects.serve import (
 from runcoord.provider.assistants import AssistantsProvider
 from runcoord.provider.client import open_client
 from runcoord.provider.executor import KINDS, ProviderEffects
-from runcoord.provider.port import RunProvider
-from runcoord.provider.responses import OBSERVE_MODES, Observe, ResponsesProvider
+from runcoord.provider.port import OBSERVE_MODES, Observe, RunProvider
+from runcoord.provider.responses import ResponsesProvider
 from runcoord.registry import load_registry
 
 ProviderUrlOpt = Annotated[
@@ -47,8 +47,9 @@ def provider(
     observe: Annotated[
         str | None,
         typer.Option(
-            help="How a Responses run is watched: stream (its event stream, resumed after a "
-            "drop) or poll (retrieve with backoff). Default: RUNCOORD_OBSERVE, else stream."
+            help="stream: a Responses run is watched by its event stream (resumed after a "
+            "drop), and an Assistants run is created with stream=true and followed until its "
+            "first step; poll: retrieve with backoff. Default: RUNCOORD_OBSERVE, else stream."
         ),
     ] = None,
 ) -> None:
@@ -83,6 +84,6 @@ async def providers(
         url or settings.provider_url, api_key or settings.openai_api_key
     ) as client:
         yield {
-            "assistants": AssistantsProvider(client),
+            "assistants": AssistantsProvider(client, observe=observe),
             "responses": ResponsesProvider(client, tools=tools, observe=observe),  # type: ignore[arg-type]
         }

@@ -25,7 +25,7 @@ from runcoord.provider.errors import (
     ProviderUnavailable,
     Unreconcilable,
 )
-from runcoord.provider.port import CONVERSATION_KEY, RunProvider
+from runcoord.provider.port import CONVERSATION_KEY, RunProvider, sighting
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,12 @@ class ProviderEffects:
             ),
         )
 
+        # Where this attempt's create left the run, when it followed it (never from the
+        # ledger: a stored outcome's state may be long gone by the time it is replayed).
+        seen: inp.Sighting | None = None
+
         async def act(claim: Acquired, sent: Sent) -> Outcome:
+            nonlocal seen
             unknown = claim.previous_sent  # an earlier attempt may have created it
             last: str | None = None
             started = self._clock()
@@ -154,6 +159,7 @@ class ProviderEffects:
                 # The provider has the run; our ledger does not know yet. A crash here is
                 # what reconciliation by run_id exists for.
                 fault_point("provider.after_create")
+                seen = sighting(run)
                 return Outcome(
                     EffectState.SUCCEEDED,
                     {
@@ -177,6 +183,7 @@ class ProviderEffects:
                     r.get("expires_at_ms"),
                     bool(r.get("reconciled")) or settled.replayed,
                     provider_thread_id=str(r.get("provider_thread_id") or thread_id),
+                    seen=None if settled.replayed else seen,
                 )
             ]
         return [

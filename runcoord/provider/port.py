@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from runcoord.domain.inputs import Sighting
 from runcoord.domain.model import Output, ToolCall
 from runcoord.domain.phases import TERMINAL
 
@@ -33,6 +34,12 @@ STATUSES: frozenset[str] = frozenset(
 TERMINAL_STATUSES: frozenset[str] = frozenset(str(phase) for phase in TERMINAL)
 # The model is working: nothing for the coordinator to decide (see polling.changed).
 WORKING_STATUSES: frozenset[str] = frozenset({"queued", "in_progress"})
+
+# How an adapter learns of a run's changes: polling, or the provider's event streams (the
+# Responses adapter watches by a response's stream; the Assistants adapter follows the stream
+# a streamed create or submission answers with).
+Observe = Literal["poll", "stream"]
+OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
 
 # The metadata keys the adapters put on what they create. Never change them: reconciliation
 # of a run created by an earlier version looks for exactly these keys.
@@ -86,6 +93,17 @@ class SubmitOutcome:
     # current provider_run_id. None when the run keeps its id (Assistants) or when the id
     # cannot be recovered (see responses.py, reconcile_submission).
     new_provider_run_id: str | None = None
+    # Where the run went after taking the outputs, when the adapter followed it (a streamed
+    # submission): its first state past the working phase, else None.
+    seen: ProviderRun | None = None
+
+
+def sighting(run: ProviderRun | None) -> Sighting | None:
+    """What a write saw of the run, as the coordinator takes it: only a state past the
+    working phase is news (inputs.Sighting)."""
+    if run is None or run.status in WORKING_STATUSES:
+        return None
+    return Sighting(run.status, run.step_id, run.tool_calls, run.expires_at_ms, run.detail)
 
 
 class RunProvider(Protocol):
@@ -121,6 +139,9 @@ class RunProvider(Protocol):
         Pass ``after_unknown_outcome=True`` when an earlier attempt with this effect key may
         have been applied (it raised OutcomeUnknown, or its executor died mid-call). Raises
         Unreconcilable when the provider cannot say whether that attempt created something.
+
+        An adapter that follows its writes (a streamed create) returns the run as it last
+        saw it, which may be past the working phase (waiting on its first step, or ended).
         """
         ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import openai
 from openai import AsyncOpenAI, omit
@@ -32,8 +32,10 @@ from runcoord.provider.errors import (
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
+    OBSERVE_MODES,
     RUN_ID_KEY,
     TERMINAL_STATUSES,
+    Observe,
     ProviderRun,
     SubmitOutcome,
     rejected_submission,
@@ -42,10 +44,8 @@ from runcoord.provider.port import (
 from runcoord.provider.sse import read_events
 from runcoord.provider.streaming import watch_stream
 
-Observe = Literal["poll", "stream"]
 # A scan of a conversation's items (responses_mapping): InputScan, OutputsScan, ProgressScan.
 _S = TypeVar("_S", mapping.InputScan, mapping.OutputsScan, mapping.ProgressScan)
-OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
 
 # runcoord_step on the response that opens a turn (follow-ups name the step they answer).
 OPENING_STEP = "input"

@@ -21,7 +21,7 @@ from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_h
 from runcoord.errors import ConfigError
 from runcoord.faults import fault_point
 from runcoord.provider.errors import OutcomeUnknown, ProviderRejected, ProviderUnavailable
-from runcoord.provider.port import RunProvider, SubmitOutcome
+from runcoord.provider.port import RunProvider, SubmitOutcome, sighting
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ class Submissions:
             request_hash=request_hash({o.tool_call_id: o.payload_hash for o in intent.outputs}),
         )
         sends = 0
+        seen: inp.Sighting | None = None  # where this attempt's submission left the run
 
         async def act(claim: Acquired, sent: Sent) -> Outcome:
-            nonlocal sends
+            nonlocal sends, seen
             if claim.previous_sent:
                 decided = await self._reconcile(provider, intent)
                 if decided is not None:
@@ -69,6 +70,7 @@ class Submissions:
                         effect_key=intent.effect_key,
                     )
                     fault_point("submit.after_send")  # accepted, not yet recorded
+                    seen = sighting(out.seen)
                     return _outcome(out)
                 except OutcomeUnknown as exc:
                     log.info(
@@ -100,6 +102,7 @@ class Submissions:
                 attempts,
                 result.get("detail") or settled.error,
                 result.get("new_provider_run_id"),
+                seen=None if settled.replayed else seen,
             )
         ]
 

@@ -7,13 +7,15 @@ and RunStepObject (checked by tests/unit/sim/provider/test_provider_spec.py).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from runcoord.sim.provider import run_streams
 from runcoord.sim.provider.assistants_model import Assistant, Run, Thread
-from runcoord.sim.provider.errors import ApiError, bad_request, not_found
+from runcoord.sim.provider.errors import ApiError, not_found
 from runcoord.sim.provider.faults import gate
 from runcoord.sim.provider.paging import list_body, page_params, paginate
 from runcoord.sim.provider.params import Body, function_tools, invalid_type, read_json_object
@@ -201,12 +203,6 @@ async def retrieve_message(thread_id: str, message_id: str, request: Request) ->
 
 def _run_settings(body: Body) -> dict[str, Any]:
     """The run fields a create request may set; None means "the assistant's"."""
-    if body.boolean("stream"):
-        raise bad_request(
-            "The simulated provider does not stream; create the run without 'stream'.",
-            param="stream",
-            code="unsupported_value",
-        )
     tools = body.array("tools")
     settings: dict[str, Any] = {
         "metadata": body.metadata(),
@@ -262,8 +258,10 @@ def _run_response(sim: SimState, run: Run) -> JSONResponse:
     )
 
 
-@router.post("/threads/{thread_id}/runs")
-async def create_run(thread_id: str, request: Request) -> JSONResponse:
+@router.post("/threads/{thread_id}/runs", response_model=None)
+async def create_run(thread_id: str, request: Request) -> JSONResponse | StreamingResponse:
+    """The run; with ``stream: true`` its event stream until the model stops working
+    (run_streams.py)."""
     sim = sim_of(request)
     body = Body(await read_json_object(request), RUN_FIELDS)
     decision = await gate(sim.faults, sim.clock, request, "create")
@@ -273,11 +271,19 @@ async def create_run(thread_id: str, request: Request) -> JSONResponse:
         for i, m in enumerate(body.array("additional_messages") or [])
     ]
     run = _start_run(sim, thread, body, additional, decision.lost)
+    if body.boolean("stream"):
+        return _streamed(run_streams.follow(sim, thread, run, run_streams.opened(run), "create"))
     return _run_response(sim, run)
 
 
-@router.post("/threads/runs")
-async def create_thread_and_run(request: Request) -> JSONResponse:
+def _streamed(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )
+
+
+@router.post("/threads/runs", response_model=None)
+async def create_thread_and_run(request: Request) -> JSONResponse | StreamingResponse:
     sim = sim_of(request)
     body = Body(await read_json_object(request), THREAD_AND_RUN_FIELDS)
     decision = await gate(sim.faults, sim.clock, request, "create")
@@ -286,6 +292,9 @@ async def create_thread_and_run(request: Request) -> JSONResponse:
     sim.assistants.assistant(body.string("assistant_id", required=True) or "")
     thread = _new_thread(sim, thread_body)
     run = _start_run(sim, thread, body, [], decision.lost)
+    if body.boolean("stream"):
+        opening = [run_streams.sse("thread.created", thread.to_api()), *run_streams.opened(run)]
+        return _streamed(run_streams.follow(sim, thread, run, opening, "create"))
     return _run_response(sim, run)
 
 
@@ -319,8 +328,12 @@ async def cancel_run(thread_id: str, run_id: str, request: Request) -> JSONRespo
     return _run_response(sim, run)
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
-async def submit_tool_outputs(thread_id: str, run_id: str, request: Request) -> JSONResponse:
+@router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", response_model=None)
+async def submit_tool_outputs(
+    thread_id: str, run_id: str, request: Request
+) -> JSONResponse | StreamingResponse:
+    """Outputs for the waiting step, all at once; with ``stream: true`` the run's event
+    stream from there until the model stops working (run_streams.py)."""
     sim = sim_of(request)
     data = await read_json_object(request)
     given = _given_ids(data)
@@ -343,18 +356,19 @@ async def submit_tool_outputs(thread_id: str, run_id: str, request: Request) -> 
 
     try:
         lost = (await gate(sim.faults, sim.clock, request, "submit")).lost
-        _, run = sim.assistants.run(thread_id, run_id)
+        thread, run = sim.assistants.run(thread_id, run_id)
         tool_steps = [s for s in run.steps if s.type == "tool_calls"]
         step_id = tool_steps[-1].id if tool_steps else None
         body = Body(data, ("tool_outputs", "stream"))
-        if body.boolean("stream"):
-            raise bad_request("The simulated provider does not stream.", param="stream")
         outputs = _outputs(body.array("tool_outputs", required=True) or [])
-        sim.assistants.engine.submit(run, outputs, sim.clock.now())
+        answered = sim.assistants.engine.submit(run, outputs, sim.clock.now())
     except ApiError as exc:
         record(False, exc.status, exc.message)
         raise
     record(True, 200, None)
+    if body.boolean("stream"):
+        opening = run_streams.answered(run, answered)
+        return _streamed(run_streams.follow(sim, thread, run, opening, "submit"))
     return _run_response(sim, run)
 
 

@@ -21,6 +21,8 @@ from runcoord.domain.evolve import TERMINAL_STATUSES
 from runcoord.domain.model import ToolCall
 from tests.unit.domain.helpers import POLICY, Driver
 
+# Events only an applied provider state makes.
+_OBSERVED = (ev.StepOpened, ev.RunStatusChanged, ev.RunFinished)
 OUTPUTS = st.sampled_from(['{"ok": true}', '{"ok": false}', "plain text"])
 
 
@@ -83,7 +85,9 @@ class RunWorld(RuleBasedStateMachine):
         self.provider = Provider([])
         self.sent: list[it.EffectIntent] = []
         self.finished_as: Phase | None = None
-        self.polled: list[tuple[int, inp.RunObserved]] = []
+        # Inputs that carry a provider state (observations, followed submissions), with the
+        # provider's version when it was seen; any of them may be delivered late.
+        self.polled: list[tuple[int, inp.RunObserved | inp.SubmissionResult]] = []
         self.applied_version = 0
         self.last_was_tick = False
 
@@ -123,12 +127,43 @@ class RunWorld(RuleBasedStateMachine):
         self.feed(inp.StartRun("r1", r.tenant, "th1", "asst1", "assistants", "hi", 0))
 
     @precondition(lambda self: bool(self.of(it.CreateRunIntent)))
-    @rule()
-    def deliver_create(self) -> None:
+    @rule(follows=st.booleans())
+    def deliver_create(self, follows: bool) -> None:
+        """The create's answer; a streamed create (``follows``) also carries where the run
+        was when the model stopped working."""
         intent = self.of(it.CreateRunIntent)[0]
         if self.provider.status is None:
             self.provider.status = "queued"
-        self.feed(inp.RunCreated("r1", intent.effect_key, "prov_1", "queued", None, False))
+        seen = self.follow() if follows else None
+        status = seen.status if seen is not None else "queued"
+        self.observe_applied(
+            self.provider.version,
+            inp.RunCreated("r1", intent.effect_key, "prov_1", status, None, False, seen=seen),
+        )
+
+    def follow(self) -> inp.Sighting | None:
+        """A write following the run's stream: the provider works on until it waits or ends,
+        and the write reports that state (None when the run is not working)."""
+        p = self.provider
+        if p.status not in ("queued", "in_progress"):
+            return None
+        while p.status in ("queued", "in_progress"):
+            p.progress()
+        return inp.Sighting(p.status or "", p.step_id, p.calls(), None, None)
+
+    def observe_applied(self, version: int, message: inp.Input) -> None:
+        """Feed an input that carries a provider state, checking that applying it never
+        takes the run back in the provider's history."""
+        self.feed(message)
+        decision = self.d.decisions[-1]
+        events = decision.events
+        if any(isinstance(e, _OBSERVED) for e in events) or (
+            isinstance(message, inp.RunObserved)
+            and events
+            and not isinstance(events[0], ev.InputIgnored)
+        ):
+            assert version >= self.applied_version, "a stale observation was applied"
+            self.applied_version = version
 
     @rule()
     def provider_progress(self) -> None:
@@ -161,12 +196,7 @@ class RunWorld(RuleBasedStateMachine):
     def deliver_observation(self, data: st.DataObject) -> None:
         back = data.draw(st.integers(0, len(self.polled) - 1) | st.just(0))
         version, obs = self.polled[-1 - back]
-        self.feed(obs)
-        decision = self.d.decisions[-1]
-        if decision.events and not isinstance(decision.events[0], ev.InputIgnored):
-            # An applied observation never takes the run back in the provider's history.
-            assert version >= self.applied_version, "a stale observation was applied"
-            self.applied_version = version
+        self.observe_applied(version, obs)
 
     @precondition(lambda self: bool(self.of(it.ToolCallIntent)))
     @rule(data=st.data(), output=OUTPUTS)
@@ -186,11 +216,18 @@ class RunWorld(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: bool(self.of(it.SubmitOutputsIntent)))
-    @rule(data=st.data())
-    def deliver_submission(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), follows=st.booleans())
+    def deliver_submission(self, data: st.DataObject, follows: bool) -> None:
         sub: it.SubmitOutputsIntent = self.pick(data, it.SubmitOutputsIntent)
         outcome = self.provider.submit(sub.step_id, {o.tool_call_id for o in sub.outputs})
-        self.feed(inp.SubmissionResult("r1", sub.effect_key, sub.step_id, outcome, 1, None))
+        seen = self.follow() if follows and outcome == "submitted" else None
+        result = inp.SubmissionResult(
+            "r1", sub.effect_key, sub.step_id, outcome, 1, None, seen=seen
+        )
+        if seen is None:
+            self.feed(result)
+        else:  # delivered now or much later, as an observation is
+            self.polled.append((self.provider.version, result))
 
     @precondition(lambda self: bool(self.of(it.CancelRunIntent)))
     @rule()

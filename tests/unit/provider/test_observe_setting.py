@@ -7,7 +7,7 @@ import pydantic
 import pytest
 
 from runcoord.config import Settings
-from runcoord.provider.responses import OBSERVE_MODES
+from runcoord.provider.port import OBSERVE_MODES
 
 
 def test_the_event_stream_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

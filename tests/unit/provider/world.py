@@ -68,6 +68,11 @@ class World:
     thread_id: str
     assistant_id: str  # the model, for the Responses adapter
 
+    @property
+    def follows(self) -> bool:
+        """Whether the adapter's writes follow the run (a streamed Assistants adapter)."""
+        return isinstance(self.provider, AssistantsProvider) and self.provider.observe == "stream"
+
     async def create(
         self,
         run_id: str = "r-1",
@@ -143,10 +148,11 @@ def outputs_for(run: ProviderRun, text: str) -> tuple[Output, ...]:
     return tuple(Output(c.id, text, False, "tool", "hash") for c in run.tool_calls)
 
 
-async def assistants_world(client: AsyncOpenAI, sim: Sim) -> World:
+async def assistants_world(client: AsyncOpenAI, sim: Sim, observe: Observe = "poll") -> World:
     assistant = await client.beta.assistants.create(model="gpt-4o", tools=ASSISTANT_TOOLS)
     thread = await client.beta.threads.create()
-    return World(AssistantsProvider(client, backoff=FAST), sim, thread.id, assistant.id)
+    provider = AssistantsProvider(client, backoff=FAST, observe=observe)
+    return World(provider, sim, thread.id, assistant.id)
 
 
 async def responses_world(client: AsyncOpenAI, sim: Sim, observe: Observe = "poll") -> World:

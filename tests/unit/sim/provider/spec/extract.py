@@ -70,6 +70,11 @@ STREAM_EVENTS = [
     "ResponseCompletedEvent",
     "ResponseFailedEvent",
     "ResponseIncompleteEvent",
+    # Assistants: what a streamed create or submission sends (run_streams.py).
+    "ThreadStreamEvent",
+    "RunStreamEvent",
+    "RunStepStreamEvent",
+    "DoneEvent",
 ]
 EXTRA_SCHEMAS = ["ErrorResponse", *STREAM_EVENTS]
 
