@@ -555,6 +555,29 @@ class _Decider:
         )
         return True
 
+    def works_on(self) -> None:
+        """The provider took the step's outputs, so the run left the step and works on
+        (Assistants: queued). Said now, not when the watch of the waiting step next polls:
+        that watch is stale from here, and the next is a watch of a working run. A run
+        being cancelled keeps its watch (the cancel's outcome is what it waits for)."""
+        r = self.run
+        step = r.open_step
+        if (
+            r.terminal
+            or r.phase is Phase.CANCELLING
+            or step is None
+            or r.provider_status != "requires_action"
+        ):
+            return
+        self.emit(
+            ev.RunStatusChanged,
+            r.run_id,
+            status="queued",
+            closed_step=step.step_id,
+            expires_at_ms=None,
+        )
+        self.watch()
+
     def renew(self, reason: str) -> None:
         self.emit(ev.WatchRenewed, self.run.run_id, reason=reason)
         self.watch()
@@ -649,6 +672,8 @@ class _Decider:
                 self.renew("following the follow-up response")
             elif res.seen is not None:
                 self.sighted(res.seen)
+            elif res.outcome in ("submitted", "already_submitted"):
+                self.works_on()
             if (
                 res.outcome == "rejected"
                 and not self.run.terminal

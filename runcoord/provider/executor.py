@@ -57,6 +57,8 @@ class ProviderEffects:
         self.create_give_up_s = create_give_up_s
         self._clock = clock
         self._sleep = sleep
+        # The watch in flight per run: its number, and what ends it when a newer one comes.
+        self._watching: dict[str, tuple[int, asyncio.Event]] = {}
 
     def provider(self, intent: it.Intent) -> RunProvider:
         try:
@@ -245,14 +247,40 @@ class ProviderEffects:
         )
 
     async def observe(self, intent: it.ObserveRunIntent) -> Sequence[inp.Input]:
-        try:
-            run, changed = await self.provider(intent).watch(
+        """Watch the run and report what changed. A newer watch of the same run ends this
+        one without a report: the coordinator keeps one watch per run, numbered in order,
+        so by the time it asked for the newer one the older is stale (it would ignore the
+        report), and polling on for it would only cost requests."""
+        newer = self._watching.get(intent.run_id)
+        if newer is not None and newer[0] > intent.watch:
+            return []  # an older watch delivered late
+        if newer is not None:
+            newer[1].set()
+        superseded = asyncio.Event()
+        mine = (intent.watch, superseded)
+        self._watching[intent.run_id] = mine
+        watching = asyncio.ensure_future(
+            self.provider(intent).watch(
                 thread_id=intent.thread_id,
                 provider_run_id=intent.provider_run_id,
                 since_status=intent.since_status,
                 since_step=intent.since_step,
                 timeout_ms=intent.timeout_ms,
             )
+        )
+        ending = asyncio.ensure_future(superseded.wait())
+        try:
+            await asyncio.wait((watching, ending), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ending.cancel()
+            if not watching.done():
+                watching.cancel()
+            if self._watching.get(intent.run_id) is mine:
+                del self._watching[intent.run_id]
+        if not watching.done() or watching.cancelled():
+            return []
+        try:
+            run, changed = watching.result()
         except ProviderRejected as exc:  # the run is gone (404) or we may not read it
             return [inp.EffectFailed(intent.run_id, intent.effect_key, "observe_run", str(exc))]
         return [

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runcoord.errors import Retriable
 from runcoord.hedging import hedged
@@ -102,16 +102,25 @@ async def watch(
     A retriable error (the provider briefly unreachable) is polled through until the deadline,
     since a watch only reads; if no poll succeeded by then, the last error is raised. With a
     ``pace``, a watch of a working run sends its first poll when the pace says, and tells it
-    when the change came. A watch of a waiting step first polls after the backoff's first
-    delay: the coordinator has just seen that state.
+    when the change came. A watch of a step waiting on us polls at the backoff's cap from
+    the start; any other watch first polls after the backoff's first delay: the coordinator
+    has just seen that state.
     """
     began = clock()
     deadline = began + timeout_ms / 1000
     backoff = Backoff(policy)
-    if since_status not in WORKING_STATUSES:
-        # A waiting step was just seen as it is, by the coordinator: the news (our submission
-        # taken, the run expired or cancelled) only comes later, so not a poll at once. Only
-        # a working run's change is worth pacing polls for.
+    if since_status == "requires_action" and since_step is not None:
+        # A step waiting on us changes when we submit, and the submission's own outcome
+        # says so (the coordinator then watches the working run); what a watch of it is for
+        # is rarer news (the run cancelled, failed or expired), worth a poll at the
+        # backoff's cap, not at its start.
+        pace = None
+        backoff = Backoff(replace(policy, initial_ms=policy.max_ms))
+        first_ms = float(backoff.next_ms())
+    elif since_status not in WORKING_STATUSES:
+        # A state just seen as it is, by the coordinator (a run cancelling): the news only
+        # comes later, so not a poll at once. Only a working run's change is worth pacing
+        # polls for.
         pace = None
         first_ms = float(backoff.next_ms())
     else:

@@ -113,3 +113,30 @@ def test_a_working_state_is_no_news_and_the_run_is_watched() -> None:
     d.feed(start())
     out = created(d, inp.Sighting("in_progress", None, (), None, None))
     assert watches(out) == [("in_progress", None)] and not tools(out)
+
+
+def test_a_submission_taken_without_a_sighting_closes_the_step_and_watches_the_work() -> None:
+    d = at_first_step()
+    out = submitted(d, None)
+    changed = [e for e in out.events if isinstance(e, ev.RunStatusChanged)]
+    assert [(e.status, e.closed_step) for e in changed] == [("queued", "s1")]
+    # The watch of the waiting step is stale now; the next one watches the working run.
+    assert watches(out) == [("queued", None)]
+    assert d.run.phase is Phase.QUEUED and "s1" in d.run.closed_steps
+
+
+def test_a_submission_that_found_the_run_moved_on_leaves_it_to_the_watch() -> None:
+    d = at_first_step()
+    step = d.run.step
+    assert step is not None and step.submission_key is not None
+    out = d.feed(
+        inp.SubmissionResult("r1", step.submission_key, "s1", "run_moved_on", 1, "expired")
+    )
+    assert [type(e) for e in out.events] == [ev.StepSubmitted] and not out.intents
+
+
+def test_a_run_being_cancelled_keeps_its_watch_when_its_outputs_are_taken() -> None:
+    d = at_first_step()
+    d.feed(inp.CancelRun("r1", "t1", "user"))
+    out = submitted(d, None)
+    assert [type(e) for e in out.events] == [ev.StepSubmitted] and not watches(out)

@@ -9,6 +9,7 @@ nothing waits for real: a 60 s give-up takes a few dozen requests and millisecon
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -307,3 +308,49 @@ async def test_a_lost_responses_create_is_unreconcilable_and_recorded_unknown(
     (run,) = provider_runs(sim, "r1")
     assert run["response_lost"] == "500"
     assert fired(sim) == {"create.lost": 1}
+
+
+# -- watches -----------------------------------------------------------------------------
+
+
+def watch_intent(world: World, run: Any, number: int) -> it.ObserveRunIntent:
+    return it.ObserveRunIntent(
+        effect_key=f"ek-r1-watch:{number}",
+        run_id="r1",
+        tenant="t1",
+        thread_id=world.thread_id,
+        provider=world.provider.name,
+        watch=number,
+        provider_run_id=run.provider_run_id,
+        since_status=run.status,
+        since_step=run.step_id,
+        timeout_ms=30_000,
+    )
+
+
+async def test_a_newer_watch_of_a_run_ends_the_older_one_without_a_report(
+    assistants: World,
+) -> None:
+    time, ledger = FakeTime(), InMemoryLedger()
+    effects = on(assistants, time, ledger)
+    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
+    # The step waits on us: a watch of it polls on and reports nothing for 30 s.
+    older = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 5)))
+    await asyncio.sleep(0.05)
+    assert not older.done()
+    await assistants.cancel(waiting)  # a change the newer watch reports
+    (report,) = await effects(watch_intent(assistants, waiting, 7))
+    assert isinstance(report, inp.RunObserved) and report.watch == 7 and report.changed
+    assert await asyncio.wait_for(older, 1) == []
+
+
+async def test_an_older_watch_delivered_while_a_newer_one_is_in_flight_is_not_started(
+    assistants: World,
+) -> None:
+    effects = on(assistants, FakeTime(), InMemoryLedger())
+    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
+    newer = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 9)))
+    await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(effects(watch_intent(assistants, waiting, 8)), 1) == []
+    assert not newer.done()  # the newer one watches on
+    newer.cancel()

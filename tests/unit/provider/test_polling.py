@@ -328,11 +328,12 @@ async def test_a_watch_of_a_waiting_step_is_not_paced() -> None:
     pace.record(800)
     time = FakeTime()
     await paced_watch(Script(run("completed")), time, pace, "requires_action", "s1")
-    # Not at once either: the coordinator has just seen the step waiting.
-    assert time.slept == [0.1] and len(pace._waits) == 1
+    # Not at once, not paced: a step waiting on us changes when we submit, and the
+    # submission says so; the watch is for rarer news, and polls at the backoff's cap.
+    assert time.slept == [0.4] and len(pace._waits) == 1
 
 
-async def test_a_watch_of_a_waiting_step_then_backs_off_as_usual() -> None:
+async def test_a_watch_of_a_waiting_step_polls_at_the_backoffs_cap() -> None:
     time = FakeTime()
     retrieve = Script(run("requires_action", "s1"), run("requires_action", "s1"), run("completed"))
     seen, moved = await watch(
@@ -345,4 +346,21 @@ async def test_a_watch_of_a_waiting_step_then_backs_off_as_usual() -> None:
         sleep=time.sleep,
     )
     assert (seen.status, moved) == ("completed", True)
-    assert time.slept == [0.1, 0.2, 0.4] and retrieve.calls == 3
+    assert time.slept == [0.4, 0.4, 0.4] and retrieve.calls == 3
+
+
+async def test_a_watch_of_a_step_not_yet_named_polls_from_the_start() -> None:
+    # requires_action without a step id (a create found the run already waiting): the
+    # coordinator needs the step before it can do anything.
+    time = FakeTime()
+    retrieve = Script(run("requires_action", "s1"))
+    seen, moved = await watch(
+        retrieve,
+        since_status="requires_action",
+        since_step=None,
+        timeout_ms=10_000,
+        policy=POLICY,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    assert (seen.step_id, moved) == ("s1", True) and time.slept == [0.1]
