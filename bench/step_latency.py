@@ -33,7 +33,7 @@ from runcoord.harness.replay.cli import unwind_on_signals
 from runcoord.harness.replay.run import ReplayConfig, replay
 from runcoord.harness.report.build import build_report
 from runcoord.harness.report.data import ReplayData, load_replay
-from runcoord.harness.report.figures import percentile
+from runcoord.harness.report.figures import added_by_turn, percentile
 from runcoord.harness.report.hops import step_hops
 from runcoord.harness.report.steps import StepWait, analyse
 from runcoord.harness.workload.generate import GeneratorConfig, generate
@@ -112,7 +112,22 @@ def figures(data: ReplayData, report: dict[str, Any], system: str) -> dict[str, 
         value = percentile(added or [], q)
         out[f"added_per_tool_step_p{q}_ms"] = None if value is None else round(value, 1)
     out["added_per_tool_step_n"] = None if added is None else len(added)  # None: not on record
+    out["backlog"] = backlog(data, system)
     return out
+
+
+def backlog(data: ReplayData, system: str) -> dict[str, float | None]:
+    """Whether the system keeps up: the p50 time turns took beyond their model time, for the
+    first and the last third of the turns as sent. A backlog that grows shows as a last
+    third well above the first; one that keeps up, as two alike."""
+    queue_ms = float(data.protocol.get("queue_ms", 20.0))
+    added = [ms for _, ms in added_by_turn(data.systems[system], data.trace, queue_ms)]
+    third = len(added) // 3
+    first, last = percentile(added[:third], 50), percentile(added[-third:] if third else [], 50)
+    return {
+        "first_third_p50_ms": None if first is None else round(first, 1),
+        "last_third_p50_ms": None if last is None else round(last, 1),
+    }
 
 
 def table(result: dict[str, Any]) -> list[str]:
@@ -130,6 +145,14 @@ def table(result: dict[str, Any]) -> list[str]:
                 f"{_num(f['terminal_rate'], '.4f'):>8}  {_num(f['no_stall_rate'], '.4f'):>8}"
             )
     lines.append("added/step: each answered step's wait minus its tool's own time at the gateway")
+    for row in result["rates"]:
+        for system, f in row["systems"].items():
+            b = f["backlog"]
+            lines.append(
+                f"{row['rate']:g}/s {system}: added/turn p50, first third of the turns"
+                f" {_num(b['first_third_p50_ms'], '.0f')} ms, last third"
+                f" {_num(b['last_third_p50_ms'], '.0f')} ms (a growing backlog: last >> first)"
+            )
     for row in result["rates"]:
         for system, f in row["systems"].items():
             hops = ", ".join(

@@ -38,6 +38,21 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def added_by_turn(
+    data: SystemData, trace: Mapping[str, TraceTurn], queue_ms: float
+) -> list[tuple[float, float]]:
+    """(sent at, ms the turn took beyond its model and queue time) per completed turn, in
+    the order the turns were sent."""
+    out = []
+    for r in sorted(data.runs, key=lambda r: r.sent_at):
+        if r.finished_at is None or r.status != "completed":
+            continue
+        script = trace[r.turn_id].script
+        model_ms = script.model_ms() + queue_ms * (len(script.steps) + 1)
+        out.append((r.sent_at, (r.finished_at - r.sent_at) * 1000 - model_ms))
+    return out
+
+
 def system_figures(
     data: SystemData,
     trace: Mapping[str, TraceTurn],
@@ -69,15 +84,7 @@ def system_figures(
         for r in runs
         if r.finished_at is not None and r.status == "completed"
     ]
-    added_ms = [
-        (r.finished_at - r.sent_at) * 1000
-        - (
-            turn_of_run[r.run_id].script.model_ms()
-            + queue_ms * (len(turn_of_run[r.run_id].script.steps) + 1)
-        )
-        for r in runs
-        if r.finished_at is not None and r.status == "completed"
-    ]
+    added_ms = [added for _, added in added_by_turn(data, trace, queue_ms)]
     step_waits = [w.wait_s for w in waits]
     answered = [w for w in waits if w.answered]
     # A stall: never answered, not cancelled with a reason, and either the provider expired
