@@ -555,11 +555,12 @@ class _Decider:
         )
         return True
 
-    def works_on(self) -> None:
+    def works_on(self) -> bool:
         """The provider took the step's outputs, so the run left the step and works on
-        (Assistants: queued). Said now, not when the watch of the waiting step next polls:
+        (Assistants: the run is queued again; Responses: the follow-up response is, and is
+        the run from now on). Said now, not when the watch of the waiting step next polls:
         that watch is stale from here, and the next is a watch of a working run. A run
-        being cancelled keeps its watch (the cancel's outcome is what it waits for)."""
+        being cancelled keeps to its cancel. Returns whether it said so."""
         r = self.run
         step = r.open_step
         if (
@@ -568,7 +569,7 @@ class _Decider:
             or step is None
             or r.provider_status != "requires_action"
         ):
-            return
+            return False
         self.emit(
             ev.RunStatusChanged,
             r.run_id,
@@ -577,6 +578,7 @@ class _Decider:
             expires_at_ms=None,
         )
         self.watch()
+        return True
 
     def renew(self, reason: str) -> None:
         self.emit(ev.WatchRenewed, self.run.run_id, reason=reason)
@@ -667,13 +669,13 @@ class _Decider:
                 attempts=res.attempts,
                 new_provider_run_id=res.new_provider_run_id,
             )
-            if res.new_provider_run_id and not self.run.terminal:
+            if res.seen is not None:
+                self.sighted(res.seen)
+            elif res.outcome in ("submitted", "already_submitted") and self.works_on():
+                pass
+            elif res.new_provider_run_id and not self.run.terminal:
                 # The turn continues in the follow-up response: watch that one now.
                 self.renew("following the follow-up response")
-            elif res.seen is not None:
-                self.sighted(res.seen)
-            elif res.outcome in ("submitted", "already_submitted"):
-                self.works_on()
             if (
                 res.outcome == "rejected"
                 and not self.run.terminal

@@ -27,7 +27,6 @@ from runcoord.domain.model import Output
 from runcoord.hedging import gravest_first, hedged
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.errors import (
-    STREAM_BROKEN,
     Attempt,
     OutcomeUnknown,
     ProviderRejected,
@@ -410,7 +409,7 @@ async def _first_event(events: AsyncIterator[ServerSentEvent], attempt: Attempt)
         first = await anext(events)
     except StopAsyncIteration as exc:
         raise _unknown(attempt, "the stream ended before its first event") from exc
-    except STREAM_BROKEN as exc:
+    except Exception as exc:  # a broken body (STREAM_BROKEN), or any other way to fail
         raise _unknown(attempt, f"the stream broke: {type(exc).__name__}: {exc}") from exc
     if first.event == "error":
         raise _unknown(attempt, f"the stream opened with an error: {first.data}")

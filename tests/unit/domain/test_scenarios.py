@@ -191,9 +191,9 @@ def test_responses_follow_up_becomes_the_watched_run() -> None:
     assert d.run.provider_run_id == "resp_2"
     watches = [i for i in out.intents if isinstance(i, it.ObserveRunIntent)]
     assert [w.provider_run_id for w in watches] == ["resp_2"]
-    assert watches[0].since_step == "resp_1"  # the step closes once the follow-up moves
-    d.observe("in_progress")
-    assert d.run.open_step is None
+    # The follow-up took the outputs: the step is closed, and the watch is of a working run.
+    assert (watches[0].since_status, watches[0].since_step) == ("queued", None)
+    assert d.run.open_step is None and "resp_1" in d.run.closed_steps
 
 
 def test_a_tool_call_the_executor_gave_up_on_is_answered_at_once_not_at_the_deadline() -> None:
