@@ -15,17 +15,10 @@ from runcoord.provider import (
     ProviderUnavailable,
 )
 
-from .conftest import FAST, Sim
+from .conftest import ASSISTANTS_MODULE, FAST, Sim
 from .world import World, assistants_world
 
-# The SDK marks its Assistants methods deprecated (OpenAI sunset its hosted Assistants API;
-# assistants.* say just "deprecated"). The adapter targets Assistants-compatible servers on
-# purpose, so exactly those warnings are let through.
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning"),
-]
+pytestmark = ASSISTANTS_MODULE
 
 
 @pytest.fixture

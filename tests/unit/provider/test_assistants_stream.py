@@ -11,14 +11,10 @@ from openai import AsyncOpenAI
 
 from runcoord.provider import AssistantsProvider, OutcomeUnknown
 
-from .conftest import FAST, Sim
+from .conftest import ASSISTANTS_MODULE, FAST, Sim
 from .world import TWO_STEPS, World, assistants_world
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning"),
-]
+pytestmark = ASSISTANTS_MODULE
 
 
 @pytest.fixture

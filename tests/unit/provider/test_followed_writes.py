@@ -18,14 +18,10 @@ from runcoord.effects.ledger import InMemoryLedger
 from runcoord.provider.executor import ProviderEffects
 from runcoord.submitter.executor import Submissions
 
-from .conftest import Sim
+from .conftest import ASSISTANTS_MODULE, Sim
 from .world import TWO_STEPS, World, assistants_world
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning"),
-]
+pytestmark = ASSISTANTS_MODULE
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 from openai import OpenAI
 from openai.types.beta import AssistantStreamEvent
@@ -49,35 +50,34 @@ def check(spec: SpecChecker, events: list[AssistantStreamEvent]) -> list[str]:
     return [e.event for e in events]
 
 
-def turn(client: OpenAI, script: dict[str, Any]) -> tuple[str, str]:
+def opened(client: OpenAI, script: dict[str, Any]) -> tuple[str, list[AssistantStreamEvent]]:
+    """A new thread, and a run created on it with ``stream: true``: (thread id, its events)."""
     assistant = client.beta.assistants.create(model="gpt-4o", tools=TOOLS)
     thread = client.beta.threads.create(metadata={})
-    return assistant.id, thread.id
+    events = client.beta.threads.runs.create(
+        thread.id,
+        assistant_id=assistant.id,
+        metadata={"sim_script": json.dumps(script)},
+        stream=True,
+    )
+    return thread.id, list(events)
 
 
 def test_a_streamed_turn_runs_from_created_to_each_step_and_to_completed(
     client: OpenAI, spec: SpecChecker
 ) -> None:
-    assistant_id, thread_id = turn(client, TWO_STEPS)
-    opened = list(
-        client.beta.threads.runs.create(
-            thread_id,
-            assistant_id=assistant_id,
-            metadata={"sim_script": json.dumps(TWO_STEPS)},
-            stream=True,
-        )
-    )
-    assert check(spec, opened) == [
+    thread_id, first = opened(client, TWO_STEPS)
+    assert check(spec, first) == [
         "thread.run.created",
         "thread.run.queued",
         "thread.run.in_progress",
         "thread.run.step.created",
         "thread.run.requires_action",
     ]
-    run = opened[-1].data
+    run = first[-1].data
     assert run.status == "requires_action" and run.required_action is not None
     (call,) = run.required_action.submit_tool_outputs.tool_calls
-    step = opened[3].data
+    step = first[3].data
     assert step.type == "tool_calls" and step.step_details.tool_calls[0].id == call.id
 
     again = list(
@@ -128,20 +128,10 @@ def test_create_thread_and_run_streams_the_new_thread_first(
 
 
 def test_a_refused_submission_is_an_error_not_a_stream(client: OpenAI) -> None:
-    import openai
-
-    assistant_id, thread_id = turn(client, TWO_STEPS)
-    opened = list(
-        client.beta.threads.runs.create(
-            thread_id,
-            assistant_id=assistant_id,
-            metadata={"sim_script": json.dumps(TWO_STEPS)},
-            stream=True,
-        )
-    )
+    thread_id, first = opened(client, TWO_STEPS)
     with pytest.raises(openai.BadRequestError, match="Expected tool outputs"):
         client.beta.threads.runs.submit_tool_outputs(
-            opened[-1].data.id,
+            first[-1].data.id,
             thread_id=thread_id,
             tool_outputs=[{"tool_call_id": "call_nope", "output": "x"}],
             stream=True,
