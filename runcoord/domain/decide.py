@@ -672,7 +672,7 @@ class _Decider:
             if res.seen is not None:
                 self.sighted(res.seen)
             elif res.outcome in ("submitted", "already_submitted") and self.works_on():
-                pass
+                pass  # the step is closed, and the working run (or follow-up) is watched
             elif res.new_provider_run_id and not self.run.terminal:
                 # The turn continues in the follow-up response: watch that one now.
                 self.renew("following the follow-up response")

@@ -251,11 +251,11 @@ class ProviderEffects:
         one without a report: the coordinator keeps one watch per run, numbered in order,
         so by the time it asked for the newer one the older is stale (it would ignore the
         report), and polling on for it would only cost requests."""
-        newer = self._watching.get(intent.run_id)
-        if newer is not None and newer[0] > intent.watch:
+        held = self._watching.get(intent.run_id)
+        if held is not None and held[0] > intent.watch:
             return []  # an older watch delivered late
-        if newer is not None:
-            newer[1].set()
+        if held is not None:
+            held[1].set()
         superseded = asyncio.Event()
         mine = (intent.watch, superseded)
         self._watching[intent.run_id] = mine

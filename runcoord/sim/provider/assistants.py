@@ -21,6 +21,7 @@ from runcoord.sim.provider.paging import list_body, page_params, paginate
 from runcoord.sim.provider.params import Body, function_tools, invalid_type, read_json_object
 from runcoord.sim.provider.records import CreateRecord
 from runcoord.sim.provider.state import SimState, created_once, sim_of
+from runcoord.sim.provider.streams import frame
 
 T = TypeVar("T")
 
@@ -293,7 +294,7 @@ async def create_thread_and_run(request: Request) -> JSONResponse | StreamingRes
     thread = _new_thread(sim, thread_body)
     run = _start_run(sim, thread, body, [], decision.lost)
     if body.boolean("stream"):
-        opening = [run_streams.sse("thread.created", thread.to_api()), *run_streams.opened(run)]
+        opening = [frame("thread.created", thread.to_api()), *run_streams.opened(run)]
         return _streamed(run_streams.follow(sim, thread, run, opening, "create"))
     return _run_response(sim, run)
 

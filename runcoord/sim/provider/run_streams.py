@@ -21,7 +21,6 @@ between two looks is still sent, so a client always sees ``in_progress`` before 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +28,7 @@ from runcoord.sim.provider.assistants_model import TERMINAL, Run, RunStep, Threa
 from runcoord.sim.provider.faults import EndpointClass
 from runcoord.sim.provider.middleware import ConnectionDropped
 from runcoord.sim.provider.state import SimState
+from runcoord.sim.provider.streams import frame as sse
 
 _LOOK_S = 0.25
 # Where a stream stops following the run: the model has stopped working.
@@ -36,11 +36,6 @@ _ENDS = TERMINAL | {"requires_action"}
 _ORDER = ("queued", "in_progress")
 # Statuses a run may reach without working first (a cancel, an expiry while queued).
 _SKIPS_WORK = frozenset({"cancelling", "cancelled", "expired"})
-
-
-def sse(event: str, data: dict[str, Any] | str) -> bytes:
-    body = data if isinstance(data, str) else json.dumps(data)
-    return f"event: {event}\ndata: {body}\n\n".encode()
 
 
 def _as(run: Run, status: str) -> dict[str, Any]:

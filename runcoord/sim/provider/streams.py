@@ -84,8 +84,15 @@ def events(response: Response, after: int = -1) -> list[Event]:
     return found
 
 
+def frame(name: str, data: dict[str, Any] | str) -> bytes:
+    """One server-sent event: its name, and its data as JSON (or as given, for a literal
+    such as the Assistants stream's ``[DONE]``)."""
+    body = data if isinstance(data, str) else json.dumps(data)
+    return f"event: {name}\ndata: {body}\n\n".encode()
+
+
 def sse(event: Event) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+    return frame(event["type"], event)
 
 
 async def stream(sim: SimState, response: Response, after: int | None) -> AsyncIterator[bytes]:

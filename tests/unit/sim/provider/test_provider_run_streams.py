@@ -63,6 +63,19 @@ def opened(client: OpenAI, script: dict[str, Any]) -> tuple[str, list[AssistantS
     return thread.id, list(events)
 
 
+def answered(
+    client: OpenAI, thread_id: str, run_id: str, call_id: str
+) -> list[AssistantStreamEvent]:
+    """The events of a streamed submission answering ``call_id``."""
+    events = client.beta.threads.runs.submit_tool_outputs(
+        run_id,
+        thread_id=thread_id,
+        tool_outputs=[{"tool_call_id": call_id, "output": "found"}],
+        stream=True,
+    )
+    return list(events)
+
+
 def test_a_streamed_turn_runs_from_created_to_each_step_and_to_completed(
     client: OpenAI, spec: SpecChecker
 ) -> None:
@@ -80,14 +93,7 @@ def test_a_streamed_turn_runs_from_created_to_each_step_and_to_completed(
     step = first[3].data
     assert step.type == "tool_calls" and step.step_details.tool_calls[0].id == call.id
 
-    again = list(
-        client.beta.threads.runs.submit_tool_outputs(
-            run.id,
-            thread_id=thread_id,
-            tool_outputs=[{"tool_call_id": call.id, "output": "found"}],
-            stream=True,
-        )
-    )
+    again = answered(client, thread_id, run.id, call.id)
     assert check(spec, again) == [
         "thread.run.step.completed",
         "thread.run.queued",
@@ -98,14 +104,7 @@ def test_a_streamed_turn_runs_from_created_to_each_step_and_to_completed(
     assert again[0].data.id == step.id  # the answered step, completed
     (call,) = again[-1].data.required_action.submit_tool_outputs.tool_calls  # type: ignore[union-attr]
 
-    last = list(
-        client.beta.threads.runs.submit_tool_outputs(
-            run.id,
-            thread_id=thread_id,
-            tool_outputs=[{"tool_call_id": call.id, "output": "found"}],
-            stream=True,
-        )
-    )
+    last = answered(client, thread_id, run.id, call.id)
     kinds = check(spec, last)
     assert kinds[-1] == "thread.run.completed" and last[-1].data.status == "completed"
     assert "thread.run.step.completed" in kinds[2:]  # the message step
