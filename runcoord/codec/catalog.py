@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from fastavro.schema import UnknownType, parse_schema, to_parsing_canonical_form
 from fastavro.schema import fingerprint as crc64_hex
 
+from runcoord.codec.compiled import compile_writer
 from runcoord.errors import ConfigError, UnknownSchemaError
 
 NAMESPACE = "runcoord"
@@ -38,6 +40,11 @@ class SchemaVersion:
     canonical: str  # Parsing Canonical Form (what the fingerprint covers)
     fingerprint: bytes  # CRC-64-AVRO of `canonical`, 8 bytes little-endian: the wire order
     content_sha256: str  # of the file itself; the lock file pins it (defaults are not canonical)
+
+    @cached_property
+    def compiled(self) -> Callable[[Mapping[str, Any]], bytes] | None:
+        """This schema's compiled writer (runcoord/codec/compiled.py), built on first use."""
+        return compile_writer(self.parsed)
 
     @property
     def full_name(self) -> str:
