@@ -1,6 +1,12 @@
-"""The provider port and its adapters over the official openai SDK (Assistants, Responses)."""
+"""The provider port and its adapters over the official openai SDK (Assistants, Responses).
 
-from runcoord.provider.assistants import AssistantsProvider
+The adapters are imported on first use (PEP 562): each brings its share of the openai SDK's
+types, about half a second, and an executor restarted after a kill -9 should not wait for a
+protocol its runs do not use.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from runcoord.provider.errors import (
     OutcomeUnknown,
     ProviderRejected,
@@ -20,7 +26,23 @@ from runcoord.provider.port import (
     SubmitOutcome,
     SubmitStatus,
 )
-from runcoord.provider.responses import ResponsesProvider
+
+if TYPE_CHECKING:
+    from runcoord.provider.assistants import AssistantsProvider
+    from runcoord.provider.responses import ResponsesProvider
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AssistantsProvider":
+        from runcoord.provider.assistants import AssistantsProvider
+
+        return AssistantsProvider
+    if name == "ResponsesProvider":
+        from runcoord.provider.responses import ResponsesProvider
+
+        return ResponsesProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "OBSERVE_MODES",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -20,11 +20,9 @@ from runcoord.effects.serve import (
     ledger,
     serve,
 )
-from runcoord.provider.assistants import AssistantsProvider
 from runcoord.provider.client import open_client
 from runcoord.provider.executor import KINDS, ProviderEffects
 from runcoord.provider.port import OBSERVE_MODES, Observe, RunProvider
-from runcoord.provider.responses import ResponsesProvider
 from runcoord.registry import load_registry
 
 ProviderUrlOpt = Annotated[
@@ -67,10 +65,35 @@ def provider(
     serve("provider", KINDS, handler, *options)
 
 
+class Adapters(Mapping[str, RunProvider]):
+    """The adapter of each protocol, built (and its module imported) at its first use.
+
+    Each adapter brings its share of the openai SDK's types, about half a second of imports
+    that a replica restarted after a kill -9 paid before it served anything, for a protocol
+    its runs might not use.
+    """
+
+    def __init__(self, factories: Mapping[str, Callable[[], RunProvider]]) -> None:
+        self._factories = factories
+        self._built: dict[str, RunProvider] = {}
+
+    def __getitem__(self, protocol: str) -> RunProvider:
+        adapter = self._built.get(protocol)
+        if adapter is None:
+            adapter = self._built[protocol] = self._factories[protocol]()
+        return adapter
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+
 @asynccontextmanager
 async def providers(
     settings: Settings, url: str | None, api_key: str | None, observe: Observe
-) -> AsyncIterator[dict[str, RunProvider]]:
+) -> AsyncIterator[Mapping[str, RunProvider]]:
     """Both protocols; each intent names the one its run uses."""
     registry = load_registry(settings.tools_file)
     if any(t.server and t.parameters is None for t in registry.tools.values()):
@@ -83,7 +106,15 @@ async def providers(
     async with open_client(
         url or settings.provider_url, api_key or settings.openai_api_key
     ) as client:
-        yield {
-            "assistants": AssistantsProvider(client, observe=observe),
-            "responses": ResponsesProvider(client, tools=tools, observe=observe),  # type: ignore[arg-type]
-        }
+
+        def assistants() -> RunProvider:
+            from runcoord.provider.assistants import AssistantsProvider
+
+            return AssistantsProvider(client, observe=observe)
+
+        def responses() -> RunProvider:
+            from runcoord.provider.responses import ResponsesProvider
+
+            return ResponsesProvider(client, tools=tools, observe=observe)  # type: ignore[arg-type]
+
+        yield Adapters({"assistants": assistants, "responses": responses})

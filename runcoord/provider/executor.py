@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
@@ -45,7 +45,7 @@ class ProviderEffects:
 
     def __init__(
         self,
-        providers: dict[str, RunProvider],
+        providers: Mapping[str, RunProvider],
         guard: LedgerGuard,
         *,
         create_give_up_s: float = CREATE_GIVE_UP_S,

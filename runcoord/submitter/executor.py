@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from runcoord.domain import inputs as inp
 from runcoord.domain import intents as it
@@ -29,7 +29,7 @@ KINDS = frozenset({"submit_outputs"})
 
 
 class Submissions:
-    def __init__(self, providers: dict[str, RunProvider], guard: LedgerGuard) -> None:
+    def __init__(self, providers: Mapping[str, RunProvider], guard: LedgerGuard) -> None:
         self.providers = providers
         self.guard = guard
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,8 @@ try:
 except SystemExit:
     pass
 print(json.dumps(sorted(m for m in ("openai", "runcoord.provider.cli", "runcoord.tools.cli",
-                         "runcoord.submitter.cli") if m in sys.modules)))
+                         "runcoord.submitter.cli", "runcoord.provider.assistants",
+                         "runcoord.provider.responses") if m in sys.modules)))
 """
 
 
@@ -38,7 +40,12 @@ def imported(*argv: str) -> list[str]:
     ("argv", "expected"),
     [
         (("executor", "tools", "--help"), ["runcoord.tools.cli"]),
+        # The adapters wait for their first intent (runcoord.provider.cli.Adapters).
         (("executor", "provider", "--help"), ["openai", "runcoord.provider.cli"]),
+        (
+            ("executor", "submissions", "--help"),
+            ["openai", "runcoord.provider.cli", "runcoord.submitter.cli"],
+        ),
     ],
 )
 def test_an_executor_imports_only_its_own_command(
@@ -54,3 +61,21 @@ def test_the_executor_group_help_still_lists_every_executor() -> None:
         "runcoord.submitter.cli",
         "runcoord.tools.cli",
     ]
+
+
+def test_an_adapter_is_built_at_its_first_use_and_once() -> None:
+    from runcoord.provider.cli import Adapters
+
+    built: list[str] = []
+
+    def make(name: str) -> Any:
+        built.append(name)
+        return f"adapter {name}"
+
+    adapters = Adapters(
+        {"assistants": lambda: make("assistants"), "responses": lambda: make("responses")}
+    )
+    assert built == [] and sorted(adapters) == ["assistants", "responses"]
+    assert adapters["responses"] == adapters.get("responses") == "adapter responses"
+    assert built == ["responses"]
+    assert adapters.get("bedrock") is None and built == ["responses"]
