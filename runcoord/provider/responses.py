@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TypeVar
 
 import openai
-from openai import AsyncOpenAI, omit
+from openai import AsyncOpenAI, Omit, omit
 from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
 
 from runcoord.domain.model import Output
@@ -50,6 +50,7 @@ _S = TypeVar("_S", mapping.InputScan, mapping.OutputsScan, mapping.ProgressScan)
 # runcoord_step on the response that opens a turn (follow-ups name the step they answer).
 OPENING_STEP = "input"
 _MAX_ITEMS_PER_CREATE = 20  # OpenAI's limit on conversations.items.create
+_FOLLOW_UP_ITEMS = 6  # what a scan for a step's outputs reads past them before its calls
 
 
 class ResponsesProvider:
@@ -175,7 +176,8 @@ class ResponsesProvider:
 
     async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
         calls = frozenset(c.id for c in run.tool_calls)
-        scan = await self._scan(thread_id, lambda: mapping.ProgressScan(calls))
+        first = 2 * len(calls) + _FOLLOW_UP_ITEMS
+        scan = await self._scan(thread_id, lambda: mapping.ProgressScan(calls), first)
         return scan.run(run.provider_run_id)
 
     async def watch(
@@ -340,21 +342,37 @@ class ResponsesProvider:
     async def _scan_outputs(
         self, conversation_id: str, call_ids: frozenset[str]
     ) -> mapping.OutputsScan:
-        return await self._scan(conversation_id, lambda: mapping.OutputsScan(call_ids))
+        # Newest first, a step's calls come right after whatever answered them (its outputs,
+        # a follow-up's items): twice the calls and a few more covers it, usually.
+        first = 2 * len(call_ids) + _FOLLOW_UP_ITEMS
+        return await self._scan(conversation_id, lambda: mapping.OutputsScan(call_ids), first)
 
-    async def _scan(self, conversation_id: str, new_scan: Callable[[], _S]) -> _S:
+    async def _scan(
+        self, conversation_id: str, new_scan: Callable[[], _S], first: int | None = None
+    ) -> _S:
         """Show the conversation's items to a new scan, newest first, until it has seen
-        enough (each request, a hedge among them, feeds a scan of its own)."""
+        enough (each request, a hedge among them, feeds a scan of its own).
+
+        The first page holds `first` items when the caller knows the scan usually ends
+        within them, the next ones `page_size`: the SDK builds a model of every item of a
+        page, and a step's scan that stopped after its few newest items paid for a hundred.
+        """
         attempt = Attempt("list_items", conversation_id, write=False)
 
         async def read() -> _S:
             scan = new_scan()
-            async for item in self._read.conversations.items.list(
-                conversation_id, order="desc", limit=self._page_size
-            ):
-                if scan.see(item):
-                    break
-            return scan
+            after: str | Omit = omit
+            limit = min(first or self._page_size, self._page_size)
+            while True:
+                page = await self._read.conversations.items.list(
+                    conversation_id, order="desc", limit=limit, after=after
+                )
+                for item in page.data:
+                    if scan.see(item):
+                        return scan
+                if not page.has_more or not page.last_id or not page.data:
+                    return scan
+                after, limit = page.last_id, self._page_size
 
         try:
             return await hedged(read, self._backoff.hedge_ms)

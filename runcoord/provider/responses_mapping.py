@@ -225,6 +225,7 @@ class ProgressScan:
     outputs: set[str] = field(default_factory=set)
     ends_with_message: bool | None = None  # is the newest item of the turn a reply?
     reached: bool = False
+    asked: set[str] = field(default_factory=set)  # the step's own calls, seen
 
     def see(self, item: ConversationItem) -> bool:
         if isinstance(item, ResponseFunctionToolCallOutputItem):
@@ -234,6 +235,12 @@ class ProgressScan:
             if item.call_id:
                 self.outputs.add(item.call_id)
         elif isinstance(item, ResponseFunctionToolCallItem):
+            if item.call_id in self.answered_calls:
+                # Outputs come after their calls: past all of the step's calls without one
+                # of its outputs, nothing older can show it answered. (Reading on to the
+                # conversation's first item, a watch's every look at a step did.)
+                self.asked.add(item.call_id)
+                return self.asked == self.answered_calls
             self.calls.append(ToolCall(item.call_id, item.name, item.arguments))
         elif (
             isinstance(item, Message)

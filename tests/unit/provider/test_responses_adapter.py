@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from openai import AsyncOpenAI
 
@@ -151,3 +152,50 @@ async def test_cancelling_an_ended_turn_returns_its_status(world: World) -> None
     run, _ = await world.create(script={"steps": [], "final": {"message": "ok"}})
     done = await world.until(run, "completed")
     assert await world.cancel(done) == "completed"
+
+
+async def test_a_steps_scans_read_its_newest_items_not_the_whole_conversation(
+    client: AsyncOpenAI, sim: Sim
+) -> None:
+    """Behind a long history, a look at a waiting step and the check before its submission
+    each read one small page: outputs come after their calls, so the scan stops at them."""
+    base = await responses_world(client, sim)
+    limits: list[str | None] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/items") and request.method == "GET":
+            limits.append(request.url.params.get("limit"))
+
+    http = httpx.AsyncClient(event_hooks={"request": [record]})
+    async with AsyncOpenAI(
+        base_url=sim.base_url + "/v1", api_key="sk-test", http_client=http
+    ) as sdk:
+        world = World(
+            ResponsesProvider(sdk, tools=RESPONSE_TOOLS, backoff=FAST),
+            sim,
+            base.thread_id,
+            base.assistant_id,
+        )
+        for turn in range(4):  # history: each turn adds its input, calls, outputs and reply
+            run = await world.waiting(f"r-{turn}")
+            await world.until(await world.after(run, await world.submit(run)), "completed")
+        history = await sdk.conversations.items.list(base.thread_id, limit=100)
+        assert len(history.data) > 12
+        run = await world.waiting("r-last")
+        limits.clear()
+        assert (await world.observe(run.provider_run_id)).step_id == run.step_id
+        assert (await world.submit(run)).outcome == "submitted"
+    assert limits == ["8", "8"]  # one page each: 2 per call and 6 more
+
+
+async def test_a_scan_pages_on_when_the_answer_lies_deeper(client: AsyncOpenAI, sim: Sim) -> None:
+    base = await responses_world(client, sim)
+    provider = ResponsesProvider(client, tools=RESPONSE_TOOLS, backoff=FAST, page_size=1)
+    world = World(provider, sim, base.thread_id, base.assistant_id)
+    run = await world.waiting()
+    assert (await world.reconcile(run)).outcome == "not_submitted"  # type: ignore[union-attr]
+    outcome = await world.submit(run)
+    await world.until(await world.after(run, outcome), "completed")
+    # Newest first: the reply, the output, then the call, one item per page.
+    verdict = await world.reconcile(run)
+    assert verdict is not None and verdict.outcome == "already_submitted"

@@ -254,3 +254,13 @@ def test_no_progress_verdict_when_our_outputs_are_not_there() -> None:
 def test_derived_steps_name_their_base_response() -> None:
     assert mapping.base_response_id("resp_1+call_9") == "resp_1"
     assert mapping.base_response_id("resp_2") == "resp_2"
+
+
+def test_progress_scan_stops_at_the_steps_own_calls_when_they_are_unanswered() -> None:
+    """Outputs come after their calls: once past every call of the step without meeting an
+    output of it, the scan stops instead of reading to the conversation's first item."""
+    scan = mapping.ProgressScan(frozenset({"a", "b"}))
+    assert not scan.see(_reply())
+    assert not scan.see(_call("b"))
+    assert scan.see(_call("a"))
+    assert scan.run("resp_1") is None
