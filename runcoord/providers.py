@@ -34,6 +34,11 @@ class ProviderChoice:
         host = urlparse(base_url).hostname or ""
         return "responses" if host in OPENAI_HOSTS else "assistants"
 
+    def protocols(self, base_url: str) -> frozenset[str]:
+        """Every protocol this choice can give a turn at `base_url`."""
+        named = {self.protocol_for(a, base_url) for a in self.assistants}
+        return frozenset({self.protocol_for("", base_url), *named})
+
 
 def load_choice(path: Path) -> ProviderChoice:
     """The configured choice; a missing file means every default. Anything else that is not a

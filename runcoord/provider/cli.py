@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -23,6 +23,7 @@ from runcoord.effects.serve import (
 from runcoord.provider.client import open_client
 from runcoord.provider.executor import KINDS, ProviderEffects
 from runcoord.provider.port import OBSERVE_MODES, Observe, RunProvider
+from runcoord.providers import load_choice
 from runcoord.registry import load_registry
 
 ProviderUrlOpt = Annotated[
@@ -66,16 +67,23 @@ def provider(
 
 
 class Adapters(Mapping[str, RunProvider]):
-    """The adapter of each protocol, built (and its module imported) at its first use.
+    """The adapter of each protocol: those in `expected` built now, the others (and their
+    modules imported) at their first use.
 
-    Each adapter brings its share of the openai SDK's types, about half a second of imports
-    that a replica restarted after a kill -9 paid before it served anything, for a protocol
-    its runs might not use.
+    The Assistants adapter brings 0.8 s of the openai SDK's types. Imported at start, a
+    replica restarted after a kill -9 paid it before serving anything, even with no
+    Assistants runs; imported at the first intent, the first step paid it. So the protocols
+    the configuration gives turns (providers.yaml) are built at start, and only the others
+    wait, in case an intent names one anyway.
     """
 
-    def __init__(self, factories: Mapping[str, Callable[[], RunProvider]]) -> None:
+    def __init__(
+        self, factories: Mapping[str, Callable[[], RunProvider]], expected: Iterable[str] = ()
+    ) -> None:
         self._factories = factories
         self._built: dict[str, RunProvider] = {}
+        for protocol in expected:
+            self[protocol]
 
     def __getitem__(self, protocol: str) -> RunProvider:
         adapter = self._built.get(protocol)
@@ -117,4 +125,6 @@ async def providers(
 
             return ResponsesProvider(client, tools=tools, observe=observe)  # type: ignore[arg-type]
 
-        yield Adapters({"assistants": assistants, "responses": responses})
+        choice = load_choice(settings.providers_file)
+        expected = choice.protocols(url or settings.provider_url)
+        yield Adapters({"assistants": assistants, "responses": responses}, expected)

@@ -79,3 +79,7 @@ def test_an_adapter_is_built_at_its_first_use_and_once() -> None:
     assert adapters["responses"] == adapters.get("responses") == "adapter responses"
     assert built == ["responses"]
     assert adapters.get("bedrock") is None and built == ["responses"]
+
+    # The protocols the configuration gives turns are built at start.
+    Adapters({"assistants": lambda: make("assistants")}, expected=["assistants"])
+    assert built == ["responses", "assistants"]

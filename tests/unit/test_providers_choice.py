@@ -34,6 +34,24 @@ def test_protocol_for(choice: ProviderChoice, assistant: str, url: str, expected
     assert choice.protocol_for(assistant, url) == expected
 
 
+@pytest.mark.parametrize(
+    ("choice", "url", "expected"),
+    [
+        (ProviderChoice(), "https://api.openai.com/v1", {"responses"}),
+        (ProviderChoice(), "http://127.0.0.1:8390/v1", {"assistants"}),
+        (ProviderChoice("responses"), "http://127.0.0.1:8390/v1", {"responses"}),
+        (
+            ProviderChoice("auto", {"a": "assistants"}),
+            "https://api.openai.com/v1",
+            {"assistants", "responses"},
+        ),
+    ],
+)
+def test_protocols_a_choice_can_give(choice: ProviderChoice, url: str, expected: set[str]) -> None:
+    """What the executors build at start (runcoord/provider/cli.py, Adapters)."""
+    assert choice.protocols(url) == expected
+
+
 def test_a_bad_value_is_a_clear_config_error(tmp_path: Path) -> None:
     path = tmp_path / "providers.yaml"
     path.write_text("default: threads\n")

@@ -168,6 +168,7 @@ def replay_system(
             config.coordinators, config.executors, observe=config.observe,
             conversations=config.plan.threads == "runcoord",
             approval_budget_ms=APPROVAL_BUDGET_MS if approvals else None,
+            protocol=config.provider,
         )  # fmt: skip
         markers = {"coordinator": " up (group", "executor": "up, kinds"}
     else:

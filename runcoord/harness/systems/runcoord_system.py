@@ -46,6 +46,9 @@ class RuncoordSystem:
     # The coordinators' --approval-budget-ms (None: their default); replays with approvals
     # keep it short, so an undecided call is answered well within the turn's budget.
     approval_budget_ms: int | None = None
+    # The run protocol the driver's turns name; written to the replicas' providers.yaml, as
+    # a deployment would, so the executors build that adapter at start (provider/cli.py).
+    protocol: str = "assistants"
     name: str = "runcoord"
 
     def topics(self) -> dict[str, int]:
@@ -60,7 +63,13 @@ class RuncoordSystem:
 
     def replicas(self, supervisor: Supervisor) -> None:
         # Every process reads the replay's registry (the provider executor offers its tools).
-        env = {"RUNCOORD_POSTGRES_DSN": self.dsn, "RUNCOORD_TOOLS_FILE": str(self.tools_file)}
+        providers_file = self.folder / "providers.yaml"
+        providers_file.write_text(f"default: {self.protocol}\n")
+        env = {
+            "RUNCOORD_POSTGRES_DSN": self.dsn,
+            "RUNCOORD_TOOLS_FILE": str(self.tools_file),
+            "RUNCOORD_PROVIDERS_FILE": str(providers_file),
+        }
         logs = self.folder / "logs"
         for i in range(self.coordinators):
             name = f"coord-{i}"
