@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 from openai import AsyncOpenAI
@@ -170,8 +172,10 @@ async def test_a_steps_scans_read_its_newest_items_not_the_whole_conversation(
     async with AsyncOpenAI(
         base_url=sim.base_url + "/v1", api_key="sk-test", http_client=http
     ) as sdk:
+        # No hedging: a slow answer on a loaded machine would add a second request.
+        unhedged = dataclasses.replace(FAST, hedge_ms=None)
         world = World(
-            ResponsesProvider(sdk, tools=RESPONSE_TOOLS, backoff=FAST),
+            ResponsesProvider(sdk, tools=RESPONSE_TOOLS, backoff=unhedged),
             sim,
             base.thread_id,
             base.assistant_id,
