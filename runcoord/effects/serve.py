@@ -131,4 +131,8 @@ def serve(
             log.info("executor %s (%s) up, kinds %s", owner, name, sorted(kinds))
             await executor.run_async(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:  # tools.yaml, providers.yaml…: the file and the reason
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,3 +190,25 @@ def test_serve_refuses_a_bad_choice_with_its_message(
 
 def _squeezed(text: str) -> str:
     return "".join(c for c in text if not c.isspace() and c != "│")
+
+
+@pytest.mark.parametrize("kind", ["provider", "submissions"])
+def test_an_executor_refuses_a_bad_choice_with_its_message(tmp_path: Path, kind: str) -> None:
+    """The executors read providers.yaml too (the adapters they build at start): a bad file
+    stops them with its name and the reason, not a traceback. No server is needed: the
+    reclaim at start is best effort, and the file is read before Kafka is touched."""
+    bad = tmp_path / "providers.yaml"
+    bad.write_text("default: threads\n")
+    closed = {"RUNCOORD_REDIS_PORT": "1", "RUNCOORD_POSTGRES_PORT": "1", "RUNCOORD_KAFKA_PORT": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runcoord.cli", "executor", kind],
+        env={**os.environ, **closed, "RUNCOORD_PROVIDERS_FILE": str(bad)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {bad}: default: 'threads' is not assistants|responses|auto"
+    )
+    assert "Traceback" not in done.stderr
