@@ -186,8 +186,9 @@ def _long(n: int) -> bytes:
 def compile_writer(parsed: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bytes] | None:
     """The compiled writer of record schema `parsed` (fastavro's parsed form), or None when
     the schema uses a type this module does not compile."""
-    named: dict[str, Any] = {}
-    _collect(parsed, named)
+    # fastavro's parsed form keeps every named type it defines by full name; later uses of
+    # one refer to it by that name.
+    named: Mapping[str, Any] = parsed.get("__named_schemas", {})
     source = _Source()
     try:
         top = source.record(parsed, named)
@@ -216,20 +217,3 @@ def compile_writer(parsed: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], b
         return b"".join(parts)
 
     return write
-
-
-def _collect(schema: Any, named: dict[str, Any]) -> None:
-    """Every named record defined in `schema`, by full name (later uses refer to it by name)."""
-    if isinstance(schema, list):
-        for branch in schema:
-            _collect(branch, named)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "record":
-            named.setdefault(schema["name"], schema)
-            for field in schema["fields"]:
-                _collect(field["type"], named)
-        elif kind == "array":
-            _collect(schema["items"], named)
-        elif kind == "map":
-            _collect(schema["values"], named)

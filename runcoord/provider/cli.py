@@ -111,9 +111,9 @@ async def providers(
 
         registry = await with_listing(registry)
     tools = registry.function_tools()
-    async with open_client(
-        url or settings.provider_url, api_key or settings.openai_api_key
-    ) as client:
+    base_url = url or settings.provider_url
+    expected = load_choice(settings.providers_file).protocols(base_url)
+    async with open_client(base_url, api_key or settings.openai_api_key) as client:
 
         def assistants() -> RunProvider:
             from runcoord.provider.assistants import AssistantsProvider
@@ -125,6 +125,4 @@ async def providers(
 
             return ResponsesProvider(client, tools=tools, observe=observe)  # type: ignore[arg-type]
 
-        choice = load_choice(settings.providers_file)
-        expected = choice.protocols(url or settings.provider_url)
         yield Adapters({"assistants": assistants, "responses": responses}, expected)

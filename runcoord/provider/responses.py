@@ -53,6 +53,13 @@ _MAX_ITEMS_PER_CREATE = 20  # OpenAI's limit on conversations.items.create
 _FOLLOW_UP_ITEMS = 6  # what a scan for a step's outputs reads past them before its calls
 
 
+def _page_for(calls: frozenset[str]) -> int:
+    """The first page of a scan about a step with these calls. Newest first, the calls come
+    right after whatever answered them (their outputs, a follow-up's items): twice the calls
+    and a few more covers it, usually."""
+    return 2 * len(calls) + _FOLLOW_UP_ITEMS
+
+
 class ResponsesProvider:
     """The port over ``client.responses`` and ``client.conversations``.
 
@@ -176,8 +183,7 @@ class ResponsesProvider:
 
     async def _progress(self, thread_id: str, run: ProviderRun) -> ProviderRun | None:
         calls = frozenset(c.id for c in run.tool_calls)
-        first = 2 * len(calls) + _FOLLOW_UP_ITEMS
-        scan = await self._scan(thread_id, lambda: mapping.ProgressScan(calls), first)
+        scan = await self._scan(thread_id, lambda: mapping.ProgressScan(calls), _page_for(calls))
         return scan.run(run.provider_run_id)
 
     async def watch(
@@ -342,10 +348,9 @@ class ResponsesProvider:
     async def _scan_outputs(
         self, conversation_id: str, call_ids: frozenset[str]
     ) -> mapping.OutputsScan:
-        # Newest first, a step's calls come right after whatever answered them (its outputs,
-        # a follow-up's items): twice the calls and a few more covers it, usually.
-        first = 2 * len(call_ids) + _FOLLOW_UP_ITEMS
-        return await self._scan(conversation_id, lambda: mapping.OutputsScan(call_ids), first)
+        return await self._scan(
+            conversation_id, lambda: mapping.OutputsScan(call_ids), _page_for(call_ids)
+        )
 
     async def _scan(
         self, conversation_id: str, new_scan: Callable[[], _S], first: int | None = None

@@ -41,21 +41,6 @@ def fastavro_bytes(parsed: dict[str, Any], record: Any) -> bytes | None:
     return buf.getvalue()
 
 
-def named_records(schema: Any, into: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(schema, list):
-        for branch in schema:
-            named_records(branch, into)
-    elif isinstance(schema, dict):
-        if schema.get("type") == "record":
-            into.setdefault(schema["name"], schema)
-            for field in schema["fields"]:
-                named_records(field["type"], into)
-        for key in ("items", "values"):
-            if key in schema:
-                named_records(schema[key], into)
-    return into
-
-
 def valid(schema: Any, named: Mapping[str, Any], depth: int = 0) -> st.SearchStrategy[Any]:
     """Values that fit `schema`, of the exact types the compiled writer takes."""
     if isinstance(schema, list):
@@ -139,7 +124,7 @@ def test_every_committed_schema_compiles() -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_valid_records_are_written_as_fastavro_writes_them(version: Any, data: Any) -> None:
-    record = data.draw(valid(version.parsed, named_records(version.parsed, {})))
+    record = data.draw(valid(version.parsed, version.parsed["__named_schemas"]))
     assert version.compiled(record) == fastavro_bytes(version.parsed, record)
 
 
@@ -147,7 +132,7 @@ def test_valid_records_are_written_as_fastavro_writes_them(version: Any, data: A
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_what_it_accepts_fastavro_accepts_and_writes_the_same(version: Any, data: Any) -> None:
-    record = data.draw(valid(version.parsed, named_records(version.parsed, {})))
+    record = data.draw(valid(version.parsed, version.parsed["__named_schemas"]))
     spoiled = spoil(record, data.draw)
     try:
         written = version.compiled(spoiled)

@@ -248,6 +248,10 @@ def test_matrix_faults_expand() -> None:
 
 # ---------------------------------------------------------------------- self-inflicted faults
 
+# The child replica: it kills itself at its third pass of the point (the plan arms it with
+# kill@tool.after_send:3). The sleep is not a wait of the test's (the test waits on the
+# runner's conditions, with deadlines); it bounds the child's life should the fault never fire,
+# so a failing test leaves no process behind for long.
 _SELF_KILL = (
     "import time\n"
     "from runcoord.faults import fault_point\n"
