@@ -774,6 +774,28 @@ class _Decider:
         if r.provider_run_id is not None and self.now >= self.watch_due(r):
             self.renew("no observation within the watch timeout")
 
+    def end_watch(self, *, before: RunState, message: inp.Input) -> None:
+        """When this decision finished the run, stop its watch, unless the watch's own
+        report is what finished it (that watch has ended already). The news came from
+        elsewhere: most often a submission's answer that followed the run to its end. The
+        watch would otherwise poll once more, find the run finished and report what the
+        coordinator then ignores. Only a finished run is unwatched: a run that works on
+        always keeps a watch."""
+        r = self.run
+        if before.terminal or not r.terminal or r.watch == 0:
+            return
+        step = f"watch:{r.watch}"
+        match message:
+            case inp.RunObserved(watch=w) if w == r.watch:
+                return
+            case inp.EffectFailed(effect_key=k) if k == self.key(step=step, kind="observe_run"):
+                return
+        self.intents.append(
+            it.EndWatchIntent(
+                effect_key=self.key(step=step, kind="end_watch"), **self.common(), watch=r.watch
+            )
+        )
+
     def watch_due(self, r: RunState) -> int:
         return r.watch_started_ms + self.policy.watch_timeout_ms + self.policy.watch_grace_ms
 
@@ -812,6 +834,7 @@ def decide(state: RunState | None, message: inp.Input, *, now_ms: int, policy: P
             d.approval_decision(message)
         case inp.Tick():
             d.tick()
+    d.end_watch(before=state, message=message)
     return d.decision()
 
 

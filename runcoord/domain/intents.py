@@ -36,6 +36,16 @@ class ObserveRunIntent(Intent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EndWatchIntent(Intent):
+    """Stop the run's watch numbered ``watch``: the run finished by other news.
+
+    That news is a submission's or a create's own answer, or a timer. The watch has nothing
+    left to report, and polling on for it would only cost requests."""
+
+    watch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallIntent(Intent):
     step_id: str
     tool_call_id: str
@@ -68,13 +78,19 @@ def log_ids(intent: Intent) -> dict[str, str]:
 
 
 EffectIntent = (
-    CreateRunIntent | ObserveRunIntent | ToolCallIntent | SubmitOutputsIntent | CancelRunIntent
+    CreateRunIntent
+    | ObserveRunIntent
+    | EndWatchIntent
+    | ToolCallIntent
+    | SubmitOutputsIntent
+    | CancelRunIntent
 )
 
 # The `kind` header on `effects`, so each executor reads only its own kinds without decoding.
 KIND: dict[type[Intent], str] = {
     CreateRunIntent: "create_run",
     ObserveRunIntent: "observe_run",
+    EndWatchIntent: "end_watch",
     ToolCallIntent: "tool_call",
     SubmitOutputsIntent: "submit_outputs",
     CancelRunIntent: "cancel_run",

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,13 +53,7 @@ from runcoord.kafka import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[it.EffectIntent], Awaitable[Sequence[inp.Input]]]
-_INTENT_TYPES = (
-    it.CreateRunIntent,
-    it.ObserveRunIntent,
-    it.ToolCallIntent,
-    it.SubmitOutputsIntent,
-    it.CancelRunIntent,
-)
+_INTENT_TYPES = typing.get_args(it.EffectIntent)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ def _intent_what(i: it.EffectIntent | None, kind: str) -> str:
             return "create the provider run"
         case it.ObserveRunIntent():
             return f"watch the provider run (watch {i.watch})"
+        case it.EndWatchIntent():
+            return f"stop watching the provider run (watch {i.watch}): the run finished"
         case it.CancelRunIntent():
             return f"cancel the provider run ({i.reason})"
     return f"{kind} (record no longer in Kafka)"

@@ -1,4 +1,4 @@
-"""Provider effects: create the provider run, watch it, cancel it.
+"""Provider effects: create the provider run, watch it (and stop watching it), cancel it.
 
 create_run is guarded by the ledger, and the adapter reconciles by the run_id in the run's
 metadata, so neither a redelivery nor a crash after sending makes a second provider run.
@@ -29,7 +29,7 @@ from runcoord.provider.port import CONVERSATION_KEY, RunProvider, sighting
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"create_run", "observe_run", "cancel_run"})
+KINDS = frozenset({"create_run", "observe_run", "end_watch", "cancel_run"})
 
 
 # A create that keeps meeting an unavailable provider (a thread still busy with the previous
@@ -72,6 +72,9 @@ class ProviderEffects:
                 return await self.create(intent)
             case it.ObserveRunIntent():
                 return await self.observe(intent)
+            case it.EndWatchIntent():
+                self.end_watch(intent)
+                return []
             case it.CancelRunIntent():
                 return await self.cancel(intent)
         raise TypeError(f"{type(intent).__name__} is not a provider effect")
@@ -295,6 +298,13 @@ class ProviderEffects:
                 changed,
             )
         ]
+
+    def end_watch(self, intent: it.EndWatchIntent) -> None:
+        """End the run's watch in flight if it is the one named or an older one, without a
+        report: the run finished by other news. A newer watch of the run is left alone."""
+        held = self._watching.get(intent.run_id)
+        if held is not None and held[0] <= intent.watch:
+            held[1].set()
 
     async def cancel(self, intent: it.CancelRunIntent) -> Sequence[inp.Input]:
         try:

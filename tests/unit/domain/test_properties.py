@@ -90,6 +90,7 @@ class RunWorld(RuleBasedStateMachine):
         self.polled: list[tuple[int, inp.RunObserved | inp.SubmissionResult]] = []
         self.applied_version = 0
         self.last_was_tick = False
+        self.ended: set[int] = set()  # watches the executor was told to end
 
     def feed(self, message: inp.Input, at: int | None = None) -> None:
         before = self.d.state
@@ -100,6 +101,13 @@ class RunWorld(RuleBasedStateMachine):
             # Terminal absorbs: the only effect a finished run may still ask for is the
             # cancellation of an orphan provider run created after it finished.
             assert all(isinstance(i, it.CancelRunIntent) for i in decision.intents)
+        for end in decision.intents:
+            if isinstance(end, it.EndWatchIntent):
+                # Only the decision that finishes a run unwatches it, and only its current
+                # watch: a run that works on is never left without one.
+                assert before is not None and not before.terminal and self.d.run.terminal
+                assert end.watch == self.d.run.watch
+                self.ended.add(end.watch)
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [i for i in self.sent if isinstance(i, kind)]
@@ -181,8 +189,8 @@ class RunWorld(RuleBasedStateMachine):
         """An executor's poll: a snapshot of the provider, delivered now or much later."""
         watch: it.ObserveRunIntent = self.pick(data, it.ObserveRunIntent)
         p = self.provider
-        if p.status is None:
-            return
+        if p.status is None or watch.watch in self.ended:
+            return  # an ended watch polls no more
         changed = (p.status, p.step_id) != (watch.since_status, watch.since_step)
         if not changed and not timed_out:
             return  # the executor is still polling
@@ -284,6 +292,12 @@ class RunWorld(RuleBasedStateMachine):
             assert self.d.run.phase is self.finished_as
         elif self.d.run.terminal:
             self.finished_as = self.d.run.phase
+
+    @invariant()
+    def a_run_that_is_not_finished_keeps_its_watch(self) -> None:
+        r = self.d.state
+        if r is not None and not r.terminal and r.provider_run_id is not None:
+            assert r.watch not in self.ended
 
     @invariant()
     def the_provider_accepts_at_most_one_submission_per_step(self) -> None:

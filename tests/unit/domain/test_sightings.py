@@ -87,10 +87,42 @@ def test_a_submission_that_saw_the_next_step_closes_this_one_and_opens_that() ->
     assert "s1" in d.run.closed_steps and d.run.open_step.step_id == "s2"  # type: ignore[union-attr]
 
 
-def test_a_submission_that_saw_the_run_finish_finishes_it() -> None:
+def ended(decision: Decision) -> list[int]:
+    return [i.watch for i in decision.intents if isinstance(i, it.EndWatchIntent)]
+
+
+def test_a_submission_that_saw_the_run_finish_finishes_it_and_ends_the_step_watch() -> None:
     d = at_first_step()
-    submitted(d, inp.Sighting("completed", None, (), None, None))
+    step_watch = d.run.watch
+    out = submitted(d, inp.Sighting("completed", None, (), None, None))
     assert d.run.phase is Phase.COMPLETED
+    # The watch of the waiting step would poll once more only to find the run finished.
+    assert ended(out) == [step_watch] and not watches(out)
+
+
+def test_a_run_finished_by_its_own_watch_ends_no_watch() -> None:
+    d = at_first_step()
+    out = d.observe("completed")  # the watch's own report: that watch is over already
+    assert d.run.phase is Phase.COMPLETED and ended(out) == []
+
+
+def test_a_stale_watch_report_that_finishes_the_run_ends_the_current_watch() -> None:
+    d = at_first_step()
+    submitted(d, None)  # the step's watch is stale; the working run's watch is current
+    current = d.run.watch
+    out = d.feed(inp.RunObserved("r1", current - 1, "completed", None, (), None, None, True))
+    assert [type(e) for e in out.events] == [ev.InputIgnored] and ended(out) == []
+    out = d.feed(inp.RunObserved("r1", current, "completed", None, (), None, None, True))
+    assert d.run.phase is Phase.COMPLETED and ended(out) == []
+
+
+def test_a_cancel_given_up_on_by_the_timer_ends_the_watch() -> None:
+    d = at_first_step()
+    d.feed(inp.CancelRun("r1", "t1", "user"))
+    give_up = d.run.give_up_at_ms
+    assert give_up is not None
+    out = d.feed(inp.Tick("r1"), at=give_up)
+    assert d.run.phase is Phase.FAILED and ended(out) == [d.run.watch]
 
 
 def test_a_sighting_after_a_watch_saw_the_run_working_still_opens_the_next_step() -> None:

@@ -354,3 +354,41 @@ async def test_an_older_watch_delivered_while_a_newer_one_is_in_flight_is_not_st
     assert await asyncio.wait_for(effects(watch_intent(assistants, waiting, 8)), 1) == []
     assert not newer.done()  # the newer one watches on
     newer.cancel()
+
+
+def end_watch_intent(world: World, number: int) -> it.EndWatchIntent:
+    return it.EndWatchIntent(
+        effect_key=f"ek-r1-watch:{number}-end",
+        run_id="r1",
+        tenant="t1",
+        thread_id=world.thread_id,
+        provider=world.provider.name,
+        watch=number,
+    )
+
+
+async def test_an_end_of_watch_ends_the_watch_it_names_without_a_report(
+    assistants: World,
+) -> None:
+    effects = on(assistants, FakeTime(), InMemoryLedger())
+    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
+    watching = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 5)))
+    await asyncio.sleep(0.05)
+    assert not watching.done()  # the step waits on us: the watch would poll on for 30 s
+    assert await effects(end_watch_intent(assistants, 5)) == []
+    assert await asyncio.wait_for(watching, 1) == []
+
+
+async def test_an_end_of_an_older_watch_leaves_the_newer_one_watching(
+    assistants: World,
+) -> None:
+    effects = on(assistants, FakeTime(), InMemoryLedger())
+    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
+    newer = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 9)))
+    await asyncio.sleep(0.05)
+    assert await effects(end_watch_intent(assistants, 8)) == []
+    await asyncio.sleep(0.05)
+    assert not newer.done()
+    await assistants.cancel(waiting)  # the newer watch still reports what changes
+    (report,) = await asyncio.wait_for(newer, 5)
+    assert isinstance(report, inp.RunObserved) and report.watch == 9 and report.changed
