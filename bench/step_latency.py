@@ -53,6 +53,7 @@ REPORT_KEYS = (
     "no_stall_rate",
     "step_hops_ms",
     "cpu_ms_per_turn",
+    "provider_requests_per_turn",
 )
 
 
@@ -162,6 +163,10 @@ def table(result: dict[str, Any]) -> list[str]:
             cpu = ", ".join(f"{p} {ms:g}" for p, ms in sorted(f["cpu_ms_per_turn"].items()))
             lines.append(f"{row['rate']:g}/s {system}: hops p50/p99 ms: {hops or '-'}")
             lines.append(f"{row['rate']:g}/s {system}: CPU ms/turn: {cpu or '-'}")
+            requests = ", ".join(
+                f"{route} {n:g}" for route, n in sorted(f["provider_requests_per_turn"].items())
+            )
+            lines.append(f"{row['rate']:g}/s {system}: provider requests/turn: {requests or '-'}")
     return lines
 
 

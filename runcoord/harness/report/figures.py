@@ -123,6 +123,7 @@ def system_figures(
     rows_by_cause = writes.rows_by_cause()
     clusters_by_cause = writes.clusters_by_cause()
     redis = data.info.get("redis_ops")
+    requests = data.sim_records.get("counts", {}).get("requests", {})
     cpu = data.info.get("cpu_s", {})
     statuses: dict[str, int] = {}
     for r in runs:
@@ -179,6 +180,9 @@ def system_figures(
             rows_by_cause["system_duplicate"] * per_10k, 1
         ),
         "redis_ops_per_turn": _round(redis / sent if redis is not None and sent else None, 2),
+        "provider_requests_per_turn": {route: _round(n / sent, 2) for route, n in requests.items()}
+        if sent
+        else {},
         "cpu_s": cpu,
         "cpu_ms_per_turn": {proc: _round(seconds * 1000 / sent, 1) for proc, seconds in cpu.items()}
         if sent

@@ -10,7 +10,14 @@ from typing import Any
 from runcoord.harness.report.data import ReplayData
 from runcoord.harness.report.missing import CAUSES
 from runcoord.harness.report.plots import all_plots
-from runcoord.harness.report.render import ROWS, cause_rows, cpu_rows, hop_rows, missing_causes
+from runcoord.harness.report.render import (
+    ROWS,
+    cause_rows,
+    cpu_rows,
+    hop_rows,
+    missing_causes,
+    request_rows,
+)
 
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -65,6 +72,7 @@ def write_html(report: dict[str, Any], replay: ReplayData, folder: Path) -> Path
         for cause, meaning, values in _cause_table(report)
     )
     hops, cpu = _html_rows(hop_rows(report)), _html_rows(cpu_rows(report))
+    requests = _html_rows(request_rows(report))
     notes = "".join(f"<li>{escape.escape(n)}</li>" for n in _notes(report))
     images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in plots)
     protocol = escape.escape(json.dumps(report["protocol"], indent=2))
@@ -87,6 +95,10 @@ provider's records (runcoord/harness/report/hops.py).</p>
 <table><tr><th>hop</th>{head}</tr>{hops}</table>
 <h2>CPU per turn</h2>
 <table><tr><th>process (ms per turn)</th>{head}</tr>{cpu}</table>
+<h2>Provider requests per turn</h2>
+<p>What the simulated provider answered, by method and route: creates, submissions, and
+the polls a system's watching costs.</p>
+<table><tr><th>request</th>{head}</tr>{requests}</table>
 {images}
 <h2>Protocol</h2><pre>{protocol}</pre>
 </body></html>
@@ -127,6 +139,7 @@ def write_markdown(report: dict[str, Any], replay: ReplayData, folder: Path) -> 
     for title, first, rows in (
         ("Where a tool step's time goes (p50 / p99 ms)", "hop", hop_rows(report)),
         ("CPU per turn (ms)", "process", cpu_rows(report)),
+        ("Provider requests per turn", "request", request_rows(report)),
     ):
         lines += ["", f"## {title}", "", f"| {first} | " + " | ".join(names) + " |"]
         lines += ["| --- |" + " ---: |" * len(names)]

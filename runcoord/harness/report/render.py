@@ -110,14 +110,22 @@ def hop_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def cpu_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """CPU ms per turn, one row per process of any system ("-" where a system has none)."""
+def _keyed_rows(report: dict[str, Any], figure: str, fmt: Fmt) -> list[tuple[str, list[str]]]:
+    """One row per key of a figure that maps names to numbers, over every system ("-" where
+    a system has no such key)."""
     systems = report["systems"]
-    procs = sorted({p for f in systems.values() for p in (f.get("cpu_ms_per_turn") or {})})
-    return [
-        (proc, [_num(1)((systems[n].get("cpu_ms_per_turn") or {}).get(proc)) for n in systems])
-        for proc in procs
-    ]
+    keys = sorted({k for f in systems.values() for k in (f.get(figure) or {})})
+    return [(k, [fmt((systems[n].get(figure) or {}).get(k)) for n in systems]) for k in keys]
+
+
+def cpu_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """CPU ms per turn, one row per process of any system."""
+    return _keyed_rows(report, "cpu_ms_per_turn", _num(1))
+
+
+def request_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Requests the simulated provider answered per turn, one row per method and route."""
+    return _keyed_rows(report, "provider_requests_per_turn", _num(2))
 
 
 def table(report: dict[str, Any]) -> Table:
@@ -174,6 +182,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     cpu = cpu_rows(report)
     if cpu:
         console.print(_small_table("CPU ms per turn", "process", report, cpu))
+    requests = request_rows(report)
+    if requests:
+        console.print(_small_table("provider requests per turn", "request", report, requests))
     for name, figures in report["systems"].items():
         if figures.get("missing_writes_note"):
             console.print(f"{name}, missing writes: {figures['missing_writes_note']}")

@@ -12,10 +12,12 @@ import logging
 import uuid
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runcoord.sim.provider.errors import server_error
 from runcoord.sim.provider.faults import LOST_STATE_KEY
+from runcoord.sim.provider.state import sim_of
 
 
 class ConnectionDropped(Exception):
@@ -76,4 +78,12 @@ class SimMiddleware:
                 return  # the real answer is swallowed; the 500 was sent in its place
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            # Counted once routed (the router names the route in the scope), answered or
+            # not. The route's path is the one of the /v1 router it sits in (no prefix).
+            route = getattr(scope.get("route"), "path", None)
+            if route is not None and scope["path"].startswith("/v1/"):
+                route = route if route.startswith("/v1/") else f"/v1{route}"
+                sim_of(HTTPConnection(scope)).records.requests[f"{scope['method']} {route}"] += 1

@@ -3,6 +3,8 @@
 ``GET /_sim/records`` serves this, so a test can prove "exactly one provider run per our
 run_id" (``counts.creates_by_run_id``) and "exactly one accepted submission per step"
 (``counts.accepted_by_step``) from the provider's side, lost responses included.
+``counts.requests`` is every /v1 request answered, by method and route (``GET
+/v1/threads/{thread_id}/runs/{run_id}``): what a client's polling costs the provider.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Records:
     creates: list[CreateRecord] = field(default_factory=list)
     submissions: list[SubmissionRecord] = field(default_factory=list)
     containers: list[ContainerRecord] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
 
     def created(self, record: CreateRecord) -> None:
         self.creates.append(record)
@@ -96,5 +99,6 @@ class Records:
                     for run, counts in per_run.items()
                 },
                 "accepted_by_step": dict(accepted_by_step),
+                "requests": dict(sorted(self.requests.items())),
             },
         }

@@ -8,6 +8,7 @@ import pytest
 
 from runcoord.harness.report.data import AuditRow, RunRecord, SystemData
 from runcoord.harness.report.figures import percentile, system_figures
+from runcoord.harness.report.render import request_rows
 from runcoord.harness.report.writes import find_clusters, payload_hash, write_figures
 from runcoord.harness.workload.trace import TraceTurn
 
@@ -228,6 +229,25 @@ def test_a_cancel_with_a_reason_is_not_a_stall() -> None:
     f = system_figures(data, {"u1": one_step}, {"queue_ms": 0.0}, WRITE_TOOLS)
     assert f["coordinator_stalls"] == 0
     assert f["no_stall_rate"] == 0.0  # it still waited 49 s
+
+
+def test_provider_requests_are_counted_per_turn_by_route() -> None:
+    one_step = turn("u1", "t1", [[("create_ticket", TICKET)]], 1000)
+    trace = {"u1": one_step, "u2": one_step.model_copy(update={"turn_id": "u2"})}
+    sim = records([], [])
+    poll = "GET /v1/threads/{thread_id}/runs/{run_id}"
+    sim["counts"]["requests"] = {"POST /v1/threads/{thread_id}/runs": 2, poll: 3}
+    data = SystemData(
+        system="x",
+        runs=[run("r1", "u1", sent=100.0, finished=150.0), run("r2", "u2", sent=101.0)],
+        audit=[],
+        sim_records=sim,
+        info={"ended_at": 400.0},
+    )
+    f = system_figures(data, trace, {"queue_ms": 0.0}, WRITE_TOOLS)
+    assert f["provider_requests_per_turn"] == {"POST /v1/threads/{thread_id}/runs": 1.0, poll: 1.5}
+    report = {"systems": {"runcoord": f, "baseline": {}}}
+    assert dict(request_rows(report))[poll] == ["1.50", "-"]
 
 
 def test_percentile_is_nearest_rank() -> None:

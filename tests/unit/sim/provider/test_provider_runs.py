@@ -514,6 +514,23 @@ def sim_headers() -> dict[str, str]:
     return dict(HEADERS)
 
 
+def test_the_records_count_every_request_by_route_and_answered_or_not(sim: SimClient) -> None:
+    thread_id, run = _waiting_run(sim, 1)
+    path = f"/threads/{thread_id}/runs/{run['id']}"
+    retrieve = "GET /v1/threads/{thread_id}/runs/{run_id}"
+    before = sim.admin("GET", "/records")["counts"]["requests"]
+    sim.ok("GET", path)
+    sim.ok("GET", path)
+    sim.error(404, "GET", f"/threads/{thread_id}/runs/run_nope")
+    sim.admin("GET", "/faults")  # the admin API is not the provider's
+    requests = sim.admin("GET", "/records")["counts"]["requests"]
+    assert requests[retrieve] == before.get(retrieve, 0) + 3
+    assert requests["POST /v1/threads/{thread_id}/runs"] == 1
+    assert not [r for r in requests if "_sim" in r]
+    sim.admin("POST", "/reset")
+    assert sim.admin("GET", "/records")["counts"]["requests"] == {}
+
+
 def test_reset_forgets_everything(sim: SimClient) -> None:
     thread_id, _ = setup_run(sim, metadata={"run_id": "x"})
     sim.admin("POST", "/reset")
