@@ -326,11 +326,12 @@ class Coordinator:
 
     def update_run_gauges(self) -> None:
         """Runs by phase; called from the stats thread, so it reads copies and may skip."""
+        phases: Counter[str] = Counter()
         try:
-            states = [st for runs in list(self.owned.values()) for st in list(runs.runs.values())]
-        except RuntimeError:  # a rebalance changed the dicts under us: next time
+            for runs in list(self.owned.values()):
+                phases.update(runs.phases)
+        except RuntimeError:  # a run's first phase of its kind came in under us: next time
             return
-        phases = Counter(state.phase.value for state in states)
         for phase in Phase:
             metrics.RUNS.labels(phase.value).set(phases.get(phase.value, 0))
 

@@ -7,6 +7,7 @@ aborted transaction leaves memory exactly as Kafka has it.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -20,12 +21,20 @@ class PartitionRuns:
     # (due_ms, run_id); entries go stale when a run's state moves its due time, and are
     # checked against the state when popped (cheaper than deleting from the heap).
     _timers: list[tuple[int, str]] = field(default_factory=list)
+    # How many runs are in each phase, kept as runs change: the runs-by-phase gauge reads
+    # this instead of walking every run a partition ever had (finished runs stay, so such a
+    # walk grew with the partition's history: 5 ms per call at 25k runs, twice a second).
+    phases: Counter[str] = field(default_factory=Counter)
 
     def load(self, states: Iterable[RunState], policy: Policy) -> None:
         for state in states:
             self.put(state, policy)
 
     def put(self, state: RunState, policy: Policy) -> None:
+        before = self.runs.get(state.run_id)
+        if before is not None:
+            self.phases[before.phase.value] -= 1
+        self.phases[state.phase.value] += 1
         self.runs[state.run_id] = state
         due = next_due(state, policy)
         if due is not None:
