@@ -115,7 +115,11 @@ class Executor:
         if c.static_membership:
             consumer_overrides["group.instance.id"] = c.instance_id
         consumer = Consumer(consumer_config(c.bootstrap, c.group) | consumer_overrides)
-        producer = Producer(producer_config(c.bootstrap, client_id=c.instance_id))
+        # No linger: every report is waited for (its intent's offset is committed only once
+        # the broker has it), and it is the next hop of a step, so lingering would only add
+        # its time to every step. Under load, reports still batch while requests are out.
+        no_linger: dict[str, Any] = {"linger.ms": 0}
+        producer = Producer(producer_config(c.bootstrap, client_id=c.instance_id, **no_linger))
         # librdkafka clients are used from one thread each: the consumer from this pool's
         # single worker, the producer's callbacks from the poller thread below.
         kafka_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{c.name}-consumer")
