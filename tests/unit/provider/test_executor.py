@@ -328,16 +328,21 @@ def watch_intent(world: World, run: Any, number: int) -> it.ObserveRunIntent:
     )
 
 
+async def a_watch_in_flight(world: World, number: int) -> tuple[Any, Any, asyncio.Future[Any]]:
+    """A provider executor's effects, a run waiting on a step, and watch ``number`` of it in
+    flight: the step waits on us, so the watch polls on and reports nothing for 30 s."""
+    effects = on(world, FakeTime(), InMemoryLedger())
+    waiting = await world.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
+    watch = asyncio.ensure_future(effects(watch_intent(world, waiting, number)))
+    await asyncio.sleep(0.05)
+    assert not watch.done()
+    return effects, waiting, watch
+
+
 async def test_a_newer_watch_of_a_run_ends_the_older_one_without_a_report(
     assistants: World,
 ) -> None:
-    time, ledger = FakeTime(), InMemoryLedger()
-    effects = on(assistants, time, ledger)
-    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
-    # The step waits on us: a watch of it polls on and reports nothing for 30 s.
-    older = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 5)))
-    await asyncio.sleep(0.05)
-    assert not older.done()
+    effects, waiting, older = await a_watch_in_flight(assistants, 5)
     await assistants.cancel(waiting)  # a change the newer watch reports
     (report,) = await effects(watch_intent(assistants, waiting, 7))
     assert isinstance(report, inp.RunObserved) and report.watch == 7 and report.changed
@@ -347,10 +352,7 @@ async def test_a_newer_watch_of_a_run_ends_the_older_one_without_a_report(
 async def test_an_older_watch_delivered_while_a_newer_one_is_in_flight_is_not_started(
     assistants: World,
 ) -> None:
-    effects = on(assistants, FakeTime(), InMemoryLedger())
-    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
-    newer = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 9)))
-    await asyncio.sleep(0.05)
+    effects, waiting, newer = await a_watch_in_flight(assistants, 9)
     assert await asyncio.wait_for(effects(watch_intent(assistants, waiting, 8)), 1) == []
     assert not newer.done()  # the newer one watches on
     newer.cancel()
@@ -370,11 +372,7 @@ def end_watch_intent(world: World, number: int) -> it.EndWatchIntent:
 async def test_an_end_of_watch_ends_the_watch_it_names_without_a_report(
     assistants: World,
 ) -> None:
-    effects = on(assistants, FakeTime(), InMemoryLedger())
-    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
-    watching = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 5)))
-    await asyncio.sleep(0.05)
-    assert not watching.done()  # the step waits on us: the watch would poll on for 30 s
+    effects, _, watching = await a_watch_in_flight(assistants, 5)
     assert await effects(end_watch_intent(assistants, 5)) == []
     assert await asyncio.wait_for(watching, 1) == []
 
@@ -382,10 +380,7 @@ async def test_an_end_of_watch_ends_the_watch_it_names_without_a_report(
 async def test_an_end_of_an_older_watch_leaves_the_newer_one_watching(
     assistants: World,
 ) -> None:
-    effects = on(assistants, FakeTime(), InMemoryLedger())
-    waiting = await assistants.waiting(script={"steps": [{"tool_calls": [{"name": "x"}]}]})
-    newer = asyncio.ensure_future(effects(watch_intent(assistants, waiting, 9)))
-    await asyncio.sleep(0.05)
+    effects, waiting, newer = await a_watch_in_flight(assistants, 9)
     assert await effects(end_watch_intent(assistants, 8)) == []
     await asyncio.sleep(0.05)
     assert not newer.done()
