@@ -23,6 +23,7 @@ import pytest
 from runcoord.config import Settings
 from runcoord.harness.faultplan.matrix import load_scenario, run_once
 from runcoord.harness.replay.netpart import netns_available
+from tests.environment import unavailable
 from tests.integration.e2e import SDK_WARNINGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, *SDK_WARNINGS]
@@ -38,7 +39,7 @@ RATE = 6.0
 )
 def test_fault_matrix_short(scenario: str, settings: Settings, tmp_path: Path) -> None:
     if scenario.startswith("partition") and (why := netns_available()):
-        pytest.skip(f"no network namespace on this machine: {why}")
+        unavailable(f"no network namespace on this machine: {why}")
     plan = load_scenario(scenario)
     assert not plan.stack.private  # CI's scenarios run on the shared stack
     row = run_once(

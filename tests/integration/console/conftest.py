@@ -18,14 +18,15 @@ from playwright.sync_api import Browser, Playwright, sync_playwright
 from runcoord.errors import StackError
 from runcoord.stack import apt
 from runcoord.stack import browser as browser_setup
+from tests.environment import unavailable
 
 
 def ensure_chromium() -> Path:
     """Debian's chromium (`make test` installed it: `runcoord stack browser`); installed here
     the same way when the tests run on their own; skipped only where it cannot be (not root,
-    no apt-get), with that reason."""
+    no apt-get), with that reason (a failure in CI: tests/environment.py)."""
     if browser_setup.chromium_path() is None and not apt.can_install():
-        pytest.skip(
+        unavailable(
             "the console's browser tests need Debian's chromium package: not installed, and it "
             "cannot be installed here (needs root and apt-get); `apt-get install chromium` or "
             "set RUNCOORD_CHROMIUM to a chromium binary"

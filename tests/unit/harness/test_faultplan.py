@@ -248,16 +248,15 @@ def test_matrix_faults_expand() -> None:
 
 # ---------------------------------------------------------------------- self-inflicted faults
 
-# The child replica: it kills itself at its third pass of the point (the plan arms it with
-# kill@tool.after_send:3). The sleep is not a wait of the test's (the test waits on the
-# runner's conditions, with deadlines); it bounds the child's life should the fault never fire,
-# so a failing test leaves no process behind for long.
+# The child replica: it passes the point three times (an armed plan stops or kills it
+# there), then stays up like a replica until the supervisor stops it at the test's end. The
+# test itself waits on the runner's conditions, with deadlines.
 _SELF_KILL = (
-    "import time\n"
+    "import signal\n"
     "from runcoord.faults import fault_point\n"
     "for _ in range(3):\n"
     "    fault_point('tool.after_send')\n"
-    "time.sleep(60)\n"
+    "signal.pause()\n"
 )
 
 

@@ -313,14 +313,21 @@ async def test_a_lost_responses_create_is_unreconcilable_and_recorded_unknown(
 # -- watches -----------------------------------------------------------------------------
 
 
+def of_watch(world: World, number: int) -> dict[str, Any]:
+    """The fields a watch's intents (its start, its end) share."""
+    return {
+        "effect_key": f"ek-r1-watch:{number}",
+        "run_id": "r1",
+        "tenant": "t1",
+        "thread_id": world.thread_id,
+        "provider": world.provider.name,
+        "watch": number,
+    }
+
+
 def watch_intent(world: World, run: Any, number: int) -> it.ObserveRunIntent:
     return it.ObserveRunIntent(
-        effect_key=f"ek-r1-watch:{number}",
-        run_id="r1",
-        tenant="t1",
-        thread_id=world.thread_id,
-        provider=world.provider.name,
-        watch=number,
+        **of_watch(world, number),
         provider_run_id=run.provider_run_id,
         since_status=run.status,
         since_step=run.step_id,
@@ -359,14 +366,7 @@ async def test_an_older_watch_delivered_while_a_newer_one_is_in_flight_is_not_st
 
 
 def end_watch_intent(world: World, number: int) -> it.EndWatchIntent:
-    return it.EndWatchIntent(
-        effect_key=f"ek-r1-watch:{number}-end",
-        run_id="r1",
-        tenant="t1",
-        thread_id=world.thread_id,
-        provider=world.provider.name,
-        watch=number,
-    )
+    return it.EndWatchIntent(**of_watch(world, number) | {"effect_key": f"ek-r1-end:{number}"})
 
 
 async def test_an_end_of_watch_ends_the_watch_it_names_without_a_report(
