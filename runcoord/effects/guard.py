@@ -14,7 +14,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from runcoord.effects.ledger import JSON, Acquired, Busy, EffectMeta, EffectState, Finished, Ledger
+from runcoord.effects.ledger import (
+    JSON,
+    Acquired,
+    AsyncLedger,
+    Busy,
+    EffectMeta,
+    EffectState,
+    Finished,
+    Ledger,
+)
+from runcoord.effects.ledger.port import on_loop
 from runcoord.errors import Fatal, Retriable
 
 log = logging.getLogger(__name__)
@@ -52,15 +62,20 @@ Act = Callable[[Acquired, Sent], Awaitable[Outcome]]
 
 class LedgerGuard:
     def __init__(
-        self, ledger: Ledger, owner: str, lease_s: float = 30.0, store_patience_s: float = 120.0
+        self,
+        ledger: AsyncLedger | Ledger,
+        owner: str,
+        lease_s: float = 30.0,
+        store_patience_s: float = 120.0,
     ) -> None:
-        self.ledger = ledger
+        # The executors pass an AsyncPostgresLedger; a blocking ledger (tests) runs on threads.
+        self.ledger = on_loop(ledger)
         self.owner = owner
         self.lease_s = lease_s
         self.store_patience_s = store_patience_s
 
     async def run(self, key: str, meta: EffectMeta, act: Act) -> Settled:
-        claim = await asyncio.to_thread(self.ledger.claim, key, meta, self.owner, self.lease_s)
+        claim = await self.ledger.claim(key, meta, self.owner, self.lease_s)
         if isinstance(claim, Finished):
             return Settled(claim.state, claim.result, claim.error, 0, replayed=True)
         if isinstance(claim, Busy):
@@ -68,7 +83,7 @@ class LedgerGuard:
         assert isinstance(claim, Acquired)
 
         async def sent() -> None:
-            if not await asyncio.to_thread(self.ledger.mark_sent, key, claim.token):
+            if not await self.ledger.mark_sent(key, claim.token):
                 raise LeaseLost(f"effect {key}: fenced before sending (token {claim.token})")
 
         heartbeat = asyncio.create_task(self._heartbeat(key, claim.token))
@@ -77,7 +92,7 @@ class LedgerGuard:
         except Retriable:
             # Nothing final happened; give the lease back so a retry need not wait for it.
             # A retry after an unknown outcome still sees previous_sent and reconciles.
-            await asyncio.to_thread(self.ledger.release, key, claim.token)
+            await self.ledger.release(key, claim.token)
             raise
         finally:
             heartbeat.cancel()
@@ -91,7 +106,7 @@ class LedgerGuard:
         if stored:
             return Settled(outcome.state, outcome.result, outcome.error, claim.attempt, False)
         # Fenced at the end: someone else finished it. Theirs is the outcome of record.
-        record = await asyncio.to_thread(self.ledger.get, key)
+        record = await self.ledger.get(key)
         if record is None or not record.state.final:
             raise LeaseLost(f"effect {key}: lost the lease and no outcome is stored yet")
         return Settled(record.state, record.result, record.error, record.attempts, True)
@@ -105,8 +120,8 @@ class LedgerGuard:
         pause = 0.05
         while True:
             try:
-                return await asyncio.to_thread(
-                    self.ledger.complete, key, token, outcome.state, outcome.result, outcome.error
+                return await self.ledger.complete(
+                    key, token, outcome.state, outcome.result, outcome.error
                 )
             except Retriable as exc:
                 if time.monotonic() + pause > deadline:
@@ -122,7 +137,7 @@ class LedgerGuard:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                renewed = await asyncio.to_thread(self.ledger.renew, key, token, self.lease_s)
+                renewed = await self.ledger.renew(key, token, self.lease_s)
             except Retriable as exc:
                 log.warning("effect %s: lease renewal failed (%s); will try again", key, exc)
                 continue

@@ -21,7 +21,7 @@ import typer
 from runcoord import faults, logs, metrics, tracing
 from runcoord.config import Settings, load
 from runcoord.effects.ledger import (
-    CachedLedger,
+    AsyncPostgresLedger,
     LedgerError,
     PostgresLedger,
     RedisGuard,
@@ -56,9 +56,10 @@ FaultOpt = Annotated[
 ]
 
 
-def ledger(settings: Settings) -> CachedLedger:
-    """The effect ledger: PostgreSQL is the record; Redis only a fast path that may be down."""
-    return CachedLedger(PostgresLedger(settings.dsn), RedisGuard(connect_redis(settings.redis)))
+def ledger(settings: Settings) -> AsyncPostgresLedger:
+    """The effect ledger, on the executor's event loop (connected on first use; close it with
+    ``async with``)."""
+    return AsyncPostgresLedger(settings.dsn)
 
 
 def reclaim(settings: Settings, replica: str, incarnation: str) -> None:
@@ -75,7 +76,7 @@ def reclaim(settings: Settings, replica: str, incarnation: str) -> None:
         log.info("%s: dropped %d limiter memberships of its earlier incarnations", replica, freed)
     ledger = PostgresLedger(settings.dsn)
     try:
-        lapsed = CachedLedger(ledger, guard).reclaim(replica, incarnation)
+        lapsed = ledger.reclaim(replica, incarnation)
     except LedgerError as exc:
         log.warning("%s: earlier leases not reclaimed (%s); they lapse on their own", replica, exc)
         return

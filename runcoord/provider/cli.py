@@ -59,8 +59,11 @@ def provider(
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         mode: Observe = settings.observe if observe is None else observe
-        async with providers(settings, provider_url, api_key, mode) as clients:
-            yield ProviderEffects(clients, LedgerGuard(ledger(settings), owner))
+        async with (
+            providers(settings, provider_url, api_key, mode) as clients,
+            ledger(settings) as led,
+        ):
+            yield ProviderEffects(clients, LedgerGuard(led, owner))
 
     options = (instance_id, topic_prefix, concurrency, fault_at, metrics_port)
     serve("provider", KINDS, handler, *options)

@@ -34,8 +34,11 @@ def submissions(
 
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
-        async with providers(settings, provider_url, api_key, settings.observe) as clients:
-            yield Submissions(clients, LedgerGuard(ledger(settings), owner))
+        async with (
+            providers(settings, provider_url, api_key, settings.observe) as clients,
+            ledger(settings) as led,
+        ):
+            yield Submissions(clients, LedgerGuard(led, owner))
 
     serve(
         "submissions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,6 +59,7 @@ def tools(
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         redis_guard = RedisGuard(connect_redis(settings.redis))
         limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
+        await asyncio.to_thread(limiter.join)  # from here on, permits are taken without I/O
         # One MCP session per server, opened on the first call and kept (none if no tool
         # in the registry is on an MCP server).
         mcp = None
@@ -69,11 +71,14 @@ def tools(
         for name, server in reg.mcp_servers.items():
             log.info("tools on MCP server %s at %s", name, server.url)
         try:
-            async with gateway_client(event_hooks=tracing.httpx_event_hooks()) as http:
+            async with (
+                gateway_client(event_hooks=tracing.httpx_event_hooks()) as http,
+                ledger(settings) as led,
+            ):
                 yield ToolCalls(
                     reg,
                     RoutingGateway(HttpToolGateway(gateway_url or settings.gateway_url, http), mcp),
-                    LedgerGuard(ledger(settings), owner),
+                    LedgerGuard(led, owner),
                     limiter,
                     owner,
                     hedge_after_ms=settings.tool_hedge_ms or None,

@@ -167,7 +167,7 @@ class ToolCalls:
             return await self._attempts(intent, spec, claim, sent)
         finally:
             if permit is not None and self.limiter is not None:
-                await asyncio.to_thread(self.limiter.release, permit)
+                self.limiter.release(permit)
 
     async def _attempts(
         self, intent: it.ToolCallIntent, spec: ToolSpec, claim: Acquired, sent: Sent
@@ -247,7 +247,7 @@ class ToolCalls:
         ``timeout_ms`` bounds it, and the ledger's ``sent_at`` (its last mark) more tightly."""
         bound = self._now_ms() + spec.timeout_ms
         try:
-            record = await asyncio.to_thread(self.guard.ledger.get, intent.effect_key)
+            record = await self.guard.ledger.get(intent.effect_key)
         except RuncoordError as exc:
             log.info("%s: ledger not read (%s); assuming a recent send", intent.effect_key, exc)
             return bound
@@ -421,7 +421,7 @@ class ToolCalls:
             return None
         pause = 0.05
         while True:
-            permit = await asyncio.to_thread(self.limiter.acquire, intent.tenant, intent.tool)
+            permit = self.limiter.acquire(intent.tenant, intent.tool)  # local: no I/O once joined
             if permit is not None:
                 return permit
             if self._now_ms() >= intent.deadline_ms:

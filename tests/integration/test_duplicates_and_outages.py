@@ -222,7 +222,16 @@ def test_redis_killed_mid_run_then_back_no_duplicate_every_run_finishes(
             assert statuses == dict.fromkeys(before, "completed")
             late = [r for r in before if journal.finished[r].at_ms > killed_at]
             assert late, "Redis died while the batch was running"
-            assert "redis unavailable" in stack.procs["tools-exec"].tail(1_000_000)
+            # The tool executor's limiter heartbeats into Redis every 2 s: it notices.
+            wait_until(
+                lambda: (
+                    None
+                    if "redis unavailable" in stack.procs["tools-exec"].tail(1_000_000)
+                    else "not noticed yet"
+                ),
+                timeout=30,
+                what="the tool executor to find Redis gone",
+            )
             stack.start_turns(during)
             statuses = journal.until_finished(set(during), 180, meanwhile=lambda: alive(stack))
             assert statuses == dict.fromkeys(during, "completed")

@@ -1,12 +1,13 @@
-"""The ledger contract against PostgreSQL, and against the Redis cache of final outcomes in
-front of it; then what only real servers can show: reconnects after a dropped connection, and
-the cache answering correctly, and cheaply, while Redis is up and while it is cut off."""
+"""The ledger contract against PostgreSQL, through the blocking adapter and through the one the
+executors run on their event loop; then what only a real server can show: reconnects after a
+dropped connection, statements stuck on a lock, a missing table, final rows kept final."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -17,25 +18,18 @@ from hypothesis import HealthCheck, settings
 from runcoord import db
 from runcoord.effects.ledger import (
     Acquired,
-    Busy,
-    CachedLedger,
-    Claim,
-    EffectMeta,
+    AsyncPostgresLedger,
     EffectState,
-    Finished,
-    InMemoryLedger,
     Ledger,
     LedgerMisconfigured,
     LedgerUnavailable,
     PostgresLedger,
     RedisGuard,
-    RequestConflict,
     connect_redis,
 )
 from runcoord.errors import Fatal, Retriable
 from tests.fake_time import FakeTime
 from tests.ledger_contract import LEASE_S, LedgerContract, meta, new_key
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -76,25 +70,37 @@ class PostgresHarness:
         self._admin.close()
 
 
-class CachedHarness(PostgresHarness):
-    def __init__(self, dsn: str, app: str, redis_url: str) -> None:
-        super().__init__(dsn, app)
-        self.redis = connect_redis(redis_url, timeout_s=2.0)
-        self.prefix = f"test:{app}:"
-        self.cached = self._wrap(self.postgres)
-        self.ledger = self.cached
+class Blocking:
+    """An AsyncPostgresLedger driven from the contract's synchronous steps, on a loop of its
+    own (the connection belongs to the loop that opened it)."""
 
-    def _wrap(self, inner: Ledger) -> CachedLedger:
-        return CachedLedger(inner, RedisGuard(self.redis), prefix=self.prefix)
+    def __init__(self, ledger: AsyncPostgresLedger) -> None:
+        self.inner = ledger
+        self.loop = asyncio.new_event_loop()
 
-    def new_ledger(self) -> Ledger:
-        return self._wrap(self.new_postgres())
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        call = getattr(self.inner, name)
+        return lambda *args, **kwargs: self.loop.run_until_complete(call(*args, **kwargs))
 
     def close(self) -> None:
-        keys = list(self.redis.scan_iter(f"{self.prefix}*"))
-        if keys:
-            self.redis.delete(*keys)
-        self.redis.close()
+        self.loop.run_until_complete(self.inner.aclose())
+        self.loop.close()
+
+
+class AsyncHarness(PostgresHarness):
+    def __init__(self, dsn: str, app: str) -> None:
+        self._blocking: list[Blocking] = []
+        super().__init__(dsn, app)
+        self.ledger = self.new_ledger()
+
+    def new_ledger(self) -> Ledger:
+        ledger = Blocking(AsyncPostgresLedger(self.dsn, application_name=self.app))
+        self._blocking.append(ledger)
+        return ledger  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for ledger in self._blocking:
+            ledger.close()
         super().close()
 
 
@@ -113,12 +119,12 @@ class TestPostgresLedger(LedgerContract):
         h.close()
 
 
-class TestCachedLedger(LedgerContract):
+class TestAsyncPostgresLedger(LedgerContract):
     machine_settings = TestPostgresLedger.machine_settings
 
     @pytest.fixture
-    def harness(self, ledger_dsn: str, redis_url: str, unique: str) -> Iterator[CachedHarness]:
-        h = CachedHarness(ledger_dsn, f"ledger-test-{unique}", redis_url)
+    def harness(self, ledger_dsn: str, unique: str) -> Iterator[AsyncHarness]:
+        h = AsyncHarness(ledger_dsn, f"ledger-test-{unique}")
         yield h
         h.close()
 
@@ -126,12 +132,30 @@ class TestCachedLedger(LedgerContract):
 # ---- reconnects ----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def opened(adapter: str, dsn: str, **options: Any) -> Iterator[Any]:
+    """A ledger of either adapter, called the same way."""
+    if adapter == "blocking":
+        with PostgresLedger(dsn, **options) as ledger:
+            yield ledger
+        return
+    ledger = Blocking(AsyncPostgresLedger(dsn, **options))
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+ADAPTERS = pytest.mark.parametrize("adapter", ["blocking", "async"])
+
+
+@ADAPTERS
 def test_a_dropped_connection_is_retriable_and_the_next_call_reconnects(
-    ledger_dsn: str, unique: str
+    adapter: str, ledger_dsn: str, unique: str
 ) -> None:
     app = f"ledger-drop-{unique}"
     key = new_key()
-    with PostgresLedger(ledger_dsn, application_name=app) as ledger:
+    with opened(adapter, ledger_dsn, application_name=app) as ledger:
         assert isinstance(ledger.claim(key, meta(), "a", LEASE_S), Acquired)
         # What a PostgreSQL restart does to a client: its backend goes away under it.
         with psycopg.connect(ledger_dsn, autocommit=True) as admin:
@@ -149,9 +173,10 @@ def test_a_dropped_connection_is_retriable_and_the_next_call_reconnects(
         assert ledger.complete(key, 1, EffectState.SUCCEEDED, {"ok": True})
 
 
-def test_a_statement_stuck_on_a_lock_times_out_as_retriable(ledger_dsn: str) -> None:
+@ADAPTERS
+def test_a_statement_stuck_on_a_lock_times_out_as_retriable(adapter: str, ledger_dsn: str) -> None:
     key = new_key()
-    with PostgresLedger(ledger_dsn, statement_timeout_ms=300) as ledger:
+    with opened(adapter, ledger_dsn, statement_timeout_ms=300) as ledger:
         ledger.claim(key, meta(), "a", LEASE_S)
         with psycopg.connect(ledger_dsn) as blocker:  # not autocommit: holds the row lock
             blocker.execute("SELECT 1 FROM effect_ledger WHERE effect_key = %s FOR UPDATE", (key,))
@@ -160,18 +185,27 @@ def test_a_statement_stuck_on_a_lock_times_out_as_retriable(ledger_dsn: str) -> 
         assert ledger.mark_sent(key, 1), "unblocked, the retry goes through"
 
 
-def test_an_unreachable_server_is_retriable() -> None:
+@ADAPTERS
+def test_an_unreachable_server_is_retriable(adapter: str) -> None:
     dead = "postgresql://postgres@127.0.0.1:1/postgres"
-    with PostgresLedger(dead, connect_timeout_s=2) as ledger, pytest.raises(LedgerUnavailable):
+    with opened(adapter, dead, connect_timeout_s=2) as ledger, pytest.raises(LedgerUnavailable):
         ledger.get(new_key())
 
 
-def test_a_database_without_the_table_is_fatal(ledger_dsn: str) -> None:
+@ADAPTERS
+def test_a_database_without_the_table_is_fatal(adapter: str, ledger_dsn: str) -> None:
     dsn = psycopg.conninfo.make_conninfo(ledger_dsn, options="-c search_path=no_such_schema")
-    with PostgresLedger(dsn) as ledger:
+    with opened(adapter, dsn) as ledger:
         with pytest.raises(LedgerMisconfigured) as caught:
             ledger.get(new_key())
         assert isinstance(caught.value, Fatal)
+
+
+@ADAPTERS
+def test_a_bad_lease_is_refused_before_any_connection(adapter: str) -> None:
+    dead = "postgresql://postgres@127.0.0.1:1/postgres"
+    with opened(adapter, dead, connect_timeout_s=2) as ledger, pytest.raises(ValueError):
+        ledger.claim(new_key(), meta(), "a", 0)
 
 
 def test_final_rows_cannot_be_rewritten_even_by_hand(ledger_dsn: str) -> None:
@@ -188,186 +222,7 @@ def test_final_rows_cannot_be_rewritten_even_by_hand(ledger_dsn: str) -> None:
         )
 
 
-# ---- the Redis cache of final outcomes ------------------------------------------------------
-
-
-def _final_cached(client: redis.Redis, cached: CachedLedger, key: str) -> bool:
-    return bool(client.exists(cached.final_key(key)))
-
-
-class CountingRedis(redis.Redis):
-    """A client that notes every command it sends."""
-
-    sent: list[str]
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.sent.append(str(args[0]))
-        return super().execute_command(*args, **options)
-
-
-class CountingLedger(InMemoryLedger):
-    """The memory ledger, counting the claims that reach it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.claims = 0
-
-    def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
-        self.claims += 1
-        return super().claim(key, meta, owner, lease_s)
-
-
-@dataclass
-class Counted:
-    """A cache over a counting store, on a client counting what it sends to Redis."""
-
-    client: CountingRedis
-    cached: CachedLedger
-    store: CountingLedger
-
-
-@pytest.fixture
-def counting(redis_url: str, unique: str) -> Iterator[Counted]:
-    client = CountingRedis.from_url(redis_url, decode_responses=True)
-    client.sent = []
-    store = CountingLedger()
-    yield Counted(
-        client, CachedLedger(store, RedisGuard(client), prefix=f"test:count-{unique}:"), store
-    )
-    client.sent = []
-    for k in client.scan_iter(f"test:count-{unique}:*"):
-        client.delete(k)
-    client.close()
-
-
-def test_a_first_delivery_costs_one_redis_read_and_no_write(
-    counting: Counted,
-) -> None:
-    client, cached = counting.client, counting.cached
-    key = new_key()
-    assert isinstance(cached.claim(key, meta(), "a", LEASE_S), Acquired)
-    assert cached.renew(key, 1, LEASE_S) and cached.mark_sent(key, 1)
-    assert cached.complete(key, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
-    assert client.sent == ["GET"], "one GET of the final key; no lease hint anywhere"
-    other = new_key()
-    cached.claim(other, meta(), "a", LEASE_S)
-    assert cached.release(other, 1)
-    assert isinstance(cached.claim(other, meta(), "b", LEASE_S), Acquired)
-    assert client.sent == ["GET"] * 3
-    assert cached.reclaim("a", "b") == [] and client.sent == ["GET"] * 3
-
-
-def test_an_effect_in_flight_is_busy_by_the_store(
-    counting: Counted,
-) -> None:
-    client, cached, store = counting.client, counting.cached, counting.store
-    key = new_key()
-    cached.claim(key, meta(), "a", LEASE_S)
-    busy = cached.claim(key, meta(), "b", LEASE_S)
-    assert isinstance(busy, Busy) and busy.owner == "a"
-    assert store.claims == 2 and client.sent == ["GET", "GET"]
-    assert not _final_cached(client, cached, key), "nothing cached for an effect in flight"
-
-
-def test_a_cached_final_answer_is_returned_without_the_store(
-    counting: Counted,
-) -> None:
-    client, cached, store = counting.client, counting.cached, counting.store
-    key = new_key()
-    cached.claim(key, meta(), "a", LEASE_S)
-    cached.complete(key, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
-    expected = Finished(key, EffectState.SUCCEEDED, {"ticket": "T-1"}, None)
-
-    assert cached.claim(key, meta(), "b", LEASE_S) == expected  # a duplicate: from the store
-    assert store.claims == 2 and client.sent == ["GET", "GET", "SET"]
-    assert client.ttl(cached.final_key(key)) > 0, "cached with a TTL"
-    client.sent = []
-    for owner in ("c", "d", "e"):
-        assert cached.claim(key, meta(), owner, LEASE_S) == expected
-    assert store.claims == 2, "answered from Redis, not the store"
-    assert client.sent == ["GET"] * 3, "one GET each, nothing written again"
-    with pytest.raises(RequestConflict):
-        cached.claim(key, meta(request="another request"), "f", LEASE_S)
-    assert store.claims == 2, "the request hash is checked on the cached answer"
-    assert cached.get(key) is not None and client.sent == ["GET"] * 4, "get reads the store"
-
-
-def test_a_damaged_cache_entry_sends_the_claim_to_the_store(
-    counting: Counted,
-) -> None:
-    client, cached, store = counting.client, counting.cached, counting.store
-    key = new_key()
-    cached.claim(key, meta(), "a", LEASE_S)
-    cached.complete(key, 1, EffectState.FAILED, None, "tool said no")
-    expected = Finished(key, EffectState.FAILED, None, "tool said no")
-    for damaged in ("not json", '{"state": "claimed"}', '{"state": "nonsense"}', "[1]"):
-        client.set(cached.final_key(key), damaged)
-        before = store.claims
-        assert cached.claim(key, meta(), "b", LEASE_S) == expected
-        assert store.claims == before + 1
-    assert cached.claim(key, meta(), "c", LEASE_S) == expected
-    assert store.claims == before + 1, "the store's answer replaced the damaged entry"
-
-
-def test_cache_serves_final_outcomes_and_falls_back_when_redis_is_cut(
-    ledger_dsn: str, redis_url: str, redis_proxy: TcpProxy, unique: str
-) -> None:
-    direct = connect_redis(redis_url, timeout_s=2.0)
-    proxied = connect_redis(f"redis://{redis_proxy.url_netloc}/0", timeout_s=0.2)
-    guard = RedisGuard(proxied, cooldown_s=0.0)  # no breaker: every call tries Redis
-    prefix = f"test:cut-{unique}:"
-    done, busy = new_key(), new_key()
-    with PostgresLedger(ledger_dsn) as pg:
-        cached = CachedLedger(pg, guard, prefix=prefix)
-        cached.claim(done, meta(), "a", LEASE_S)
-        cached.complete(done, 1, EffectState.SUCCEEDED, {"ticket": "T-1"})
-        assert not _final_cached(direct, cached, done), "a first delivery writes no Redis"
-        expected = Finished(done, EffectState.SUCCEEDED, {"ticket": "T-1"}, None)
-        assert cached.claim(done, meta(), "b", LEASE_S) == expected
-        assert _final_cached(direct, cached, done), "the first duplicate filled the cache"
-        assert isinstance(cached.claim(busy, meta(), "a", LEASE_S), Acquired)
-        assert list(direct.scan_iter(f"{prefix}*")) == [cached.final_key(done)]
-
-        redis_proxy.stop()  # Redis outage, mid-way: the store answers everything
-        assert cached.claim(done, meta(), "c", LEASE_S) == expected
-        assert isinstance(cached.claim(busy, meta(), "b", LEASE_S), Busy)
-        fresh = new_key()
-        assert cached.claim(fresh, meta(), "a", LEASE_S) == Acquired(fresh, 1, 1, False)
-        assert cached.mark_sent(fresh, 1)
-        assert cached.complete(fresh, 1, EffectState.FAILED, None, "tool said no")
-        assert cached.claim(fresh, meta(), "b", LEASE_S) == Finished(
-            fresh, EffectState.FAILED, None, "tool said no"
-        )
-        assert guard.call(lambda r: bool(r.ping()), False) is False, "Redis is really down"
-        assert not _final_cached(direct, cached, fresh), "nothing reached Redis"
-
-        redis_proxy.start()  # back: the cache fills in again
-        assert cached.claim(fresh, meta(), "c", LEASE_S) == Finished(
-            fresh, EffectState.FAILED, None, "tool said no"
-        )
-        assert _final_cached(direct, cached, fresh)
-    for k in direct.scan_iter(f"{prefix}*"):
-        direct.delete(k)
-    direct.close()
-    proxied.close()
-
-
-def test_an_evicted_final_entry_only_sends_the_claim_to_postgres(
-    ledger_dsn: str, redis_url: str, unique: str
-) -> None:
-    client = connect_redis(redis_url, timeout_s=2.0)
-    key = new_key()
-    with PostgresLedger(ledger_dsn) as pg:
-        cached = CachedLedger(pg, RedisGuard(client), prefix=f"test:evict-{unique}:")
-        cached.claim(key, meta(), "a", LEASE_S)
-        cached.complete(key, 1, EffectState.SUCCEEDED, {"n": 1})
-        expected = Finished(key, EffectState.SUCCEEDED, {"n": 1}, None)
-        assert cached.claim(key, meta(), "b", LEASE_S) == expected
-        client.delete(cached.final_key(key))  # Redis restarted empty, or evicted the key
-        assert cached.claim(key, meta(), "c", LEASE_S) == expected
-        assert _final_cached(client, cached, key)
-        client.delete(cached.final_key(key))
-    client.close()
+# ---- Redis (the tool limiter's fleet and the API's limits go through RedisGuard) ------------
 
 
 def test_the_breaker_skips_redis_after_a_failure() -> None:

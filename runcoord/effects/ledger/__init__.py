@@ -1,10 +1,9 @@
 """The effect ledger: at-most-once execution of side effects per effect key (G1).
 
-Start at `port.Ledger` for the semantics; `PostgresLedger` is the source of truth,
-`InMemoryLedger` serves unit tests, `CachedLedger` puts a Redis fast path in front of either.
+Start at `port.Ledger` for the semantics; PostgreSQL is the source of truth (`PostgresLedger`,
+and `AsyncPostgresLedger` for the executors' event loops); `InMemoryLedger` serves unit tests.
 """
 
-from runcoord.effects.ledger.cached import CachedLedger
 from runcoord.effects.ledger.errors import (
     LedgerError,
     LedgerMisconfigured,
@@ -24,16 +23,17 @@ from runcoord.effects.ledger.model import (
     EffectState,
     Finished,
 )
-from runcoord.effects.ledger.port import Ledger
-from runcoord.effects.ledger.postgres import PostgresLedger
+from runcoord.effects.ledger.port import AsyncLedger, Ledger
+from runcoord.effects.ledger.postgres import AsyncPostgresLedger, PostgresLedger
 from runcoord.effects.ledger.redis_guard import RedisGuard, connect_redis
 
 __all__ = [
     "FINAL_STATES",
     "JSON",
     "Acquired",
+    "AsyncLedger",
+    "AsyncPostgresLedger",
     "Busy",
-    "CachedLedger",
     "Claim",
     "EffectMeta",
     "EffectRecord",

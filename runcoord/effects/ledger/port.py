@@ -1,5 +1,5 @@
-"""The effect ledger port. Adapters: `memory.InMemoryLedger`, `postgres.PostgresLedger`, and the
-Redis fast path `cached.CachedLedger` that wraps either. One contract suite tests all three.
+"""The effect ledger port. Adapters: `memory.InMemoryLedger`, `postgres.PostgresLedger` and, on
+the event loop, `postgres.AsyncPostgresLedger`. One contract suite tests all three.
 
 How an executor uses it (G1: at most one write per effect key reaches the outside world)::
 
@@ -18,6 +18,8 @@ renew are idempotent, and complete returns True again for the same outcome.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Protocol
 
 from runcoord.effects.ledger.model import JSON, Claim, EffectMeta, EffectRecord, EffectState
@@ -87,6 +89,69 @@ class Ledger(Protocol):
         any lapse). Leases of `incarnation` itself are kept. Returns the keys lapsed.
         """
         ...
+
+
+class AsyncLedger(Protocol):
+    """The same operations as :class:`Ledger`, as coroutines: what the executors' guard uses."""
+
+    async def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim: ...
+
+    async def mark_sent(self, key: str, token: int) -> bool: ...
+
+    async def renew(self, key: str, token: int, lease_s: float) -> bool: ...
+
+    async def release(self, key: str, token: int) -> bool: ...
+
+    async def complete(
+        self,
+        key: str,
+        token: int,
+        state: EffectState,
+        result: JSON = None,
+        error: str | None = None,
+    ) -> bool: ...
+
+    async def get(self, key: str) -> EffectRecord | None: ...
+
+
+class OnThreads:
+    """A blocking :class:`Ledger` as an :class:`AsyncLedger`: each call in a worker thread, so
+    the event loop never waits on it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.inner = ledger
+
+    async def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+        return await asyncio.to_thread(self.inner.claim, key, meta, owner, lease_s)
+
+    async def mark_sent(self, key: str, token: int) -> bool:
+        return await asyncio.to_thread(self.inner.mark_sent, key, token)
+
+    async def renew(self, key: str, token: int, lease_s: float) -> bool:
+        return await asyncio.to_thread(self.inner.renew, key, token, lease_s)
+
+    async def release(self, key: str, token: int) -> bool:
+        return await asyncio.to_thread(self.inner.release, key, token)
+
+    async def complete(
+        self,
+        key: str,
+        token: int,
+        state: EffectState,
+        result: JSON = None,
+        error: str | None = None,
+    ) -> bool:
+        return await asyncio.to_thread(self.inner.complete, key, token, state, result, error)
+
+    async def get(self, key: str) -> EffectRecord | None:
+        return await asyncio.to_thread(self.inner.get, key)
+
+
+def on_loop(ledger: Ledger | AsyncLedger) -> AsyncLedger:
+    """The ledger as coroutines: an AsyncLedger as it is, a blocking one on threads."""
+    if inspect.iscoroutinefunction(ledger.claim):
+        return ledger  # type: ignore[return-value]
+    return OnThreads(ledger)  # type: ignore[arg-type]
 
 
 def check_final(state: EffectState) -> None:

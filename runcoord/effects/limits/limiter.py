@@ -178,7 +178,7 @@ class ConcurrencyLimiter:
     def acquire(self, tenant: str, tool: str) -> Permit | None:
         """A permit, or None when this replica's share of a pool is in use (back off and
         try again)."""
-        self._join()
+        self.join()
         shares = (self.share(self._limits.per_tenant), self.share(self._limits.tool(tool)))
         permit_id = uuid.uuid4().hex
         if self._pools.acquire((f"tenant:{tenant}", f"tool:{tool}"), shares, permit_id):
@@ -253,10 +253,12 @@ class ConcurrencyLimiter:
             except Exception:  # it expires on its own
                 log.exception("limiter: leaving the fleet failed")
 
-    def _join(self) -> None:
-        """On the first acquire: learn N now (one round trip), then heartbeat in the
-        background. The thread holds the limiter weakly: a limiter dropped without close()
-        stops heartbeating and its member expires."""
+    def join(self) -> None:
+        """Join the fleet: learn N now (one round trip), then heartbeat in the background.
+        Done by the first acquire if not before; an executor joins at start, so that acquire
+        and release never wait on Redis and can run on its event loop. The thread holds the
+        limiter weakly: a limiter dropped without close() stops heartbeating and its member
+        expires."""
         if self._joined:
             return
         with self._lock:
