@@ -73,6 +73,9 @@ def to_provider_run(response: Response, *, poll_after: int | None) -> ProviderRu
     )
 
 
+# What to_provider_run (status, function_calls, detail) reads of a response.
+_MAPPED_FIELDS = ("id", "status", "output", "error", "incomplete_details")
+
 # The stream events that carry the whole response, and so its status.
 LIFECYCLE_EVENTS = frozenset(
     {
@@ -111,7 +114,10 @@ def stream_event(data: str) -> tuple[int, ProviderRun | None]:
         raise StreamEventError(f"{kind} {sequence} carries no response")
     if body.get("status") in WORKING_STATUSES:
         return sequence, ProviderRun(body["id"], body["status"], None, (), None, None, None)
-    return sequence, to_provider_run(Response.model_construct(**body), poll_after=None)
+    # Built from the fields to_provider_run reads: the whole response (its tools, usage,
+    # text settings…) cost three times as much to build, on every step of every turn.
+    read = {k: body[k] for k in _MAPPED_FIELDS if k in body}
+    return sequence, to_provider_run(Response.model_construct(**read), poll_after=None)
 
 
 def message_text(item: ConversationItem) -> str | None:

@@ -1,9 +1,8 @@
 """A replica restarted under its name takes back what its dead incarnations held, in Redis.
 
-The ledger's leases are covered by the contract suite (tests/ledger_contract.py); the Redis
-cache in front of it holds only final outcomes, which nobody holds. What lives in Redis only
-is the tool-call limiter's fleet membership: a dead incarnation would count as a live replica
-until its member expires, shrinking every replica's share of each pool meanwhile.
+The ledger's leases are covered by the contract suite (tests/ledger_contract.py). What lives
+in Redis is the tool-call limiter's fleet membership: a dead incarnation would count as a live
+replica until its member expires, shrinking every replica's share of each pool meanwhile.
 """
 
 from __future__ import annotations
