@@ -137,7 +137,9 @@ class LedgerGuard:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                renewed = await self.ledger.renew(key, token, self.lease_s)
+                # Shielded: the heartbeat is cancelled when the act ends, and a statement
+                # cut off mid-flight costs the connection a server-side cancel.
+                renewed = await asyncio.shield(self.ledger.renew(key, token, self.lease_s))
             except Retriable as exc:
                 log.warning("effect %s: lease renewal failed (%s); will try again", key, exc)
                 continue
