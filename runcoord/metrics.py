@@ -28,6 +28,11 @@ DEADLINES = Counter(
     "runcoord_deadline_outputs_total", "Tool calls answered by a step deadline's error output"
 )
 RUNS = Gauge("runcoord_runs", "Coordinator: runs this replica owns, by phase", ["phase"])
+# Summed over the replicas, it must equal runs.inbox's partition count: less, for longer than
+# a rebalance takes, means a partition nobody owns, whose runs all stall (see DESIGN.md §3).
+PARTITIONS = Gauge(
+    "runcoord_partitions_owned", "Coordinator: runs.inbox partitions this replica owns"
+)
 EFFECTS = Counter(
     "runcoord_effects_total",
     "Executors: intents finished, by kind and outcome",

@@ -325,7 +325,9 @@ class Coordinator:
         metrics.INPUTS.labels("inbox").inc(len(inputs))
 
     def update_run_gauges(self) -> None:
-        """Runs by phase; called from the stats thread, so it reads copies and may skip."""
+        """Partitions owned, and runs by phase; called from the stats thread, so it reads
+        copies and may skip."""
+        metrics.PARTITIONS.set(len(self.owned))
         phases: Counter[str] = Counter()
         try:
             for runs in list(self.owned.values()):

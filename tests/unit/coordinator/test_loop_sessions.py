@@ -1,12 +1,15 @@
-"""The coordinator's outer loop: a session that fails for any known reason is rebuilt."""
+"""The coordinator's outer loop: a session that fails for any known reason is rebuilt; and
+what it reports of what it owns."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+from prometheus_client import REGISTRY
 
 from runcoord.coordinator.loop import Coordinator, LoopConfig
+from runcoord.coordinator.partitions import PartitionRuns
 from runcoord.domain.policy import Policy
 from runcoord.errors import Fenced, KafkaRetriable
 
@@ -49,3 +52,13 @@ def test_a_bug_is_not_swallowed() -> None:
     loop = Sessions([ZeroDivisionError("a bug")], stop)
     with pytest.raises(ZeroDivisionError):
         loop.run(stop)
+
+
+def test_the_partitions_gauge_says_how_many_this_replica_owns() -> None:
+    loop = Coordinator(LoopConfig(bootstrap="127.0.0.1:1"), Policy())
+    loop.owned = {0: PartitionRuns(0), 3: PartitionRuns(3)}
+    loop.update_run_gauges()
+    assert REGISTRY.get_sample_value("runcoord_partitions_owned") == 2
+    loop.owned = {}
+    loop.update_run_gauges()
+    assert REGISTRY.get_sample_value("runcoord_partitions_owned") == 0
