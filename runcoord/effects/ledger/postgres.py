@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import psycopg
@@ -221,16 +222,14 @@ def _reclaim(replica: str, incarnation: str) -> Plan[list[str]]:
     return [row["effect_key"] for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
 class _Settings:
-    """How both ledgers connect, and the one place driver errors become ledger errors."""
+    """How both ledgers connect."""
 
-    def __init__(
-        self, dsn: str, application_name: str, connect_timeout_s: int, statement_timeout_ms: int
-    ) -> None:
-        self.dsn = dsn
-        self.application_name = application_name
-        self.connect_timeout_s = connect_timeout_s
-        self.statement_timeout_ms = statement_timeout_ms
+    dsn: str
+    application_name: str
+    connect_timeout_s: int
+    statement_timeout_ms: int
 
     def connect_args(self) -> dict[str, Any]:
         return {
@@ -333,7 +332,9 @@ class PostgresLedger:
                 statement = next(plan)  # argument checks raise here, before connecting
                 conn = self._connection()
                 while True:
-                    statement = plan.send(_answer(conn.execute(*statement[:2]), statement.want))
+                    statement = plan.send(
+                        _answer(conn.execute(statement.sql, statement.params), statement.want)
+                    )
             except StopIteration as done:
                 return cast(T, done.value)
             except psycopg.Error as exc:
@@ -345,7 +346,8 @@ class PostgresLedger:
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed:
             conn = psycopg.connect(self._settings.dsn, **self._settings.connect_args())
-            conn.execute(*self._settings.timeout_statement()[:2])
+            timeout = self._settings.timeout_statement()
+            conn.execute(timeout.sql, timeout.params)
             self._conn = conn
         return self._conn
 
@@ -371,9 +373,9 @@ class AsyncPostgresLedger:
     ) -> None:
         self._settings = _Settings(dsn, application_name, connect_timeout_s, statement_timeout_ms)
         self._conn: AsyncConn | None = None
-        # One statement at a time on the connection; also guards (re)connecting. Created on
-        # first use, inside the loop that uses it.
-        self._lock: asyncio.Lock | None = None
+        # One statement at a time on the connection; also guards (re)connecting. (An
+        # asyncio.Lock binds to the loop that first waits on it, not to one at creation.)
+        self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncPostgresLedger:
         return self
@@ -415,14 +417,12 @@ class AsyncPostgresLedger:
         return await self._run(_reclaim(replica, incarnation))
 
     async def _run(self, plan: Plan[T]) -> T:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             try:
                 statement = next(plan)
                 conn = await self._connection()
                 while True:
-                    cursor = await conn.execute(*statement[:2])
+                    cursor = await conn.execute(statement.sql, statement.params)
                     statement = plan.send(await _answer_async(cursor, statement.want))
             except StopIteration as done:
                 return cast(T, done.value)
@@ -437,7 +437,8 @@ class AsyncPostgresLedger:
             conn = await psycopg.AsyncConnection.connect(
                 self._settings.dsn, **self._settings.connect_args()
             )
-            await conn.execute(*self._settings.timeout_statement()[:2])
+            timeout = self._settings.timeout_statement()
+            await conn.execute(timeout.sql, timeout.params)
             self._conn = conn
         return self._conn
 
