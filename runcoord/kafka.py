@@ -69,10 +69,17 @@ def consumer_config(
 ) -> dict[str, Any]:
     """A consumer whose offsets are committed explicitly (in a transaction, for EOS loops).
 
-    The assignor is cooperative-sticky: a rebalance revokes only the partitions that move,
-    so the others keep their rebuilt run state. A consume-process-produce loop must still
-    finish (commit or abort) its open transaction in ``on_revoke``, and with a cooperative
-    assignor callbacks use ``incremental_assign``/``incremental_unassign``.
+    The assignor is eager (range): every rebalance takes all partitions back and hands all
+    of them out again, in one generation. The cooperative one (revoke only what moves, in a
+    second rebalance the revoking member asks for by rejoining) loses that second rebalance
+    when a static member dies between giving partitions up and rejoining: back under its
+    name, it is handed its cached share without a rebalance, and the partitions on their way
+    to another member belong to nobody until something else changes the group (a chaos
+    replay left three coordinator partitions unowned for minutes). With eager, what a
+    restarted static member gets back is its part of a complete assignment. The cost: a
+    rebalance pauses every partition and owners rebuild all their runs, not only the moved
+    ones; static membership keeps rebalances to scale changes and replicas gone for good.
+    A consume-process-produce loop must finish its open transaction in ``on_revoke``.
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
@@ -81,7 +88,7 @@ def consumer_config(
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-        "partition.assignment.strategy": "cooperative-sticky",
+        "partition.assignment.strategy": "range",
         "socket.nagle.disable": True,
     }
     config.update(overrides)

@@ -60,7 +60,7 @@ INPUT_TYPES = (
     inp.ApprovalDecision,
 )
 # Where fault tests may kill or freeze a coordinator (runcoord.faults).
-FAULT_POINTS = ("after_produce", "in_send_offsets", "before_commit", "after_commit")
+FAULT_POINTS = ("after_produce", "in_send_offsets", "before_commit", "after_commit", "in_revoke")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class Coordinator:
             consumer.subscribe(
                 [c.topics.inbox],
                 on_assign=lambda cons, parts: self._on_assign(cons, reader, parts),
-                on_revoke=lambda _c, parts: self._drop(parts),
+                on_revoke=lambda _c, parts: self._revoked(parts),
                 on_lost=lambda _c, parts: self._drop(parts),
             )
             began = time.monotonic()
@@ -225,6 +225,11 @@ class Coordinator:
             settled - began,
             time.monotonic() - settled,
         )
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            fault_point("in_revoke")  # a replica dying while it hands partitions over
+        self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -30,7 +30,13 @@ ROLES = ("coordinator", "executor-provider", "executor-tools", "executor-submiss
 # runcoord/faults.py): RUNCOORD_FAULT_AT=kill|stop@POINT[:N] makes a replica kill or stop itself
 # there.
 FAULT_POINTS: dict[str, tuple[str, ...]] = {
-    "coordinator": ("after_produce", "in_send_offsets", "before_commit", "after_commit"),
+    "coordinator": (
+        "after_produce",
+        "in_send_offsets",
+        "before_commit",
+        "after_commit",
+        "in_revoke",
+    ),
     "executor-provider": ("provider.after_create", "provider.after_create_thread"),
     "executor-tools": ("tool.after_send",),
     "executor-submissions": ("submit.after_send",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -210,4 +211,53 @@ def test_a_call_hung_in_the_client_rebuilds_the_session(
     assert "fault point in_send_offsets reached: hang" in text
     assert "send_offsets_to_transaction did not return in 3 s" in text, text[-3000:]
     assert coordinator.returncode == 0
+    assert_exactly_once(world, runs)
+
+
+def _owned(log: Path) -> int | None:
+    """How many partitions the replica writing ``log`` was last assigned."""
+    counts = re.findall(r"assigned (\d+) partitions", log.read_text())
+    return int(counts[-1]) if counts else None
+
+
+@pytest.mark.fault
+def test_a_replica_killed_while_handing_partitions_over_leaves_none_unowned(
+    world: World, topics: TopicNames, tmp_path: Path
+) -> None:
+    # Found by a 5k chaos replay: with a two-phase (cooperative) rebalance, a static member
+    # that died between giving partitions up and rejoining came back to its cached share, and
+    # the partitions on their way to the other replica were owned by nobody, for good.
+    prefix = topics.inbox.removesuffix("runs.inbox")
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    a = start_coordinator(prefix, "coord-a", a_log, fault_at="kill@in_revoke")
+    procs = [a]
+    try:
+        wait_until(
+            lambda: None if _owned(a_log) == 6 else f"owns {_owned(a_log)}",
+            timeout=60,
+            what="the first replica to own all six partitions",
+        )
+        procs.append(start_coordinator(prefix, "coord-b", b_log))
+        wait_until(
+            lambda: None if a.poll() is not None else "still alive",
+            timeout=60,
+            what="the first replica to die handing partitions over",
+        )
+        assert a.returncode == -signal.SIGKILL, a_log.read_text()[-3000:]
+        # Back under its name within the session timeout, as a restarted pod is.
+        procs.append(start_coordinator(prefix, "coord-a", a_log))
+        runs = scripts(60, seed=5)
+        world.start(runs)
+        world.pump(until_done=90)
+        owners = f"a owns {_owned(a_log)}, b owns {_owned(b_log)}"
+        assert world.finished == dict.fromkeys(runs, "completed"), owners
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    assert "fault point in_revoke reached" in a_log.read_text()
     assert_exactly_once(world, runs)
