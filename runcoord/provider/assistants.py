@@ -31,11 +31,14 @@ from runcoord.provider.errors import (
     OutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
+    answered_then,
+    first_event,
     translate,
 )
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
+    FOLLOW_MS,
     OBSERVE_MODES,
     TERMINAL_STATUSES,
     WORKING_STATUSES,
@@ -50,9 +53,6 @@ from runcoord.provider.sse import ServerSentEvent, read_events
 log = logging.getLogger(__name__)
 
 _STEP_CACHE_SIZE = 4096
-# How long a streamed create or submission follows the run for its next state: past it,
-# the run is left to the coordinator's watch (a model step slower than this is polled).
-FOLLOW_MS = 5_000
 
 
 class AssistantsProvider:
@@ -160,11 +160,11 @@ class AssistantsProvider:
             thread_id, stream=True, **request
         ) as raw:
             events = read_events(raw.iter_lines())
-            first = await _first_event(events, attempt)
+            first = await first_event(events, attempt)
             try:
                 created = Run.model_validate_json(first.data)
             except ValueError as exc:  # pydantic's ValidationError is one
-                raise _unknown(attempt, f"its first event is not a run: {exc}") from exc
+                raise answered_then(attempt, f"its first event is not a run: {exc}") from exc
             run = mapping.to_provider_run(created, step_id=None, poll_after=None)
             return await self._follow(events) or run
 
@@ -327,7 +327,7 @@ class AssistantsProvider:
                     )
                 )
                 events = read_events(raw.iter_lines())
-                await _first_event(events, attempt)
+                await first_event(events, attempt)
                 return SubmitOutcome("submitted"), events
             except openai.BadRequestError as exc:
                 # OpenAI answers 400 alike to a step already answered, a run that moved on,
@@ -399,29 +399,3 @@ class AssistantsProvider:
 # When no request of a hedged submission succeeded, the one that says most: maybe applied
 # (unknown: reconcile), then refused, then surely not applied (unavailable).
 _GRAVITY = gravest_first(OutcomeUnknown, ProviderRejected, ProviderUnavailable)
-
-
-async def _first_event(events: AsyncIterator[ServerSentEvent], attempt: Attempt) -> ServerSentEvent:
-    """A streamed write's first event. A write is taken as applied on its first event, not
-    on the 200 before it: an answer that breaks or ends first (or opens with an error
-    event) may or may not have been applied, and is reconciled like any lost answer."""
-    try:
-        first = await anext(events)
-    except StopAsyncIteration as exc:
-        raise _unknown(attempt, "the stream ended before its first event") from exc
-    except Exception as exc:  # a broken body (STREAM_BROKEN), or any other way to fail
-        raise _unknown(attempt, f"the stream broke: {type(exc).__name__}: {exc}") from exc
-    if first.event == "error":
-        raise _unknown(attempt, f"the stream opened with an error: {first.data}")
-    return first
-
-
-def _unknown(attempt: Attempt, why: str) -> OutcomeUnknown:
-    return OutcomeUnknown(
-        f"{attempt.operation} on {attempt.thread_id}: answered 200, then {why}",
-        operation=attempt.operation,
-        thread_id=attempt.thread_id,
-        provider_run_id=attempt.provider_run_id,
-        step_id=attempt.step_id,
-        effect_key=attempt.effect_key,
-    )

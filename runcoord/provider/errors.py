@@ -13,6 +13,7 @@ The question every caller asks is whether a failed write may have been applied:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -20,6 +21,7 @@ import httpx2
 import openai
 
 from runcoord.errors import Fatal, Retriable
+from runcoord.provider.sse import ServerSentEvent
 from runcoord.transport import not_sent
 
 # Transport errors raised while a streamed body is read, after the SDK handed it over (it
@@ -127,4 +129,30 @@ def stream_broken(exc: Exception, attempt: Attempt) -> ProviderUnavailable:
     """One of STREAM_BROKEN while reading a stream: a read, so nothing was applied."""
     return ProviderUnavailable(
         f"{attempt.operation} on {attempt.thread_id}: {type(exc).__name__}: {exc}"
+    )
+
+
+async def first_event(events: AsyncIterator[ServerSentEvent], attempt: Attempt) -> ServerSentEvent:
+    """A streamed write's first event. A write is taken as applied on its first event, not
+    on the 200 before it: an answer that breaks or ends first (or opens with an error
+    event) may or may not have been applied, and is reconciled like any lost answer."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration as exc:
+        raise answered_then(attempt, "the stream ended before its first event") from exc
+    except Exception as exc:  # a broken body (STREAM_BROKEN), or any other way to fail
+        raise answered_then(attempt, f"the stream broke: {type(exc).__name__}: {exc}") from exc
+    if first.event == "error":
+        raise answered_then(attempt, f"the stream opened with an error: {first.data}")
+    return first
+
+
+def answered_then(attempt: Attempt, why: str) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"{attempt.operation} on {attempt.thread_id}: answered 200, then {why}",
+        operation=attempt.operation,
+        thread_id=attempt.thread_id,
+        provider_run_id=attempt.provider_run_id,
+        step_id=attempt.step_id,
+        effect_key=attempt.effect_key,
     )

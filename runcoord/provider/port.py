@@ -40,6 +40,9 @@ WORKING_STATUSES: frozenset[str] = frozenset({"queued", "in_progress"})
 # a streamed create or submission answers with).
 Observe = Literal["poll", "stream"]
 OBSERVE_MODES: tuple[Observe, ...] = ("poll", "stream")
+# How long a streamed create or submission follows the run for its next state: past it,
+# the run is left to the coordinator's watch (a model step slower than this is polled).
+FOLLOW_MS = 5_000
 
 # The metadata keys the adapters put on what they create. Never change them: reconciliation
 # of a run created by an earlier version looks for exactly these keys.

@@ -11,8 +11,9 @@ it, never which response carried them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import TypeVar
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI, Omit, omit
@@ -26,23 +27,29 @@ from runcoord.provider.errors import (
     Attempt,
     ProviderUnavailable,
     Unreconcilable,
+    answered_then,
+    first_event,
     stream_broken,
     translate,
 )
 from runcoord.provider.headers import IDEMPOTENCY_HEADER, poll_after_ms
 from runcoord.provider.polling import BackoffPolicy, Pace, watch
 from runcoord.provider.port import (
+    FOLLOW_MS,
     OBSERVE_MODES,
     RUN_ID_KEY,
     TERMINAL_STATUSES,
+    WORKING_STATUSES,
     Observe,
     ProviderRun,
     SubmitOutcome,
     rejected_submission,
     run_metadata,
 )
-from runcoord.provider.sse import read_events
+from runcoord.provider.sse import ServerSentEvent, read_events
 from runcoord.provider.streaming import watch_stream
+
+log = logging.getLogger(__name__)
 
 # A scan of a conversation's items (responses_mapping): InputScan, OutputsScan, ProgressScan.
 _S = TypeVar("_S", mapping.InputScan, mapping.OutputsScan, mapping.ProgressScan)
@@ -66,7 +73,11 @@ class ResponsesProvider:
     ``tools`` are the function tools every response of a turn offers the model. ``observe``
     is how ``watch`` follows a response: ``poll`` (retrieve with adaptive backoff) or
     ``stream`` (its event stream, resumed from the last sequence number after a drop; see
-    streaming.py). The caller owns (and closes) ``client``.
+    streaming.py). With ``stream`` the writes that make a response (the turn's opening one,
+    a follow-up carrying outputs) are streamed too, and followed for up to ``follow_ms``
+    until the model stops working: the state they saw is returned (``create_run``'s run,
+    ``SubmitOutcome.seen``), so a step needs no watch of the working response. The caller
+    owns (and closes) ``client``.
     """
 
     name = "responses"
@@ -81,6 +92,7 @@ class ResponsesProvider:
         backoff: BackoffPolicy | None = None,
         page_size: int = 100,
         observe: Observe = "poll",
+        follow_ms: int = FOLLOW_MS,
     ) -> None:
         if observe not in OBSERVE_MODES:
             raise ValueError(f"observe must be one of {OBSERVE_MODES}, not {observe!r}")
@@ -98,6 +110,7 @@ class ResponsesProvider:
         self._backoff = backoff or BackoffPolicy()
         self._pace = Pace()  # when a watch of a working run first polls (polling.py)
         self._page_size = page_size
+        self._follow_s = follow_ms / 1000
 
     # -- creating ----------------------------------------------------------------------
 
@@ -141,20 +154,61 @@ class ResponsesProvider:
             )
         attempt = Attempt("create_run", thread_id, write=True, effect_key=effect_key)
         try:
-            response = await self._write.responses.create(
+            run = await self._create(
+                attempt,
                 model=assistant_id,
-                background=True,
                 conversation=thread_id,
                 input=input,
-                parallel_tool_calls=self._parallel,
-                instructions=self._instructions,
                 metadata=run_metadata(metadata, run_id, OPENING_STEP),
-                extra_headers={IDEMPOTENCY_HEADER: effect_key},
-                extra_body=self._tools_body,
             )
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
-        return mapping.to_provider_run(response, poll_after=None), False
+        return run, False
+
+    async def _create(self, attempt: Attempt, **request: Any) -> ProviderRun:
+        """One background response made (the SDK's errors are the caller's to translate).
+
+        Streamed (``observe="stream"``), it is taken as made on its first event, and its
+        events are followed until the response stops working: the last state seen is
+        returned. A step seen so has just been made, so nobody can have answered it."""
+        request |= {
+            "background": True,
+            "parallel_tool_calls": self._parallel,
+            "instructions": self._instructions,
+            "extra_headers": {IDEMPOTENCY_HEADER: attempt.effect_key},
+            "extra_body": self._tools_body,
+        }
+        if self.observe != "stream":
+            response = await self._write.responses.create(**request)
+            return mapping.to_provider_run(response, poll_after=None)
+        async with self._write.responses.with_streaming_response.create(
+            stream=True, **request
+        ) as raw:
+            events = read_events(raw.iter_lines())
+            first = await first_event(events, attempt)
+            try:
+                _, made = mapping.stream_event(first.data)
+            except mapping.StreamEventError as exc:
+                raise answered_then(attempt, f"its first event is not one: {exc}") from exc
+            if made is None:
+                raise answered_then(attempt, f"its first event ({first.event}) has no response")
+            return await self._follow_events(events) or made
+
+    async def _follow_events(self, events: AsyncIterator[ServerSentEvent]) -> ProviderRun | None:
+        """A streamed write's events, read until the response stops working or ``follow_ms``
+        passes (None). Never raises: the write was made already, and a stream that breaks
+        only leaves the response to the coordinator's watch."""
+        try:
+            async with asyncio.timeout(self._follow_s):
+                async for event in events:
+                    _, seen = mapping.stream_event(event.data)
+                    if seen is not None and seen.status not in WORKING_STATUSES:
+                        return seen
+        except TimeoutError:
+            pass
+        except Exception as exc:  # a broken or odd stream costs the sighting, nothing else
+            log.info("stopped following a response's events: %s: %s", type(exc).__name__, exc)
+        return None
 
     async def _input_arrived(self, conversation_id: str, text: str) -> bool:
         scan = await self._scan(conversation_id, lambda: mapping.InputScan(text))
@@ -206,12 +260,16 @@ class ResponsesProvider:
             and since_step is not None
             and mapping.base_response_id(since_step) == provider_run_id
         )
+
         if self.observe == "stream" and not finished:
 
             def events(after: int | None) -> AsyncGenerator[tuple[int, ProviderRun | None]]:
                 return self._events(thread_id, provider_run_id, after)
 
             async def follow(run: ProviderRun) -> ProviderRun:
+                # Even a response watched while it works may be a step already answered:
+                # after a submission whose follow-up id was lost, the turn is watched on
+                # the step's own response as working. The conversation tells.
                 return await self._follow(thread_id, run)
 
             return await watch_stream(
@@ -310,16 +368,12 @@ class ResponsesProvider:
             "submit_outputs", thread_id, True, provider_run_id, step_id, effect_key=effect_key
         )
         try:
-            follow_up = await self._write.responses.create(
+            follow_up = await self._create(
+                attempt,
                 model=step.model,
-                background=True,
                 conversation=thread_id,
                 input=items,
-                parallel_tool_calls=self._parallel,
-                instructions=self._instructions,
                 metadata=run_metadata(metadata, metadata.get(RUN_ID_KEY, ""), step_id),
-                extra_headers={IDEMPOTENCY_HEADER: effect_key},
-                extra_body=self._tools_body,
             )
         except openai.BadRequestError as exc:
             # Outputs may have landed since we looked (a racing attempt); a 400 for them
@@ -329,7 +383,11 @@ class ResponsesProvider:
             )
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
-        return SubmitOutcome("submitted", new_provider_run_id=follow_up.id)
+        return SubmitOutcome(
+            "submitted",
+            new_provider_run_id=follow_up.provider_run_id,
+            seen=None if follow_up.status in WORKING_STATUSES else follow_up,
+        )
 
     async def reconcile_submission(
         self,

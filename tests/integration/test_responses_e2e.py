@@ -103,7 +103,9 @@ def test_lost_follow_up_answers_never_double_a_step_and_every_turn_completes(
         runs = turns(8, seed=7, tag="resp-lost")
         stack.start_turns(runs, protocol="responses")
         finished = stack.wait_finished(set(runs), timeout=150)
-        assert {r: s for r, (s, _) in finished.items()} == dict.fromkeys(runs, "completed")
+        assert {r: s for r, (s, _) in finished.items()} == dict.fromkeys(runs, "completed"), (
+            finished
+        )
         per_step = follow_ups_per_step(stack, set(runs))
         assert per_step and set(per_step.values()) == {1}
         fired = httpx.get(sim + "/_sim/faults").json()["fired"]

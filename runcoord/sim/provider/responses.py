@@ -105,17 +105,19 @@ def _conversation_id(value: object) -> str | None:
     raise invalid_type("conversation", "a string or an object with an id", value)
 
 
-@router.post("/responses")
-async def create_response(request: Request) -> JSONResponse:
+@router.post("/responses", response_model=None)
+async def create_response(request: Request) -> JSONResponse | StreamingResponse:
     sim = sim_of(request)
     body = Body(await read_json_object(request), CREATE_FIELDS)
     is_submission = carries_outputs(body.raw("input"))
     decision = await gate(sim.faults, sim.clock, request, "submit" if is_submission else "create")
     model = body.string("model", required=True)
     assert model is not None
-    if body.boolean("stream"):
+    streamed = bool(body.boolean("stream"))
+    if streamed and not body.boolean("background"):
         raise bad_request(
-            "The simulated provider does not stream; create the response without 'stream'.",
+            "The simulated provider streams only background responses; create the response"
+            " with 'background': true, or without 'stream'.",
             param="stream",
             code="unsupported_value",
         )
@@ -149,6 +151,12 @@ async def create_response(request: Request) -> JSONResponse:
         plan=plan,
     )
     _record_created(sim, response, plan, decision.lost)
+    if streamed:
+        return StreamingResponse(
+            streams.stream(sim, response, None, "submit" if is_submission else "create"),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
+        )
     if not response.background:
         # A foreground create answers once the model is done; other requests go on meanwhile.
         await sim.clock.sleep(max(0.0, store.finish_at(response) - sim.clock.now()))

@@ -1,4 +1,5 @@
-"""A background response's event stream: ``GET /v1/responses/{id}?stream=true``.
+"""A background response's event stream: ``GET /v1/responses/{id}?stream=true``, and the
+answer to ``POST /v1/responses`` with ``stream: true`` (from its first event).
 
 The events are derived from the statuses the response has had (``Response.statuses``), so
 a response's stream is the same list on every request and sequence numbers are stable
@@ -20,6 +21,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from runcoord.sim.provider.faults import EndpointClass
 from runcoord.sim.provider.items import Item
 from runcoord.sim.provider.middleware import ConnectionDropped
 from runcoord.sim.provider.responses_model import RESPONSE_TERMINAL, Response
@@ -95,18 +97,22 @@ def sse(event: Event) -> bytes:
     return frame(event["type"], event)
 
 
-async def stream(sim: SimState, response: Response, after: int | None) -> AsyncIterator[bytes]:
+async def stream(
+    sim: SimState, response: Response, after: int | None, endpoint: EndpointClass = "retrieve"
+) -> AsyncIterator[bytes]:
     """The events after ``after`` as server-sent events, until the response is done.
 
-    With the ``stream_drop_rate`` fault the connection is closed before an event (the
-    client sees a broken chunked body, as when a network path fails mid-stream).
+    With the ``stream_drop_rate`` fault of the ``endpoint`` rule (``retrieve`` for a
+    ``GET``, ``create`` or ``submit`` for the streamed ``POST`` that made the response) the
+    connection is closed before an event (the client sees a broken chunked body, as when a
+    network path fails mid-stream).
     """
     store = sim.responses
     sent = -1 if after is None else after
     while True:
         store.advance(response)
         for event in events(response, sent):
-            if sim.faults.drop_stream("retrieve"):
+            if sim.faults.drop_stream(endpoint):
                 raise ConnectionDropped("event stream dropped (stream_drop_rate)")
             yield sse(event)
             sent = event["sequence_number"]

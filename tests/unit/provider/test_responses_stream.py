@@ -67,8 +67,10 @@ async def stream_client(sim: Sim, requests: Requests) -> AsyncIterator[AsyncOpen
 @pytest.fixture
 async def world(stream_client: AsyncOpenAI, sim: Sim) -> World:
     conversation = await stream_client.conversations.create()
+    # Watches are what is tested here: the writes do not follow the response they make
+    # (that is test_responses_writes.py), so a watch begins on a working response.
     provider = ResponsesProvider(
-        stream_client, tools=RESPONSE_TOOLS, backoff=FAST, observe="stream"
+        stream_client, tools=RESPONSE_TOOLS, backoff=FAST, observe="stream", follow_ms=0
     )
     return World(provider, sim, conversation.id, "gpt-4o")
 
@@ -200,7 +202,10 @@ async def test_a_step_answered_elsewhere_is_followed_through_the_conversation(
     world: World, stream_client: AsyncOpenAI, requests: Requests
 ) -> None:
     """The follow-up's id was lost: the stream of the step's response ends in
-    requires_action, and the conversation shows the turn moved on, as retrieve reports it."""
+    requires_action, and the conversation shows the turn moved on, as retrieve reports it.
+    (The coordinator watches the step's response as working after such a submission, so a
+    watch begun on a working response must look too: without it the watch and the
+    coordinator spun, in test_lost_follow_up_answers_never_double_a_step.)"""
     step = await world.waiting(script=SLOW_STEP)
     await stream_client.responses.create(
         model="gpt-4o",

@@ -70,8 +70,10 @@ class World:
 
     @property
     def follows(self) -> bool:
-        """Whether the adapter's writes follow the run (a streamed Assistants adapter)."""
-        return isinstance(self.provider, AssistantsProvider) and self.provider.observe == "stream"
+        """Whether the adapter's writes follow the run (a streamed adapter)."""
+        return isinstance(self.provider, AssistantsProvider | ResponsesProvider) and (
+            self.provider.observe == "stream"
+        )
 
     async def create(
         self,
