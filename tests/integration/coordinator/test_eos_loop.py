@@ -172,14 +172,7 @@ def test_paused_zombie_is_fenced_and_commits_nothing(
         wait_until(lambda: (world.pump(0.2), refused())[1], timeout=60, what="zombie refused")
         world.pump(until_done=3)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.terminate()
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)
     assert_exactly_once(world, runs)
 
 
@@ -212,6 +205,18 @@ def test_a_call_hung_in_the_client_rebuilds_the_session(
     assert "send_offsets_to_transaction did not return in 3 s" in text, text[-3000:]
     assert coordinator.returncode == 0
     assert_exactly_once(world, runs)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the replicas still running (woken first, if frozen); killed if they hang."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def _owned(log: Path) -> int | None:
@@ -252,12 +257,6 @@ def test_a_replica_killed_while_handing_partitions_over_leaves_none_unowned(
         owners = f"a owns {_owned(a_log)}, b owns {_owned(b_log)}"
         assert world.finished == dict.fromkeys(runs, "completed"), owners
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)
     assert "fault point in_revoke reached" in a_log.read_text()
     assert_exactly_once(world, runs)
