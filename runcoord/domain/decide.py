@@ -184,6 +184,8 @@ class _Decider:
                 outputs=r.step.outputs,
                 # The executor may keep trying until the provider would expire the run.
                 deadline_ms=r.expires_at_ms or r.run_deadline_ms,
+                assistant_id=r.assistant_id,
+                metadata=dict(r.metadata),
             )
         )
 

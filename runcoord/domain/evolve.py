@@ -59,6 +59,7 @@ def evolve(state: RunState | None, event: ev.JournalEvent) -> RunState:
             create_key=event.create_key,
             seq=1,
             updated_at_ms=event.at_ms,
+            metadata=dict(event.metadata),
         )
     if state is None:
         raise JournalError(f"run {event.run_id}: {type(event).__name__} before RunAccepted")

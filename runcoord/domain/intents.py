@@ -60,6 +60,11 @@ class SubmitOutputsIntent(Intent):
     step_id: str
     outputs: tuple[Output, ...]
     deadline_ms: int
+    # What the turn was created with, for a provider whose follow-up restates it (a
+    # Responses follow-up names its model and carries the turn's metadata). Empty in an
+    # intent written before v2: the adapter then reads them from the step.
+    assistant_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from runcoord.domain.phases import TERMINAL, Phase
@@ -116,6 +117,9 @@ class RunState:
     outcome: str | None = None  # terminal reason
     updated_at_ms: int = field(default=0)
     parked: tuple[ParkedDecision, ...] = ()  # decisions that came before their request
+    # The metadata the turn was accepted with: a follow-up the provider needs it restated on
+    # (Responses) gets it from the submission intent, not from a read of the step.
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def provider_thread(self) -> str:

@@ -45,6 +45,7 @@ from runcoord.provider.port import (
     Observe,
     ProviderRun,
     SubmitOutcome,
+    Turn,
     rejected_submission,
     run_metadata,
 )
@@ -285,6 +286,7 @@ class AssistantsProvider:
         step_id: str,
         outputs: Sequence[Output],
         effect_key: str,
+        turn: Turn | None = None,  # a run keeps its assistant and metadata: nothing to restate
     ) -> SubmitOutcome:
         """Hedged, unlike every other write: a run takes one set of outputs per step (it
         leaves ``requires_action`` as it takes them, and answers 400 to any later set), so

@@ -61,6 +61,17 @@ def run_metadata(
 
 
 @dataclass(frozen=True, slots=True)
+class Turn:
+    """What a turn was created with (``create_run``'s ``assistant_id`` and ``metadata``), for
+    an adapter whose next write restates it: a Responses follow-up names its model and
+    carries the turn's metadata, and reading them back from the step costs a request."""
+
+    run_id: str
+    assistant_id: str
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderRun:
     provider_run_id: str
     status: str  # one of STATUSES
@@ -172,10 +183,12 @@ class RunProvider(Protocol):
         step_id: str,
         outputs: Sequence[Output],
         effect_key: str,
+        turn: Turn | None = None,
     ) -> SubmitOutcome:
         """All of the step's outputs in one submission. Raises OutcomeUnknown when the
         request may have been applied without us seeing the answer: call
-        reconcile_submission before sending again."""
+        reconcile_submission before sending again. ``turn``: what the turn was created with,
+        when known (an adapter that needs it and is not given it reads it from the step)."""
         ...
 
     async def reconcile_submission(

@@ -43,6 +43,7 @@ from runcoord.provider.port import (
     Observe,
     ProviderRun,
     SubmitOutcome,
+    Turn,
     rejected_submission,
     run_metadata,
 )
@@ -329,27 +330,32 @@ class ResponsesProvider:
         step_id: str,
         outputs: Sequence[Output],
         effect_key: str,
+        turn: Turn | None = None,
     ) -> SubmitOutcome:
         """The follow-up response, carrying every output; it becomes the turn's current run."""
-        # The step's response gives the follow-up its model and the turn's metadata. A step
-        # found in the conversation (see retrieve) has the response we follow as its base.
         # Look before sending, on every attempt: a follow-up for calls the conversation has
         # already answered would run the model on them again, and OpenAI does not document
         # refusing it. A partial answer is not ours: sending the rest would duplicate some.
-        # Both reads go out together: a step's wait is their slower one, not their sum.
-        base = mapping.base_response_id(step_id)
-        reading = asyncio.ensure_future(self._get(thread_id, base))
+        # The follow-up names the turn's model and carries its metadata. Given the turn, that
+        # is all: the follow-up goes to the conversation, not to the step's response, so the
+        # conversation alone says whether the step may still be answered (a step's response
+        # is finished, and stays so). Without it (an intent from before SubmitOutputsIntent
+        # v2), the step's response gives them, read beside the scan: a step found in the
+        # conversation (see retrieve) has the response we follow as its base.
         scanning = asyncio.ensure_future(
             self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
         )
         try:
-            step, scan = await reading, await scanning
-        finally:  # one failed: the other is not waited for
-            reading.cancel()
+            if turn is None:
+                step = await self._get(thread_id, mapping.base_response_id(step_id))
+                state = mapping.status(step)
+                if state != "requires_action":
+                    return SubmitOutcome("run_moved_on", f"response {step.id} is {state}")
+                given = dict(step.metadata or {})
+                turn = Turn(given.get(RUN_ID_KEY, ""), str(step.model), given)
+            scan = await scanning
+        finally:  # a read failed, or the step moved on: the scan is not waited for
             scanning.cancel()
-        state = mapping.status(step)
-        if state != "requires_action":
-            return SubmitOutcome("run_moved_on", f"response {base} is {state}")
         seen = scan.verdict(thread_id)
         if seen is not None and seen.outcome in ("already_submitted", "run_moved_on"):
             return seen
@@ -359,7 +365,6 @@ class ResponsesProvider:
                 f"conversation {thread_id} already has outputs for {sorted(scan.answered)}"
                 " but not for every call of the step",
             )
-        metadata = dict(step.metadata or {})
         items: list[ResponseInputItemParam] = [
             {"type": "function_call_output", "call_id": o.tool_call_id, "output": o.output}
             for o in outputs
@@ -370,10 +375,10 @@ class ResponsesProvider:
         try:
             follow_up = await self._create(
                 attempt,
-                model=step.model,
+                model=turn.assistant_id,
                 conversation=thread_id,
                 input=items,
-                metadata=run_metadata(metadata, metadata.get(RUN_ID_KEY, ""), step_id),
+                metadata=run_metadata(turn.metadata, turn.run_id, step_id),
             )
         except openai.BadRequestError as exc:
             # Outputs may have landed since we looked (a racing attempt); a 400 for them

@@ -21,7 +21,7 @@ from runcoord.effects.ledger import Acquired, EffectMeta, EffectState, request_h
 from runcoord.errors import ConfigError
 from runcoord.faults import fault_point
 from runcoord.provider.errors import OutcomeUnknown, ProviderRejected, ProviderUnavailable
-from runcoord.provider.port import RunProvider, SubmitOutcome, sighting
+from runcoord.provider.port import RunProvider, SubmitOutcome, Turn, sighting
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,12 @@ class Submissions:
         )
         sends = 0
         seen: inp.Sighting | None = None  # where this attempt's submission left the run
+        # An intent written before v2 names no assistant: the adapter reads the step instead.
+        turn = (
+            Turn(intent.run_id, intent.assistant_id, intent.metadata)
+            if intent.assistant_id
+            else None
+        )
 
         async def act(claim: Acquired, sent: Sent) -> Outcome:
             nonlocal sends, seen
@@ -68,6 +74,7 @@ class Submissions:
                         step_id=intent.step_id,
                         outputs=intent.outputs,
                         effect_key=intent.effect_key,
+                        turn=turn,
                     )
                     fault_point("submit.after_send")  # accepted, not yet recorded
                     seen = sighting(out.seen)

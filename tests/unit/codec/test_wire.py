@@ -58,6 +58,8 @@ SAMPLES: list[Any] = [
         step_id="s",
         outputs=(OUT, OUT),
         deadline_ms=3,
+        assistant_id="gpt-4o",
+        metadata={"team": "billing"},
     ),
     RunState(
         run_id="r",
@@ -72,6 +74,7 @@ SAMPLES: list[Any] = [
         phase=Phase.REQUIRES_ACTION,
         step=Step("s", (CALL,), 7, (OUT,), None, None),
         closed_steps=("s0",),
+        metadata={"team": "billing"},
     ),
     DeadLetter("runs.inbox", 2, 41, "r", "decode", "corrupt", None, b"\x00\xff", "coord-1", 7),
 ]

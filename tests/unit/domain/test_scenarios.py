@@ -38,6 +38,19 @@ def test_happy_path_two_steps_ends_completed_with_one_submission_per_step() -> N
     assert fold(d.journal) == d.state  # type: ignore[arg-type]
 
 
+def test_a_submission_restates_the_turns_assistant_and_metadata() -> None:
+    """A Responses follow-up names the turn's model and carries its metadata: the intent
+    brings them, so the executor need not read the step's response for them."""
+    d = Driver()
+    d.feed(inp.StartRun("r1", "t1", "th1", "asst1", "responses", "hi", 0, {"team": "billing"}))
+    d.created()
+    d.observe("requires_action", "step_1", (call(1),))
+    (submit,) = d.result("call_1").intents
+    assert isinstance(submit, it.SubmitOutputsIntent)
+    assert (submit.assistant_id, dict(submit.metadata)) == ("asst1", {"team": "billing"})
+    assert fold(d.journal) == d.state  # type: ignore[arg-type]
+
+
 def test_deadline_fills_missing_outputs_with_explicit_errors_and_submits() -> None:
     d = Driver()
     d.feed(start())

@@ -14,6 +14,7 @@ import pytest
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from runcoord.provider import ProviderRun, ProviderUnavailable, ResponsesProvider
+from runcoord.provider.port import RUN_ID_KEY, STEP_KEY, Turn
 
 from .conftest import FAST, Sim
 from .world import RESPONSE_TOOLS, TWO_STEPS, World, outputs_for
@@ -222,3 +223,46 @@ async def test_a_step_answered_elsewhere_is_followed_through_the_conversation(
     assert changed and seen.provider_run_id == step.provider_run_id
     assert seen.status in ("in_progress", "completed")
     assert len(requests.streams(step.provider_run_id)) == opened + 1
+
+
+def _conversation_reads(requests: Requests, conversation_id: str) -> int:
+    return sum(1 for path, _ in requests.seen if path.endswith(f"/{conversation_id}/items"))
+
+
+async def test_a_submission_given_its_turn_reads_only_the_conversation(
+    world: World, requests: Requests, stream_client: AsyncOpenAI
+) -> None:
+    """The follow-up names the turn's model and carries its metadata: given them (an intent
+    of v2), the step's response is not read; the conversation still is (answered already?)."""
+    step = await world.waiting(script=TWO_STEPS)
+    requests.seen.clear()
+    created = await stream_client.responses.retrieve(step.provider_run_id)
+    requests.seen.clear()
+    turn = Turn("r-1", world.assistant_id, {"team": "billing"})
+    outcome = await world.submit(step, turn=turn)
+    assert outcome.outcome == "submitted" and outcome.new_provider_run_id is not None
+    assert requests.plain_reads(step.provider_run_id) == 0
+    assert _conversation_reads(requests, world.thread_id) == 1
+    follow_up = await stream_client.responses.retrieve(outcome.new_provider_run_id)
+    assert follow_up.model == created.model == world.assistant_id
+    assert follow_up.metadata == {"team": "billing", RUN_ID_KEY: "r-1", STEP_KEY: step.step_id}
+
+
+async def test_a_submission_without_its_turn_reads_it_from_the_step(
+    world: World, requests: Requests, stream_client: AsyncOpenAI
+) -> None:
+    """An intent written before v2 names no turn: the step's response gives its model and
+    metadata, as it did before."""
+    step = await world.waiting(script=TWO_STEPS)
+    created = await stream_client.responses.retrieve(step.provider_run_id)
+    requests.seen.clear()
+    outcome = await world.submit(step)
+    assert outcome.outcome == "submitted" and outcome.new_provider_run_id is not None
+    assert requests.plain_reads(step.provider_run_id) == 1
+    assert _conversation_reads(requests, world.thread_id) == 1
+    follow_up = await stream_client.responses.retrieve(outcome.new_provider_run_id)
+    assert follow_up.model == created.model
+    assert created.metadata is not None and follow_up.metadata == {
+        **created.metadata,
+        STEP_KEY: step.step_id,
+    }

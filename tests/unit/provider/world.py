@@ -17,6 +17,7 @@ from runcoord.provider import (
     RunProvider,
     SubmitOutcome,
 )
+from runcoord.provider.port import Turn
 
 from .conftest import FAST, Sim
 
@@ -117,7 +118,9 @@ class World:
         run, _ = await self.create(run_id, script)
         return await self.until(run, "requires_action")
 
-    async def submit(self, run: ProviderRun, text: str = "T-1") -> SubmitOutcome:
+    async def submit(
+        self, run: ProviderRun, text: str = "T-1", turn: Turn | None = None
+    ) -> SubmitOutcome:
         assert run.step_id is not None
         return await self.provider.submit_outputs(
             thread_id=self.thread_id,
@@ -125,6 +128,7 @@ class World:
             step_id=run.step_id,
             outputs=outputs_for(run, text),
             effect_key=f"ek-submit-{run.step_id}",
+            turn=turn,
         )
 
     async def reconcile(self, run: ProviderRun, text: str = "T-1") -> SubmitOutcome | None:
