@@ -137,11 +137,20 @@ class _Decider:
     def request_cancel(self, reason: str) -> None:
         r = self.run
         give_up = self.now + self.policy.cancel_grace_ms
+        submitting = (
+            r.step is not None and r.step.submission_key is not None and (r.step.submitted is None)
+        )
         self.emit(ev.CancelRequested, r.run_id, reason=reason, give_up_at_ms=give_up)
         if self.run.provider_run_id is not None:
-            self.cancel_intent(self.run.provider_run_id, reason)
+            if not submitting:
+                self.cancel_intent(self.run.provider_run_id, reason)
             self.watch()
-        # Without a provider run yet, the cancel goes out when its creation is observed.
+        # Without a provider run yet, the cancel goes out when its creation is observed; with
+        # a submission out, when the submission's outcome is known (see submission): a
+        # cancel then would answer the step's calls beside the submission (Responses closes
+        # them with an error output), and it would stop the step's response, not the
+        # follow-up the submission is making. So nothing but the submission ever answers a
+        # step while it is out, and its executor need not look before a first send.
 
     def record_output(
         self,
@@ -663,6 +672,10 @@ class _Decider:
         elif step.submitted is not None:
             self.ignore("SubmissionResult", res.effect_key, "duplicate: already confirmed")
         else:
+            # No submission starts once a cancel is asked for, so a cancel on record now was
+            # asked for while this one was out, and held (request_cancel).
+            held = r.cancel_reason
+            was_terminal = r.terminal
             self.emit(
                 ev.StepSubmitted,
                 r.run_id,
@@ -684,6 +697,15 @@ class _Decider:
                 and self.run.phase is not Phase.CANCELLING
             ):
                 self.request_cancel(f"submission rejected by the provider: {res.detail}")
+            r = self.run
+            if held is not None and r.provider_run_id is not None:
+                if not was_terminal and r.terminal:
+                    pass  # the outcome showed the run finished: nothing left to cancel
+                else:
+                    # To the run the submission left: its follow-up if it made one. Gave up
+                    # waiting meanwhile (the cancel's grace passed): an orphan, cancelled all
+                    # the same, as a create answered after the run finished is.
+                    self.cancel_intent(r.provider_run_id, held)
 
     def effect_failed(self, f: inp.EffectFailed) -> None:
         r = self.run

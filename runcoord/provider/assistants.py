@@ -287,6 +287,7 @@ class AssistantsProvider:
         outputs: Sequence[Output],
         effect_key: str,
         turn: Turn | None = None,  # a run keeps its assistant and metadata: nothing to restate
+        unanswered: bool = False,  # nothing is read before sending: the run refuses a second set
     ) -> SubmitOutcome:
         """Hedged, unlike every other write: a run takes one set of outputs per step (it
         leaves ``requires_action`` as it takes them, and answers 400 to any later set), so

@@ -184,11 +184,16 @@ class RunProvider(Protocol):
         outputs: Sequence[Output],
         effect_key: str,
         turn: Turn | None = None,
+        unanswered: bool = False,
     ) -> SubmitOutcome:
         """All of the step's outputs in one submission. Raises OutcomeUnknown when the
         request may have been applied without us seeing the answer: call
         reconcile_submission before sending again. ``turn``: what the turn was created with,
-        when known (an adapter that needs it and is not given it reads it from the step)."""
+        when known (an adapter that needs it and is not given it reads it from the step).
+        ``unanswered``: the caller vouches that nothing has answered the step's calls: no
+        earlier request of this submission was sent (the effect ledger says so), and nothing
+        else answers a step while its submission is out (the coordinator holds a cancel
+        until the submission's outcome). An adapter that looks before sending need not."""
         ...
 
     async def reconcile_submission(

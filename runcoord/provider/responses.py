@@ -331,19 +331,22 @@ class ResponsesProvider:
         outputs: Sequence[Output],
         effect_key: str,
         turn: Turn | None = None,
+        unanswered: bool = False,
     ) -> SubmitOutcome:
         """The follow-up response, carrying every output; it becomes the turn's current run."""
-        # Look before sending, on every attempt: a follow-up for calls the conversation has
-        # already answered would run the model on them again, and OpenAI does not document
-        # refusing it. A partial answer is not ours: sending the rest would duplicate some.
+        # Look before sending, unless the caller vouches the step is unanswered (a first
+        # send): a follow-up for calls the conversation has already answered would run the
+        # model on them again, and OpenAI does not document refusing it. A partial answer is
+        # not ours: sending the rest would duplicate some.
         # The follow-up names the turn's model and carries its metadata. Given the turn, that
         # is all: the follow-up goes to the conversation, not to the step's response, so the
         # conversation alone says whether the step may still be answered (a step's response
         # is finished, and stays so). Without it (an intent from before SubmitOutputsIntent
         # v2), the step's response gives them, read beside the scan: a step found in the
         # conversation (see retrieve) has the response we follow as its base.
-        scanning = asyncio.ensure_future(
-            self._scan_outputs(thread_id, frozenset(o.tool_call_id for o in outputs))
+        calls = frozenset(o.tool_call_id for o in outputs)
+        scanning = (
+            None if unanswered else asyncio.ensure_future(self._scan_outputs(thread_id, calls))
         )
         try:
             if turn is None:
@@ -353,18 +356,20 @@ class ResponsesProvider:
                     return SubmitOutcome("run_moved_on", f"response {step.id} is {state}")
                 given = dict(step.metadata or {})
                 turn = Turn(given.get(RUN_ID_KEY, ""), str(step.model), given)
-            scan = await scanning
+            scan = None if scanning is None else await scanning
         finally:  # a read failed, or the step moved on: the scan is not waited for
-            scanning.cancel()
-        seen = scan.verdict(thread_id)
-        if seen is not None and seen.outcome in ("already_submitted", "run_moved_on"):
-            return seen
-        if scan.answered and seen is None:
-            return SubmitOutcome(
-                "rejected",
-                f"conversation {thread_id} already has outputs for {sorted(scan.answered)}"
-                " but not for every call of the step",
-            )
+            if scanning is not None:
+                scanning.cancel()
+        if scan is not None:
+            seen = scan.verdict(thread_id)
+            if seen is not None and seen.outcome in ("already_submitted", "run_moved_on"):
+                return seen
+            if scan.answered and seen is None:
+                return SubmitOutcome(
+                    "rejected",
+                    f"conversation {thread_id} already has outputs for {sorted(scan.answered)}"
+                    " but not for every call of the step",
+                )
         items: list[ResponseInputItemParam] = [
             {"type": "function_call_output", "call_id": o.tool_call_id, "output": o.output}
             for o in outputs

@@ -62,6 +62,10 @@ class Submissions:
                 decided = await self._reconcile(provider, intent)
                 if decided is not None:
                     return decided
+            # No request of ours has reached the provider yet, and nothing else answers the
+            # step while we are out (the coordinator holds a cancel till our outcome): the
+            # adapter need not look first. Once a request may have acted, it must.
+            unanswered = not claim.previous_sent
             while True:
                 if time.time() * 1000 > intent.deadline_ms:
                     return _outcome(SubmitOutcome("run_moved_on", "past the run's deadline"))
@@ -75,11 +79,13 @@ class Submissions:
                         outputs=intent.outputs,
                         effect_key=intent.effect_key,
                         turn=turn,
+                        unanswered=unanswered,
                     )
                     fault_point("submit.after_send")  # accepted, not yet recorded
                     seen = sighting(out.seen)
                     return _outcome(out)
                 except OutcomeUnknown as exc:
+                    unanswered = False
                     log.info(
                         "%s/%s: submission outcome unknown (%s); reconciling",
                         intent.run_id,

@@ -248,6 +248,18 @@ class RunWorld(RuleBasedStateMachine):
     def user_cancels(self) -> None:
         self.feed(inp.CancelRun("r1", self.d.run.tenant, "user"))
 
+    @precondition(
+        lambda self: (
+            self.d.state is not None
+            and self.d.run.step is not None
+            and self.d.run.step.submission_key is not None
+            and self.d.run.step.submitted is None
+        )
+    )
+    @rule()
+    def user_cancels_while_a_submission_is_out(self) -> None:
+        self.feed(inp.CancelRun("r1", self.d.run.tenant, "user"))
+
     @rule(ms=st.integers(0, 1_000) | st.integers(0, 30_000))
     def time_passes(self, ms: int) -> None:
         self.feed(inp.Tick("r1"), at=self.d.now + ms)
@@ -316,6 +328,21 @@ class RunWorld(RuleBasedStateMachine):
             return
         step = r.open_step
         assert step is None or self.d.now < step.deadline_ms or step.submission_key
+
+    @invariant()
+    def a_cancel_waits_for_the_submission_out_and_then_goes(self) -> None:
+        # While a submission is out nothing else answers its step: a cancel asked for then is
+        # held (sent, it would close the step's calls beside the submission), and sent once
+        # the submission's outcome is known.
+        r = self.d.state
+        if r is None or r.cancel_reason is None or r.provider_run_id is None:
+            return
+        out = r.step is not None and r.step.submission_key is not None and not r.step.submitted
+        cancels = self.of(it.CancelRunIntent)
+        if out:
+            assert not cancels
+        elif not r.terminal:
+            assert len(cancels) == 1
 
     @invariant()
     def every_submission_answers_every_call_of_its_step(self) -> None:

@@ -192,6 +192,49 @@ def test_rejected_submission_requests_cancel_with_reason() -> None:
     assert "400 bad ids" in (d.run.cancel_reason or "")
 
 
+def _submitting(d: Driver) -> str:
+    d.feed(start())
+    d.created()
+    d.observe("requires_action", "s1", (call(1),))
+    d.result("call_1")
+    key = d.run.step.submission_key  # type: ignore[union-attr]
+    assert key is not None
+    return key
+
+
+def test_a_cancel_asked_for_while_a_submission_is_out_goes_to_its_follow_up() -> None:
+    """Sent at once, the cancel would answer the step's calls beside the submission (two
+    answers to one call), and stop the step's response rather than the follow-up."""
+    d = Driver()
+    key = _submitting(d)
+    asked = d.feed(inp.CancelRun("r1", "t1", "user left"))
+    assert d.run.phase is Phase.CANCELLING
+    assert [type(i) for i in asked.intents] == [it.ObserveRunIntent]  # watched, not cancelled
+    done = d.feed(inp.SubmissionResult("r1", key, "s1", "submitted", 1, None, "resp_2"))
+    cancels = [i for i in done.intents if isinstance(i, it.CancelRunIntent)]
+    assert [(c.provider_run_id, c.reason) for c in cancels] == [("resp_2", "user left")]
+
+
+def test_a_held_cancel_goes_out_even_after_giving_up_on_the_run() -> None:
+    d = Driver()
+    key = _submitting(d)
+    d.feed(inp.CancelRun("r1", "t1", "user left"))
+    d.feed(inp.Tick("r1"), at=d.run.give_up_at_ms)  # the submission is still out
+    assert d.run.terminal
+    late = d.feed(inp.SubmissionResult("r1", key, "s1", "submitted", 1, None, "resp_2"))
+    assert [(type(i), i.provider_run_id) for i in late.intents] == [(it.CancelRunIntent, "resp_2")]
+
+
+def test_a_held_cancel_is_dropped_when_the_submission_saw_the_run_finish() -> None:
+    d = Driver()
+    key = _submitting(d)
+    d.feed(inp.CancelRun("r1", "t1", "user left"))
+    seen = inp.Sighting("completed", None, (), None, None)
+    d.feed(inp.SubmissionResult("r1", key, "s1", "submitted", 1, None, "resp_2", seen=seen))
+    assert d.run.phase is Phase.COMPLETED
+    assert not [i for x in d.decisions for i in x.intents if isinstance(i, it.CancelRunIntent)]
+
+
 def test_responses_follow_up_becomes_the_watched_run() -> None:
     d = Driver()
     d.feed(start())

@@ -13,8 +13,13 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from runcoord.domain import inputs as inp
+from runcoord.domain import intents as it
+from runcoord.effects.guard import LedgerGuard
+from runcoord.effects.ledger import Acquired, EffectMeta, InMemoryLedger, request_hash
 from runcoord.provider import ProviderRun, ProviderUnavailable, ResponsesProvider
 from runcoord.provider.port import RUN_ID_KEY, STEP_KEY, Turn
+from runcoord.submitter.executor import Submissions
 
 from .conftest import FAST, Sim
 from .world import RESPONSE_TOOLS, TWO_STEPS, World, outputs_for
@@ -266,3 +271,63 @@ async def test_a_submission_without_its_turn_reads_it_from_the_step(
         **created.metadata,
         STEP_KEY: step.step_id,
     }
+
+
+def _submit_intent(world: World, step: ProviderRun) -> it.SubmitOutputsIntent:
+    assert step.step_id is not None
+    return it.SubmitOutputsIntent(
+        effect_key="ek-r1-submit-1",
+        run_id="r-1",
+        tenant="t1",
+        thread_id=world.thread_id,
+        provider="responses",
+        provider_run_id=step.provider_run_id,
+        step_id=step.step_id,
+        outputs=outputs_for(step, "T-1"),
+        deadline_ms=int(time.time() * 1000) + 60_000,
+        assistant_id=world.assistant_id,
+        metadata={},
+    )
+
+
+async def test_a_first_send_reads_nothing_before_the_follow_up(
+    world: World, requests: Requests
+) -> None:
+    """No earlier request of the submission was sent (the ledger), and nothing else answers a
+    step while its submission is out (the coordinator holds a cancel): it only sends."""
+    step = await world.waiting(script=TWO_STEPS)
+    intent = _submit_intent(world, step)
+    submissions = Submissions({"responses": world.provider}, LedgerGuard(InMemoryLedger(), "e"))
+    requests.seen.clear()
+    (result,) = await submissions(intent)
+    assert isinstance(result, inp.SubmissionResult) and result.outcome == "submitted"
+    assert [path.rsplit("/", 1)[-1] for path, _ in requests.seen] == ["responses"]
+
+
+async def test_a_send_after_one_that_may_have_acted_looks_first(
+    world: World, requests: Requests
+) -> None:
+    """An earlier attempt marked the submission sent and vanished: the conversation is read
+    before anything is sent again, and shows the step answered, so nothing is."""
+    step = await world.waiting(script=TWO_STEPS)
+    intent = _submit_intent(world, step)
+    now = [1_000.0]
+    ledger = InMemoryLedger(clock=lambda: now[0])
+    meta = EffectMeta(
+        "submit_outputs",
+        "t1",
+        "r-1",
+        intent.step_id,
+        None,
+        request_hash({o.tool_call_id: o.payload_hash for o in intent.outputs}),
+    )
+    earlier = ledger.claim(intent.effect_key, meta, "e-0", 30.0)
+    assert isinstance(earlier, Acquired) and ledger.mark_sent(intent.effect_key, earlier.token)
+    assert (await world.submit(step)).outcome == "submitted"  # what that attempt did
+    now[0] += 60  # its lease lapsed
+    requests.seen.clear()
+    submissions = Submissions({"responses": world.provider}, LedgerGuard(ledger, "e-1"))
+    (result,) = await submissions(intent)
+    assert isinstance(result, inp.SubmissionResult) and result.outcome == "already_submitted"
+    assert _conversation_reads(requests, world.thread_id) >= 1
+    assert not [path for path, _ in requests.seen if path.endswith("/responses")]
