@@ -56,6 +56,27 @@ async def test_the_turns_metadata_rides_on_every_response(world: World) -> None:
     assert len(scripts) == 2 and scripts[0] is not None and scripts[0] == scripts[1]
 
 
+async def test_every_response_is_made_as_configured(client: AsyncOpenAI, sim: Sim) -> None:
+    """The body goes as extra_body (the SDK's transform of typed parameters costs more than
+    the rest of the request): the opening response and the follow-up carry it all."""
+    base = await responses_world(client, sim)
+    provider = ResponsesProvider(
+        client, tools=RESPONSE_TOOLS, instructions="Be brief.", backoff=FAST
+    )
+    world = World(provider, sim, base.thread_id, base.assistant_id)
+    run = await world.waiting(script=TWO_STEPS)
+    outcome = await world.submit(run)
+    assert outcome.new_provider_run_id is not None
+    for response_id in (run.provider_run_id, outcome.new_provider_run_id):
+        made = await client.responses.retrieve(response_id)
+        assert (made.model, made.instructions, made.background) == (
+            base.assistant_id,
+            "Be brief.",
+            True,
+        )
+        assert [t.name for t in made.tools] == ["create_ticket"]  # type: ignore[union-attr]
+
+
 async def test_parallel_tool_calls_off_asks_one_call_per_step(
     client: AsyncOpenAI, sim: Sim
 ) -> None:
