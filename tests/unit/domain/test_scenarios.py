@@ -179,20 +179,8 @@ def test_ambiguous_tool_call_ids_cancel_the_run_instead_of_guessing() -> None:
     assert not [i for i in out.intents if isinstance(i, it.ToolCallIntent)]
 
 
-def test_rejected_submission_requests_cancel_with_reason() -> None:
-    d = Driver()
-    d.feed(start())
-    d.created()
-    d.observe("requires_action", "s1", (call(1),))
-    d.result("call_1")
-    key = d.run.step.submission_key  # type: ignore[union-attr]
-    assert key is not None
-    d.feed(inp.SubmissionResult("r1", key, "s1", "rejected", 3, "400 bad ids"))
-    assert d.run.phase is Phase.CANCELLING
-    assert "400 bad ids" in (d.run.cancel_reason or "")
-
-
 def _submitting(d: Driver) -> str:
+    """A run whose one-call step is complete and its submission out; the submission's key."""
     d.feed(start())
     d.created()
     d.observe("requires_action", "s1", (call(1),))
@@ -200,6 +188,14 @@ def _submitting(d: Driver) -> str:
     key = d.run.step.submission_key  # type: ignore[union-attr]
     assert key is not None
     return key
+
+
+def test_rejected_submission_requests_cancel_with_reason() -> None:
+    d = Driver()
+    key = _submitting(d)
+    d.feed(inp.SubmissionResult("r1", key, "s1", "rejected", 3, "400 bad ids"))
+    assert d.run.phase is Phase.CANCELLING
+    assert "400 bad ids" in (d.run.cancel_reason or "")
 
 
 def test_a_cancel_asked_for_while_a_submission_is_out_goes_to_its_follow_up() -> None:
