@@ -31,11 +31,6 @@ class BackoffPolicy:
     # for its whole duration.
     # None: never.
     hedge_ms: int | None = 500
-    # How often a watch polls a step waiting on us (see watch): its news is rare, and the
-    # common change (our outputs went in) comes with the submission's own outcome. At the
-    # backoff's cap (2 s), every tool slower than that cost the step a poll; on Responses a
-    # poll is two requests (the response and the conversation's newest items).
-    waiting_ms: int = 5_000
 
 
 class Backoff:
@@ -107,7 +102,7 @@ async def watch(
     A retriable error (the provider briefly unreachable) is polled through until the deadline,
     since a watch only reads; if no poll succeeded by then, the last error is raised. With a
     ``pace``, a watch of a working run sends its first poll when the pace says, and tells it
-    when the change came. A watch of a step waiting on us polls every ``waiting_ms`` from
+    when the change came. A watch of a step waiting on us polls at the backoff's cap from
     the start; any other watch first polls after the backoff's first delay: the coordinator
     has just seen that state.
     """
@@ -117,10 +112,10 @@ async def watch(
     if since_status == "requires_action" and since_step is not None:
         # A step waiting on us changes when we submit, and the submission's own outcome
         # says so (the coordinator then watches the working run); what a watch of it is for
-        # is rarer news (the run cancelled, failed or expired, or the step answered by
-        # someone else), worth a poll every few seconds, not at the backoff's start.
+        # is rarer news (the run cancelled, failed or expired), worth a poll at the
+        # backoff's cap, not at its start.
         pace = None
-        backoff = Backoff(replace(policy, initial_ms=policy.waiting_ms, max_ms=policy.waiting_ms))
+        backoff = Backoff(replace(policy, initial_ms=policy.max_ms))
         first_ms = float(backoff.next_ms())
     elif since_status not in WORKING_STATUSES:
         # A state just seen as it is, by the coordinator (a run cancelling): the news only

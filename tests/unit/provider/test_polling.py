@@ -4,7 +4,6 @@ tests wait 10 ms for real: it is a wait on the event loop's clock)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 import pytest
 
@@ -330,44 +329,24 @@ async def test_a_watch_of_a_waiting_step_is_not_paced() -> None:
     time = FakeTime()
     await paced_watch(Script(run("completed")), time, pace, "requires_action", "s1")
     # Not at once, not paced: a step waiting on us changes when we submit, and the
-    # submission says so; the watch is for rarer news, and polls every waiting_ms.
-    assert time.slept == [POLICY.waiting_ms / 1000] and len(pace._waits) == 1
+    # submission says so; the watch is for rarer news, and polls at the backoff's cap.
+    assert time.slept == [0.4] and len(pace._waits) == 1
 
 
-async def test_a_watch_of_a_waiting_step_polls_every_waiting_ms() -> None:
+async def test_a_watch_of_a_waiting_step_polls_at_the_backoffs_cap() -> None:
     time = FakeTime()
     retrieve = Script(run("requires_action", "s1"), run("requires_action", "s1"), run("completed"))
     seen, moved = await watch(
         retrieve,
         since_status="requires_action",
         since_step="s1",
-        timeout_ms=60_000,
-        policy=replace(POLICY, waiting_ms=3_000),
+        timeout_ms=10_000,
+        policy=POLICY,
         clock=time.clock,
         sleep=time.sleep,
     )
     assert (seen.status, moved) == ("completed", True)
-    assert time.slept == [3.0, 3.0, 3.0] and retrieve.calls == 3
-
-
-async def test_a_watch_of_a_waiting_step_polls_less_often_than_the_backoffs_cap() -> None:
-    # Every tool slower than the cap (2 s) cost its step a poll; the default waits longer.
-    policy = BackoffPolicy()
-    assert policy.waiting_ms > policy.max_ms
-    time = FakeTime()
-    retrieve = Script(run("requires_action", "s1"))
-    await watch(
-        retrieve,
-        since_status="requires_action",
-        since_step="s1",
-        timeout_ms=4_000,
-        policy=policy,
-        clock=time.clock,
-        sleep=time.sleep,
-    )
-    # Over a 4 s wait (a slow tool) the step was read once, when the watch ended, not at 2 s
-    # and again at 4 s.
-    assert retrieve.calls == 1 and time.slept == [4.0]
+    assert time.slept == [0.4, 0.4, 0.4] and retrieve.calls == 3
 
 
 async def test_a_watch_of_a_step_not_yet_named_polls_from_the_start() -> None:
