@@ -137,9 +137,7 @@ class _Decider:
     def request_cancel(self, reason: str) -> None:
         r = self.run
         give_up = self.now + self.policy.cancel_grace_ms
-        submitting = (
-            r.step is not None and r.step.submission_key is not None and (r.step.submitted is None)
-        )
+        submitting = r.step is not None and r.step.submission_out
         self.emit(ev.CancelRequested, r.run_id, reason=reason, give_up_at_ms=give_up)
         if self.run.provider_run_id is not None:
             if not submitting:
@@ -697,15 +695,14 @@ class _Decider:
                 and self.run.phase is not Phase.CANCELLING
             ):
                 self.request_cancel(f"submission rejected by the provider: {res.detail}")
+            # The held cancel goes to the run the submission left: its follow-up if it made
+            # one. Given up meanwhile (the cancel's grace passed): an orphan, cancelled all
+            # the same, as a create answered after the run finished is. An outcome that
+            # showed the run finished leaves nothing to cancel.
             r = self.run
-            if held is not None and r.provider_run_id is not None:
-                if not was_terminal and r.terminal:
-                    pass  # the outcome showed the run finished: nothing left to cancel
-                else:
-                    # To the run the submission left: its follow-up if it made one. Gave up
-                    # waiting meanwhile (the cancel's grace passed): an orphan, cancelled all
-                    # the same, as a create answered after the run finished is.
-                    self.cancel_intent(r.provider_run_id, held)
+            finished_now = r.terminal and not was_terminal
+            if held is not None and r.provider_run_id is not None and not finished_now:
+                self.cancel_intent(r.provider_run_id, held)
 
     def effect_failed(self, f: inp.EffectFailed) -> None:
         r = self.run

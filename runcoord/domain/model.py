@@ -85,6 +85,11 @@ class Step:
         return next((o for o in self.outputs if o.tool_call_id == tool_call_id), None)
 
     @property
+    def submission_out(self) -> bool:
+        """Its submission intent is out and its outcome not yet confirmed."""
+        return self.submission_key is not None and self.submitted is None
+
+    @property
     def missing(self) -> tuple[ToolCall, ...]:
         answered = {o.tool_call_id for o in self.outputs}
         return tuple(c for c in self.calls if c.id not in answered)

@@ -252,8 +252,7 @@ class RunWorld(RuleBasedStateMachine):
         lambda self: (
             self.d.state is not None
             and self.d.run.step is not None
-            and self.d.run.step.submission_key is not None
-            and self.d.run.step.submitted is None
+            and self.d.run.step.submission_out
         )
     )
     @rule()
@@ -337,7 +336,7 @@ class RunWorld(RuleBasedStateMachine):
         r = self.d.state
         if r is None or r.cancel_reason is None or r.provider_run_id is None:
             return
-        out = r.step is not None and r.step.submission_key is not None and not r.step.submitted
+        out = r.step is not None and r.step.submission_out
         cancels = self.of(it.CancelRunIntent)
         if out:
             assert not cancels

@@ -47,6 +47,9 @@ class Requests:
             if path.endswith(f"/responses/{response_id}") and query.get("stream") == ["true"]
         ]
 
+    def conversation_reads(self, conversation_id: str) -> int:
+        return sum(1 for path, _ in self.seen if path.endswith(f"/{conversation_id}/items"))
+
     def plain_reads(self, response_id: str) -> int:
         return sum(
             1
@@ -230,10 +233,6 @@ async def test_a_step_answered_elsewhere_is_followed_through_the_conversation(
     assert len(requests.streams(step.provider_run_id)) == opened + 1
 
 
-def _conversation_reads(requests: Requests, conversation_id: str) -> int:
-    return sum(1 for path, _ in requests.seen if path.endswith(f"/{conversation_id}/items"))
-
-
 async def test_a_submission_given_its_turn_reads_only_the_conversation(
     world: World, requests: Requests, stream_client: AsyncOpenAI
 ) -> None:
@@ -247,7 +246,7 @@ async def test_a_submission_given_its_turn_reads_only_the_conversation(
     outcome = await world.submit(step, turn=turn)
     assert outcome.outcome == "submitted" and outcome.new_provider_run_id is not None
     assert requests.plain_reads(step.provider_run_id) == 0
-    assert _conversation_reads(requests, world.thread_id) == 1
+    assert requests.conversation_reads(world.thread_id) == 1
     follow_up = await stream_client.responses.retrieve(outcome.new_provider_run_id)
     assert follow_up.model == created.model == world.assistant_id
     assert follow_up.metadata == {"team": "billing", RUN_ID_KEY: "r-1", STEP_KEY: step.step_id}
@@ -264,7 +263,7 @@ async def test_a_submission_without_its_turn_reads_it_from_the_step(
     outcome = await world.submit(step)
     assert outcome.outcome == "submitted" and outcome.new_provider_run_id is not None
     assert requests.plain_reads(step.provider_run_id) == 1
-    assert _conversation_reads(requests, world.thread_id) == 1
+    assert requests.conversation_reads(world.thread_id) == 1
     follow_up = await stream_client.responses.retrieve(outcome.new_provider_run_id)
     assert follow_up.model == created.model
     assert created.metadata is not None and follow_up.metadata == {
@@ -329,5 +328,5 @@ async def test_a_send_after_one_that_may_have_acted_looks_first(
     submissions = Submissions({"responses": world.provider}, LedgerGuard(ledger, "e-1"))
     (result,) = await submissions(intent)
     assert isinstance(result, inp.SubmissionResult) and result.outcome == "already_submitted"
-    assert _conversation_reads(requests, world.thread_id) >= 1
+    assert requests.conversation_reads(world.thread_id) >= 1
     assert not [path for path, _ in requests.seen if path.endswith("/responses")]
