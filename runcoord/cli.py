@@ -40,8 +40,9 @@ _SUBCOMMANDS: list[tuple[str, str, str, str]] = [
     ("executor", "provider", "runcoord.provider.cli", "provider"),
     ("executor", "tools", "runcoord.tools.cli", "tools"),
     ("executor", "submissions", "runcoord.submitter.cli", "submissions"),
+    ("executor", "all", "runcoord.executors", "all_kinds"),
 ]
-_SUBGROUP_HELP = {"executor": "Effect executors: provider, tools, submissions."}
+_SUBGROUP_HELP = {"executor": "Effect executors: provider, tools, submissions, or all in one."}
 # (command, module, function): single commands.
 _COMMANDS: list[tuple[str, str, str]] = [
     ("coordinator", "runcoord.coordinator.cli", "coordinator"),

@@ -35,6 +35,11 @@ class OffsetTracker:
             if partition in self._open and self._generation.get(partition, 0) == generation:
                 self._done.setdefault(partition, set()).add(offset)
 
+    def current(self, partition: int, generation: int) -> bool:
+        """Whether work started in this generation still belongs to us (not revoked since)."""
+        with self._lock:
+            return self._generation.get(partition, 0) == generation
+
     def committable(self) -> dict[int, int]:
         """Partition -> offset to commit, only where it moved since the last call."""
         out: dict[int, int] = {}

@@ -1,7 +1,9 @@
 """The executor runtime: at-least-once execution of effect intents, one mechanism for all.
 
 Consume ``effects`` (read_committed, so aborted intents never run), keep the intents whose
-``kind`` header this executor handles, run each handler concurrently, send what it reports
+``kind`` header this executor handles, run each on its lane's handler concurrently (a lane
+per kind of executor, so one replica can host every kind: a lane that is full queues its
+own intents without holding up the others'), send what it reports
 back to ``runs.inbox``, and commit an intent's offset only when it and everything before it
 on its partition finished and their reports were delivered. A crash therefore redelivers
 unfinished intents; the effect ledger makes running one twice harmless, and the coordinator
@@ -11,15 +13,18 @@ ignores a report it already applied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import (
@@ -54,17 +59,30 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[it.EffectIntent], Awaitable[Sequence[inp.Input]]]
 _INTENT_TYPES = typing.get_args(it.EffectIntent)
+Work = Callable[[], Coroutine[Any, Any, None]]  # one intent's run, not started yet
+
+
+@dataclass(frozen=True)
+class Lane:
+    """The intents of these kinds, run by this handler, at most ``concurrency`` at a time."""
+
+    kinds: frozenset[str]
+    handler: Handler
+    concurrency: int
 
 
 @dataclass(frozen=True)
 class ExecutorConfig:
     bootstrap: str
-    name: str  # provider | tools | submissions
-    kinds: frozenset[str]
+    name: str  # provider | tools | submissions | all
+    kinds: frozenset[str]  # every kind its lanes run
     topics: TopicNames = field(default_factory=TopicNames.with_prefix)
     group_id: str = ""
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    concurrency: int = 256
+    concurrency: int = 256  # of the one lane made from a lone handler
+    # Intents a full lane holds for later before reading waits for it to drain (reading
+    # waits for every lane then: backpressure, with the queued offsets not yet committed).
+    queued_max: int = 1024
     session_timeout_ms: int = 10_000
     retry_cap_s: float = 10.0
     # Join as a static member named instance_id (KIP-345): a replica restarted under its name
@@ -94,10 +112,18 @@ class ExecutorStats:
 
 class Executor:
     def __init__(
-        self, config: ExecutorConfig, handler: Handler, codec: AvroCodec | None = None
+        self,
+        config: ExecutorConfig,
+        handler: Handler | Sequence[Lane],
+        codec: AvroCodec | None = None,
     ) -> None:
         self.config = config
-        self.handler = handler
+        lanes = [Lane(config.kinds, handler, config.concurrency)] if callable(handler) else handler
+        self.lanes = {kind: slots for slots in map(_Slots, lanes) for kind in slots.lane.kinds}
+        if set(self.lanes) != config.kinds:
+            raise ValueError(
+                f"the lanes run {sorted(self.lanes)}, the executor {sorted(config.kinds)}"
+            )
         self.codec = codec or AvroCodec()
         self.stats = ExecutorStats()
         self.tracker = OffsetTracker()
@@ -131,8 +157,26 @@ class Executor:
             on_revoke=lambda cons, parts: self._revoked(cons, parts),
             on_lost=lambda _c, parts: self.tracker.forget([tp.partition for tp in parts]),
         )
-        sem = asyncio.Semaphore(c.concurrency)
         tasks: set[asyncio.Task[None]] = set()
+        room = asyncio.Event()  # set whenever a lane starts a queued intent
+
+        def start(work: Work, slots: _Slots | None) -> None:
+            task = asyncio.create_task(work())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if slots is not None:
+                task.add_done_callback(lambda _t: finished(slots))
+
+        def finished(slots: _Slots) -> None:
+            while slots.queued:
+                p, gen, work = slots.queued.popleft()
+                room.set()
+                # Queued work of a partition revoked since is the new owner's to run.
+                if self.tracker.current(p, gen):
+                    start(work, slots)
+                    return
+            slots.free += 1
+
         committed_at = 0.0
         try:
             while not stop.is_set():
@@ -145,20 +189,25 @@ class Executor:
                     try:
                         kind = _kind(msg)
                     except UnicodeDecodeError:
-                        if not self._undecodable_kind_is_ours(msg):
+                        if self._undecodable_kind_is_ours(msg):
+                            start(partial(self._refuse_kind, msg, producer, p, o, gen, stop), None)
+                        else:
                             self.tracker.finished(p, o, gen)
-                            continue
-                        work = self._refuse_kind(msg, producer, p, o, gen, stop)
-                    else:
-                        if kind not in c.kinds:
-                            self.tracker.finished(p, o, gen)
-                            continue
-                        work = self._one(msg, producer, p, o, gen, stop)
-                    await sem.acquire()
-                    task = asyncio.create_task(work)
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    task.add_done_callback(lambda _t: sem.release())
+                        continue
+                    slots = self.lanes.get(kind or "")
+                    if slots is None:
+                        self.tracker.finished(p, o, gen)
+                        continue
+                    work = partial(self._one, msg, producer, p, o, gen, stop, slots.lane.handler)
+                    if slots.free:
+                        slots.free -= 1
+                        start(work, slots)
+                        continue
+                    slots.queued.append((p, gen, work))
+                    while len(slots.queued) >= c.queued_max and not stop.is_set():
+                        room.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(room.wait(), 0.5)
                 if time.monotonic() - committed_at >= c.commit_interval_s:
                     committed_at = time.monotonic()
                     await self._commit(loop, kafka_thread, consumer)
@@ -243,10 +292,17 @@ class Executor:
         self.tracker.finished(p, o, gen)
 
     async def _one(
-        self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
+        self,
+        msg: Message,
+        producer: Producer,
+        p: int,
+        o: int,
+        gen: int,
+        stop: threading.Event,
+        handler: Handler,
     ) -> None:
         if not tracing.ENABLED:
-            await self._run_one(msg, producer, p, o, gen, stop)
+            await self._run_one(msg, producer, p, o, gen, stop, handler)
             return
         # The intent's span, the child of the coordinator's span that emitted it; the reports
         # produced inside carry it, so the coordinator's next span continues the trace.
@@ -259,10 +315,17 @@ class Executor:
             "messaging.kafka.offset": o,
         }
         with tracing.consume(f"{self.config.name} {kind}", msg, attributes):
-            await self._run_one(msg, producer, p, o, gen, stop)
+            await self._run_one(msg, producer, p, o, gen, stop, handler)
 
     async def _run_one(
-        self, msg: Message, producer: Producer, p: int, o: int, gen: int, stop: threading.Event
+        self,
+        msg: Message,
+        producer: Producer,
+        p: int,
+        o: int,
+        gen: int,
+        stop: threading.Event,
+        handler: Handler,
     ) -> None:
         self.stats.started += 1
         began = time.perf_counter()
@@ -285,7 +348,7 @@ class Executor:
             return
         if tracing.ENABLED:
             tracing.annotate(**it.log_ids(intent), tool=getattr(intent, "tool", None))
-        reports = await self._execute(intent, stop)
+        reports = await self._execute(intent, stop, handler)
         if reports is None:  # stopping: leave it unfinished, it is redelivered
             return
         if tracing.ENABLED:
@@ -299,12 +362,12 @@ class Executor:
             metrics.EFFECTS.labels(kind, _outcome(report)).inc()
 
     async def _execute(
-        self, intent: it.EffectIntent, stop: threading.Event
+        self, intent: it.EffectIntent, stop: threading.Event, handler: Handler
     ) -> Sequence[Any] | None:
         backoff = 0.2
         while not stop.is_set():
             try:
-                return await self.handler(intent)
+                return await handler(intent)
             except Retriable as exc:
                 self.stats.retries += 1
                 metrics.EFFECT_RETRIES.labels(it.KIND[type(intent)]).inc()
@@ -393,6 +456,15 @@ class Executor:
             consumer=self.config.instance_id,
             at_ms=int(time.time() * 1000),
         )
+
+
+class _Slots:
+    """A lane's room: how many more may start, and what waits for a place."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self.free = lane.concurrency
+        self.queued: deque[tuple[int, int, Work]] = deque()  # partition, generation, work
 
 
 def _outcome(report: Any) -> str:

@@ -33,6 +33,21 @@ ProviderUrlOpt = Annotated[
 ApiKeyOpt = Annotated[
     str | None, typer.Option(help="The provider's API key (default: OPENAI_API_KEY).")
 ]
+ObserveOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="stream: a Responses run is watched by its event stream (resumed after a "
+        "drop), and an Assistants run is created with stream=true and followed until its "
+        "first step; poll: retrieve with backoff. Default: RUNCOORD_OBSERVE, else stream."
+    ),
+]
+
+
+def check_observe(observe: str | None) -> Observe | None:
+    """--observe as given (None: the setting decides), or a clear error."""
+    if observe is not None and observe not in OBSERVE_MODES:
+        raise typer.BadParameter(f"--observe: one of {', '.join(OBSERVE_MODES)}")
+    return observe
 
 
 def provider(
@@ -43,30 +58,31 @@ def provider(
     concurrency: ConcurrencyOpt = 512,
     fault_at: FaultOpt = None,
     metrics_port: MetricsOpt = None,
-    observe: Annotated[
-        str | None,
-        typer.Option(
-            help="stream: a Responses run is watched by its event stream (resumed after a "
-            "drop), and an Assistants run is created with stream=true and followed until its "
-            "first step; poll: retrieve with backoff. Default: RUNCOORD_OBSERVE, else stream."
-        ),
-    ] = None,
+    observe: ObserveOpt = None,
 ) -> None:
     """Create provider runs (at most one per turn), watch them, cancel them."""
-    if observe is not None and observe not in OBSERVE_MODES:
-        raise typer.BadParameter(f"--observe: one of {', '.join(OBSERVE_MODES)}")
+    chosen = check_observe(observe)
 
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
-        mode: Observe = settings.observe if observe is None else observe
+        mode = settings.observe if chosen is None else chosen
         async with (
             providers(settings, provider_url, api_key, mode) as clients,
-            ledger(settings) as led,
+            provider_effects(settings, owner, clients) as effects,
         ):
-            yield ProviderEffects(clients, LedgerGuard(led, owner))
+            yield effects
 
     options = (instance_id, topic_prefix, concurrency, fault_at, metrics_port)
     serve("provider", KINDS, handler, *options)
+
+
+@asynccontextmanager
+async def provider_effects(
+    settings: Settings, owner: str, clients: Mapping[str, RunProvider]
+) -> AsyncIterator[Handler]:
+    """The provider executor's handler over these clients, on its own ledger connection."""
+    async with ledger(settings) as led:
+        yield ProviderEffects(clients, LedgerGuard(led, owner))
 
 
 class Adapters(Mapping[str, RunProvider]):

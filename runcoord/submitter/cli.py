@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from runcoord.config import Settings
@@ -18,6 +18,7 @@ from runcoord.effects.serve import (
     serve,
 )
 from runcoord.provider.cli import ApiKeyOpt, ProviderUrlOpt, providers
+from runcoord.provider.port import RunProvider
 from runcoord.submitter.executor import KINDS, Submissions
 
 
@@ -36,9 +37,9 @@ def submissions(
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         async with (
             providers(settings, provider_url, api_key, settings.observe) as clients,
-            ledger(settings) as led,
+            submission_effects(settings, owner, clients) as effects,
         ):
-            yield Submissions(clients, LedgerGuard(led, owner))
+            yield effects
 
     serve(
         "submissions",
@@ -50,3 +51,12 @@ def submissions(
         fault_at,
         metrics_port,
     )
+
+
+@asynccontextmanager
+async def submission_effects(
+    settings: Settings, owner: str, clients: Mapping[str, RunProvider]
+) -> AsyncIterator[Handler]:
+    """The submission executor's handler over these clients, on its own ledger connection."""
+    async with ledger(settings) as led:
+        yield Submissions(clients, LedgerGuard(led, owner))

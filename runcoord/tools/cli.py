@@ -26,7 +26,7 @@ from runcoord.effects.serve import (
     ledger,
     serve,
 )
-from runcoord.registry import load_registry
+from runcoord.registry import Registry, load_registry
 from runcoord.tools.executor import KINDS, ToolCalls
 from runcoord.tools.http_gateway import HttpToolGateway
 from runcoord.tools.routing_gateway import RoutingGateway
@@ -34,17 +34,20 @@ from runcoord.transport import gateway_client
 
 log = logging.getLogger(__name__)
 
+GatewayUrlOpt = Annotated[
+    str | None,
+    typer.Option(help="The tool gateway's base URL (default: RUNCOORD_GATEWAY_URL)."),
+]
+RegistryOpt = Annotated[
+    Path | None, typer.Option(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
+]
+
 
 def tools(
     instance_id: InstanceOpt = None,
     topic_prefix: PrefixOpt = "",
-    gateway_url: Annotated[
-        str | None,
-        typer.Option(help="The tool gateway's base URL (default: RUNCOORD_GATEWAY_URL)."),
-    ] = None,
-    registry: Annotated[
-        Path | None, typer.Option(help="The tool registry (default: RUNCOORD_TOOLS_FILE).")
-    ] = None,
+    gateway_url: GatewayUrlOpt = None,
+    registry: RegistryOpt = None,
     per_tenant: Annotated[
         int, typer.Option(help="Tool calls in flight per tenant.")
     ] = Limits.per_tenant,
@@ -57,35 +60,49 @@ def tools(
 
     @asynccontextmanager
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
-        redis_guard = RedisGuard(connect_redis(settings.redis))
-        limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
-        await asyncio.to_thread(limiter.join)  # from here on, permits are taken without I/O
-        # One MCP session per server, opened on the first call and kept (none if no tool
-        # in the registry is on an MCP server).
-        mcp = None
-        if reg.mcp_servers:
-            # Imported only when used: the MCP SDK takes a second to import.
-            from runcoord.tools.mcp_gateway import McpToolGateway
-
-            mcp = McpToolGateway(reg.mcp_servers)
-        for name, server in reg.mcp_servers.items():
-            log.info("tools on MCP server %s at %s", name, server.url)
-        try:
-            async with (
-                gateway_client(event_hooks=tracing.httpx_event_hooks()) as http,
-                ledger(settings) as led,
-            ):
-                yield ToolCalls(
-                    reg,
-                    RoutingGateway(HttpToolGateway(gateway_url or settings.gateway_url, http), mcp),
-                    LedgerGuard(led, owner),
-                    limiter,
-                    owner,
-                    hedge_after_ms=settings.tool_hedge_ms or None,
-                )
-        finally:
-            limiter.close()  # leave the fleet now: the others' shares grow back at once
-            if mcp is not None:
-                await mcp.aclose()
+        async with tool_calls(settings, owner, reg, gateway_url, per_tenant) as calls:
+            yield calls
 
     serve("tools", KINDS, handler, instance_id, topic_prefix, concurrency, fault_at, metrics_port)
+
+
+@asynccontextmanager
+async def tool_calls(
+    settings: Settings,
+    owner: str,
+    reg: Registry,
+    gateway_url: str | None = None,
+    per_tenant: int = Limits.per_tenant,
+) -> AsyncIterator[Handler]:
+    """The tool executor's handler: its gateways, its share of the fleet's concurrency limits
+    and its own ledger connection."""
+    redis_guard = RedisGuard(connect_redis(settings.redis))
+    limiter = ConcurrencyLimiter(redis_guard, Limits(per_tenant=per_tenant), holder=owner)
+    await asyncio.to_thread(limiter.join)  # from here on, permits are taken without I/O
+    # One MCP session per server, opened on the first call and kept (none if no tool
+    # in the registry is on an MCP server).
+    mcp = None
+    if reg.mcp_servers:
+        # Imported only when used: the MCP SDK takes a second to import.
+        from runcoord.tools.mcp_gateway import McpToolGateway
+
+        mcp = McpToolGateway(reg.mcp_servers)
+    for name, server in reg.mcp_servers.items():
+        log.info("tools on MCP server %s at %s", name, server.url)
+    try:
+        async with (
+            gateway_client(event_hooks=tracing.httpx_event_hooks()) as http,
+            ledger(settings) as led,
+        ):
+            yield ToolCalls(
+                reg,
+                RoutingGateway(HttpToolGateway(gateway_url or settings.gateway_url, http), mcp),
+                LedgerGuard(led, owner),
+                limiter,
+                owner,
+                hedge_after_ms=settings.tool_hedge_ms or None,
+            )
+    finally:
+        limiter.close()  # leave the fleet now: the others' shares grow back at once
+        if mcp is not None:
+            await mcp.aclose()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -150,6 +150,8 @@ def launch(
     tools_via: ToolsVia = "http",
     tools_file: Path | None = None,
     projector: bool = False,
+    executors: Literal["split", "all"] = "split",
+    executor_args: list[str] | None = None,
 ) -> Iterator[Stack]:
     """Everything up; ``env`` adds environment variables per process name (fault points).
 
@@ -158,14 +160,16 @@ def launch(
     registry's MCP twin, and the tool executor calls the sandbox's tools over MCP.
     ``tools_file``: the registry every process reads, instead of the repository's tools.yaml
     (approval rules, say). ``projector=True`` adds the forensics projector ("projector"),
-    which the API's reads (runs, approvals) come from.
+    which the API's reads (runs, approvals) come from. ``executors="all"``: one ``executor
+    all`` replica ("executor") instead of one of each kind ("provider-exec", "tools-exec",
+    "submit-exec"), started with ``executor_args`` added.
     """
     tools_file = tools_file or REPO_ROOT / "tools.yaml"
     env = env or {}
     migrate(pg_dsn)
     prefix = topics.inbox.removesuffix("runs.inbox")
     sim_port, gw_port = free_port(), free_port()
-    metrics_ports = {"coordinator": free_port(), "tools-exec": free_port()}
+    metrics_ports = {"coordinator": free_port(), "tools-exec": free_port(), "executor": free_port()}
     sim_config = tmp_path / "sim.yaml"
     sim_config.write_text(
         yaml.safe_dump(
@@ -218,50 +222,71 @@ def launch(
             ],
             tmp_path / "coord.log",
         ),
-        Proc(
-            "provider-exec",
-            [
-                "executor",
-                "provider",
-                "--instance-id",
-                "prov-0",
-                "--provider-url",
-                provider_url,
-                *common,
-            ],
-            tmp_path / "prov.log",
-        ),
-        Proc(
-            "tools-exec",
-            [
-                "executor",
-                "tools",
-                "--instance-id",
-                "tools-0",
-                "--gateway-url",
-                gateway_url,
-                "--registry",
-                str(registry),
-                "--metrics-port",
-                str(metrics_ports["tools-exec"]),
-                *common,
-            ],
-            tmp_path / "tools.log",
-        ),
-        Proc(
-            "submit-exec",
-            [
-                "executor",
-                "submissions",
-                "--instance-id",
-                "sub-0",
-                "--provider-url",
-                provider_url,
-                *common,
-            ],
-            tmp_path / "sub.log",
-        ),
     ]
+    gateway_args = ["--gateway-url", gateway_url, "--registry", str(registry)]
+    if executors == "all":
+        procs.append(
+            Proc(
+                "executor",
+                [
+                    "executor",
+                    "all",
+                    "--instance-id",
+                    "exec-0",
+                    "--provider-url",
+                    provider_url,
+                    *gateway_args,
+                    "--metrics-port",
+                    str(metrics_ports["executor"]),
+                    *common,
+                    *(executor_args or []),
+                ],
+                tmp_path / "exec.log",
+            )
+        )
+    else:
+        procs += [
+            Proc(
+                "provider-exec",
+                [
+                    "executor",
+                    "provider",
+                    "--instance-id",
+                    "prov-0",
+                    "--provider-url",
+                    provider_url,
+                    *common,
+                ],
+                tmp_path / "prov.log",
+            ),
+            Proc(
+                "tools-exec",
+                [
+                    "executor",
+                    "tools",
+                    "--instance-id",
+                    "tools-0",
+                    *gateway_args,
+                    "--metrics-port",
+                    str(metrics_ports["tools-exec"]),
+                    *common,
+                ],
+                tmp_path / "tools.log",
+            ),
+            Proc(
+                "submit-exec",
+                [
+                    "executor",
+                    "submissions",
+                    "--instance-id",
+                    "sub-0",
+                    "--provider-url",
+                    provider_url,
+                    *common,
+                ],
+                tmp_path / "sub.log",
+            ),
+        ]
     api_url = None
     if api:
         api_port = free_port()

@@ -29,6 +29,25 @@ def stack(bootstrap: str, pg_dsn: str, topics: TopicNames, tmp_path: Path) -> It
         yield s
 
 
+def test_one_replica_hosting_every_executor_kind_completes_turns_once(
+    bootstrap: str, pg_dsn: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    with launch(bootstrap, pg_dsn, topics, tmp_path, executors="all") as stack:
+        runs = turns(8, "all")
+        stack.start_turns(runs)
+        finished = stack.wait_finished(set(runs), timeout=120)
+        assert {r: s for r, (s, _) in finished.items()} == dict.fromkeys(runs, "completed")
+        assert_one_action_per_call(stack, set(runs))
+        # Each lane ran its own kinds in the one process.
+        metrics = stack.metrics("executor")
+        for kind, outcome in [
+            ("create_run", "RunCreated"),
+            ("tool_call", "ok"),
+            ("submit_outputs", "submitted"),
+        ]:
+            assert f'runcoord_effects_total{{kind="{kind}",outcome="{outcome}"}} ' in metrics
+
+
 def test_turns_complete_with_exactly_one_action_per_tool_call(stack: Stack) -> None:
     runs = turns(12, "e2e")
     stack.start_turns(runs)

@@ -2,6 +2,8 @@
 
 Each test kills one executor at its fault point, restarts it without the fault, and checks
 the outside world's own records: the simulator's runs and submissions, the gateway's audit.
+The replica that hosts every kind (``executor all``) takes every other kind's work in flight
+down with it.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def kill_then_restart(stack: Stack, name: str, point: str, runs: set[str]) -> No
         ("provider-exec", "provider.after_create"),
         ("submit-exec", "submit.after_send"),
         ("tools-exec", "tool.after_send"),
+        ("executor", "tool.after_send"),
     ],
 )
 def test_kill_after_acting_before_recording(
     bootstrap: str, pg_dsn: str, topics: TopicNames, tmp_path: Path, process: str, point: str
 ) -> None:
     env = {process: {"RUNCOORD_FAULT_AT": f"kill@{point}:3"}}
-    with launch(bootstrap, pg_dsn, topics, tmp_path, env) as stack:
+    layout = "all" if process == "executor" else "split"
+    with launch(bootstrap, pg_dsn, topics, tmp_path, env, executors=layout) as stack:
         runs = turns(6, f"kill-{process}")
         stack.start_turns(runs)
         kill_then_restart(stack, process, point, set(runs))

@@ -46,6 +46,10 @@ def imported(*argv: str) -> list[str]:
             ("executor", "submissions", "--help"),
             ["openai", "runcoord.provider.cli", "runcoord.submitter.cli"],
         ),
+        (
+            ("executor", "all", "--help"),
+            ["openai", "runcoord.provider.cli", "runcoord.submitter.cli", "runcoord.tools.cli"],
+        ),
     ],
 )
 def test_an_executor_imports_only_its_own_command(

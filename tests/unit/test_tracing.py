@@ -157,7 +157,10 @@ class CapturingProducer:
 
 
 def _deliver(producer: CapturingProducer) -> None:
-    executor = Executor(ExecutorConfig("unused:9092", "tools", frozenset({"tool_call"})), None)  # type: ignore[arg-type]
+    async def unused(intent: Any) -> list[Any]:
+        return []
+
+    executor = Executor(ExecutorConfig("unused:9092", "tools", frozenset({"tool_call"})), unused)
     report = inp.ToolResult("r1", "t1", "s1", "call_1", "ok", False, "tool", "ek1")
     asyncio.run(executor._deliver(producer, [report], threading.Event()))  # type: ignore[arg-type]
 

@@ -48,8 +48,18 @@ def replay_command(
     ] = None,
     executors: Annotated[
         int | None,
-        _Opt(help="runcoord executor replicas of each kind; default: the plan's, else 1."),
+        _Opt(
+            help="runcoord executor replicas (of each kind, if split); default: the plan's, else 1."
+        ),
     ] = None,
+    split_executors: Annotated[
+        bool,
+        _Opt(
+            "--split-executors",
+            help="Run each kind of runcoord executor in its own replicas (`executor provider`, "
+            "`tools`, `submissions`) instead of every kind in each (`executor all`).",
+        ),
+    ] = False,
     turns: Annotated[int | None, _Opt(help="Replay only the first N turns.")] = None,
     budget_s: Annotated[float, _Opt(help="Terminal budget per turn, seconds.")] = 120.0,
     drain_s: Annotated[
@@ -103,6 +113,7 @@ def replay_command(
         rate=rate,
         coordinators=coordinators,
         executors=executors,
+        split_executors=split_executors,
         budget_s=budget_s,
         drain_s=drain_s,
         tools_file=tools or settings.tools_file,

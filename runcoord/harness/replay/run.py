@@ -68,6 +68,7 @@ class ReplayConfig:
     rate: float | None = None  # turns per second; None: the trace's own offsets
     coordinators: int = 2
     executors: int = 1
+    split_executors: bool = False  # a replica per kind, or every kind in each (executor all)
     budget_s: float = 120.0
     expires_after_s: float = 600.0
     drain_s: float | None = None  # stop waiting for stragglers this long after the last send
@@ -109,6 +110,7 @@ def protocol(config: ReplayConfig, trace: list[TraceTurn], settings: Settings) -
         "send_window_s": round(trace[-1].offset_ms / 1000 * scale, 1),
         "coordinators": config.coordinators,
         "executors_per_kind": config.executors,
+        "executor_layout": "per kind" if config.split_executors else "all kinds in each",
         "terminal_budget_s": config.budget_s,
         "stall_threshold_s": 5.0,
         "cluster_window_s": 90.0,
@@ -166,6 +168,7 @@ def replay_system(
                 config.tools_file, config.tools_via, sims.gateway_url, folder, approvals
             ),
             config.coordinators, config.executors, observe=config.observe,
+            split_executors=config.split_executors,
             conversations=config.plan.threads == "runcoord",
             approval_budget_ms=APPROVAL_BUDGET_MS if approvals else None,
             protocol=config.provider,

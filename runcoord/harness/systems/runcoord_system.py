@@ -1,4 +1,5 @@
-"""runcoord as a system under test: k coordinators and k executors of each kind, as real
+"""runcoord as a system under test: k coordinators and k executors (each hosting every kind,
+or k of each kind when split), as real
 ``runcoord`` subprocesses; turns enter as Avro ``StartRun`` records on ``runs.inbox``, and a
 run is finished when ``RunFinished`` appears in the journal (``runs.events``)."""
 
@@ -39,6 +40,9 @@ class RuncoordSystem:
     tools_file: Path
     coordinators: int = 2
     executors: int = 1
+    # True: k replicas of each kind (`executor provider|tools|submissions`); False: k replicas
+    # of `executor all`, each answering to every kind's fault targets (executor-tools:0…).
+    split_executors: bool = False
     observe: str = Settings.model_fields["observe"].default  # the provider executors' --observe
     # True: each conversation's id is the tenant's own (StartRun.conversation) and runcoord
     # creates its provider thread (the agent API's way); False: the driver created it.
@@ -58,7 +62,8 @@ class RuncoordSystem:
         # Names as runcoord/coordinator/cli.py (--group) and runcoord/effects/serve.py (serve)
         # make them.
         out = {f"{self.prefix}coordinator": self.coordinators}
-        out |= {f"{self.prefix}runcoord-executor-{k}": self.executors for k in EXECUTOR_KINDS}
+        kinds = EXECUTOR_KINDS if self.split_executors else ("all",)
+        out |= {f"{self.prefix}runcoord-executor-{k}": self.executors for k in kinds}
         return out
 
     def replicas(self, supervisor: Supervisor) -> None:
@@ -82,23 +87,27 @@ class RuncoordSystem:
             supervisor.add(
                 Replica(name, "coordinator", argv, logs / f"{name}.log", env), f"coordinator:{i}"
             )
-        for kind in EXECUTOR_KINDS:
+        tools = ["--gateway-url", self.gateway_url, "--registry", str(self.tools_file)]
+        provider = ["--provider-url", self.provider_url]
+        options = {
+            "provider": [*provider, "--observe", self.observe],
+            "tools": tools,
+            "submissions": provider,
+            "all": [*provider, "--observe", self.observe, *tools],
+        }
+        for kind in EXECUTOR_KINDS if self.split_executors else ("all",):
             for i in range(self.executors):
-                name = f"exec-{kind}-{i}"
-                url = (
-                    ["--gateway-url", self.gateway_url, "--registry", str(self.tools_file)]
-                    if kind == "tools"
-                    else ["--provider-url", self.provider_url]
-                )
-                if kind == "provider":
-                    url += ["--observe", self.observe]
+                name = f"exec-{kind}-{i}" if self.split_executors else f"exec-{i}"
                 argv = python_argv(
-                    "executor", kind, "--instance-id", name, "--topic-prefix", self.prefix, *url
-                )
-                supervisor.add(
-                    Replica(name, f"executor-{kind}", argv, logs / f"{name}.log", env),
-                    f"executor-{kind}:{i}",
-                )
+                    "executor", kind, "--instance-id", name, "--topic-prefix", self.prefix,
+                    *options[kind],
+                )  # fmt: skip
+                replica = Replica(name, f"executor-{kind}", argv, logs / f"{name}.log", env)
+                supervisor.add(replica, f"executor-{kind}:{i}")
+                if not self.split_executors:
+                    # A plan's fault on one kind's executor lands on the replica hosting it.
+                    for hosted in EXECUTOR_KINDS:
+                        supervisor.by_target[f"executor-{hosted}:{i}"] = name
 
     def transport(self) -> RuncoordTransport:
         return RuncoordTransport(

@@ -34,23 +34,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def executor(error: Exception) -> Executor:
-    class Raising:
-        async def __call__(self, intent: Any) -> Sequence[Any]:
-            raise error
+async def execute(error: Exception) -> Sequence[Any] | None:
+    async def raising(intent: Any) -> Sequence[Any]:
+        raise error
 
     config = ExecutorConfig(bootstrap="", name="tools", kinds=frozenset({"tool_call"}))
-    return Executor(config, Raising())  # type: ignore[arg-type]
+    return await Executor(config, raising)._execute(INTENT, threading.Event(), raising)
 
 
 async def test_an_effect_taken_over_by_another_executor_reports_nothing() -> None:
     # The new holder reports the outcome of record; a second answer would be a lie.
-    reports = await executor(LeaseLost("fenced"))._execute(INTENT, threading.Event())
+    reports = await execute(LeaseLost("fenced"))
     assert reports == []
 
 
 async def test_an_unclassified_failure_tells_the_run_with_the_reason() -> None:
-    reports = await executor(ValueError("boom"))._execute(INTENT, threading.Event())
+    reports = await execute(ValueError("boom"))
     assert reports is not None and len(reports) == 1
     assert isinstance(reports[0], inp.EffectFailed)
     assert "ValueError: boom" in reports[0].reason
