@@ -113,6 +113,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Dispatch], list[float]]
                 trace_path=folder / "trace.jsonl", plan=load_plan("none"), out=out,
                 provider="responses", observe=mode, systems=("runcoord",), rate=args.rate,
                 coordinators=2, executors=1, replay_id=f"bench-c-{mode}-{int(time.time())}",
+                split_executors=True,  # the provider executor's own CPU is the figure
             )  # fmt: skip
             replay(config, trace, settings, lambda _: None)
             results[mode] = analyse(out / "runcoord", len(trace))

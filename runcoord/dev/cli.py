@@ -35,9 +35,7 @@ from runcoord.stack.polling import Deadline
 METRICS_PROCESSES = (
     "coord-0",
     "coord-1",
-    "exec-provider",
-    "exec-tools",
-    "exec-submissions",
+    "exec",
     "projector",
     "relay",
     "api",
@@ -111,10 +109,9 @@ def plan(
             f"{topic_prefix}runcoord-coordinator",
         )
         specs.append(Spec(name, (*args, *prefix, *metrics(name))))
-    for kind in ("provider", "tools", "submissions"):
-        name = f"exec-{kind}"
-        args = ("executor", kind, "--instance-id", f"{kind}-0", *prefix, *metrics(name))
-        specs.append(Spec(name, args))
+    # Every kind of executor in one replica (runcoord/executors.py).
+    args = ("executor", "all", "--instance-id", "exec-0", *prefix, *metrics("exec"))
+    specs.append(Spec("exec", args))
     group = ("--group", f"{topic_prefix}runcoord-forensics-projector")
     specs += [
         Spec("projector", ("forensics", "project", *group, *prefix, *metrics("projector"))),

@@ -38,9 +38,7 @@ PROCESSES = {
     "sim-tools",
     "coord-0",
     "coord-1",
-    "exec-provider",
-    "exec-tools",
-    "exec-submissions",
+    "exec",
     "projector",
     "relay",
     "api",
@@ -209,13 +207,13 @@ def test_dev_sim_runs_the_product_restarts_a_killed_process_and_stops_everything
     # "Up" means every process started; an executor serves its metrics once it has imported
     # its modules, a moment later.
     wait_until(
-        lambda: metrics_up(info["metrics"]["exec-tools"]),
+        lambda: metrics_up(info["metrics"]["exec"]),
         timeout=30,
-        what="the tool executor's metrics",
+        what="the executor's metrics",
     )
     log = dev.tail(100_000)
     assert "runcoord dev is up" in log and key in log
-    assert any(line.startswith("exec-tools") and "| " in line for line in log.splitlines())
+    assert any(line.startswith("exec") and "| " in line for line in log.splitlines())
 
     # A conversation id of the user's own, never seen by the provider: runcoord creates
     # its provider conversation on the first turn and runs the second turn in it.
@@ -224,20 +222,20 @@ def test_dev_sim_runs_the_product_restarts_a_killed_process_and_stops_everything
     wait_completed(dev, api, key, run_id)
 
     # kill -9 one child: the supervisor says so and starts it again (a new pid in dev.json).
-    tools = next(p for p in info["processes"] if p["name"] == "exec-tools")
-    os.kill(tools["pid"], signal.SIGKILL)
+    executor = next(p for p in info["processes"] if p["name"] == "exec")
+    os.kill(executor["pid"], signal.SIGKILL)
 
     def restarted(data: dict[str, Any]) -> str | None:
-        now = next(p for p in data["processes"] if p["name"] == "exec-tools")
-        if now["pid"] == tools["pid"] or not now["running"]:
-            return f"exec-tools still pid {now['pid']}"
+        now = next(p for p in data["processes"] if p["name"] == "exec")
+        if now["pid"] == executor["pid"] or not now["running"]:
+            return f"exec still pid {now['pid']}"
         return None
 
-    after = dev.wait_state(restarted, timeout=30, what="exec-tools restarted")
-    new_tools = next(p for p in after["processes"] if p["name"] == "exec-tools")
-    assert new_tools["restarts"] == 1 and cmdline(new_tools["pid"]) is not None
+    after = dev.wait_state(restarted, timeout=30, what="exec restarted")
+    restarted_now = next(p for p in after["processes"] if p["name"] == "exec")
+    assert restarted_now["restarts"] == 1 and cmdline(restarted_now["pid"]) is not None
     log = dev.tail(100_000)
-    assert f"exec-tools (pid {tools['pid']}) exited (killed by SIGKILL)" in log
+    assert f"exec (pid {executor['pid']}) exited (killed by SIGKILL)" in log
     assert "restarting it in 1 s" in log
     # ...and the restarted executor does its work: a tool call on a new turn.
     second = post_turn(api, key, thread, "Again, please")

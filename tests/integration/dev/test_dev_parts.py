@@ -79,7 +79,7 @@ def test_the_plan_points_every_process_at_the_simulators_and_the_prefix() -> Non
     )
     names = [s.name for s in p.specs]
     assert names[:2] == ["sim-provider", "sim-tools"]  # up first
-    assert {"coord-0", "coord-1", "exec-tools", "projector", "relay", "api"} <= set(names)
+    assert {"coord-0", "coord-1", "exec", "projector", "relay", "api"} <= set(names)
     assert p.env["RUNCOORD_PROVIDER_URL"] == "http://127.0.0.1:18390/v1"
     assert p.env["RUNCOORD_GATEWAY_URL"] == "http://127.0.0.1:18391"
     assert p.env["RUNCOORD_LOG_FORMAT"] == "json"
