@@ -23,19 +23,13 @@ import typer
 from runcoord.config import Settings, load
 from runcoord.effects.limits import Limits
 from runcoord.effects.runtime import Lane
-from runcoord.effects.serve import FaultOpt, InstanceOpt, MetricsOpt, PrefixOpt, serve
+from runcoord.effects.serve import FaultOpt, InstanceOpt, MetricsOpt, PrefixOpt, guard, serve
 from runcoord.provider import executor as provider_kind
-from runcoord.provider.cli import (
-    ApiKeyOpt,
-    ObserveOpt,
-    ProviderUrlOpt,
-    check_observe,
-    provider_effects,
-    providers,
-)
+from runcoord.provider.cli import ApiKeyOpt, ObserveOpt, ProviderUrlOpt, check_observe, providers
+from runcoord.provider.executor import ProviderEffects
 from runcoord.registry import load_registry
 from runcoord.submitter import executor as submission_kind
-from runcoord.submitter.cli import submission_effects
+from runcoord.submitter.executor import Submissions
 from runcoord.tools import executor as tool_kind
 from runcoord.tools.cli import GatewayUrlOpt, RegistryOpt, tool_calls
 
@@ -75,14 +69,22 @@ def all_kinds(
         mode = settings.observe if chosen is None else chosen
         async with (
             providers(settings, provider_url, api_key, mode) as clients,
-            provider_effects(settings, owner, clients) as provider,
-            submission_effects(settings, owner, clients) as submissions,
+            guard(settings, owner) as provider_guard,
+            guard(settings, owner) as submission_guard,
             tool_calls(settings, owner, reg, gateway_url, per_tenant) as tools,
         ):
             yield [
-                Lane(provider_kind.KINDS, provider, provider_concurrency),
+                Lane(
+                    provider_kind.KINDS,
+                    ProviderEffects(clients, provider_guard),
+                    provider_concurrency,
+                ),
                 Lane(tool_kind.KINDS, tools, tools_concurrency),
-                Lane(submission_kind.KINDS, submissions, submissions_concurrency),
+                Lane(
+                    submission_kind.KINDS,
+                    Submissions(clients, submission_guard),
+                    submissions_concurrency,
+                ),
             ]
 
     # Its own consumer group (runcoord-executor-all): run these replicas or each kind's own,

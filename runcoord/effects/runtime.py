@@ -301,11 +301,45 @@ class Executor:
         stop: threading.Event,
         handler: Handler,
     ) -> None:
-        if not tracing.ENABLED:
-            await self._run_one(msg, producer, p, o, gen, stop, handler)
-            return
-        # The intent's span, the child of the coordinator's span that emitted it; the reports
-        # produced inside carry it, so the coordinator's next span continues the trace.
+        # With tracing on, the intent's span: the child of the coordinator's span that
+        # emitted it; the reports produced inside carry it, so the coordinator's next span
+        # continues the trace.
+        with self._span(msg, p, o) if tracing.ENABLED else contextlib.nullcontext():
+            self.stats.started += 1
+            began = time.perf_counter()
+            try:
+                name, datum = self.codec.decode(msg.value() or b"")
+                intent = from_record(name, datum)
+                if not isinstance(intent, _INTENT_TYPES):
+                    raise SerializationError(f"{name} is not an intent")
+            except SerializationError as exc:
+                await self._deliver(producer, [self._dead_letter(msg, str(exc))], stop)
+                self.stats.dead_letters += 1
+                metrics.DEAD_LETTERS.labels(self.config.name, "decode").inc()
+                self.tracker.finished(p, o, gen)
+                return
+            if it.stale(intent, _issued_at_ms(msg), int(time.time() * 1000)):
+                # The coordinator has given up on this watch and renews it by its own timer.
+                self.tracker.finished(p, o, gen)
+                self.stats.skipped += 1
+                metrics.EFFECTS.labels(it.KIND[type(intent)], "stale").inc()
+                return
+            if tracing.ENABLED:
+                tracing.annotate(**it.log_ids(intent), tool=getattr(intent, "tool", None))
+            reports = await self._execute(intent, stop, handler)
+            if reports is None:  # stopping: leave it unfinished, it is redelivered
+                return
+            if tracing.ENABLED:
+                tracing.annotate(outcome=",".join(_outcome(r) for r in reports))
+            await self._deliver(producer, reports, stop)
+            self.tracker.finished(p, o, gen)
+            self.stats.finished += 1
+            kind = it.KIND[type(intent)]
+            metrics.EFFECT_SECONDS.labels(kind).observe(time.perf_counter() - began)
+            for report in reports:
+                metrics.EFFECTS.labels(kind, _outcome(report)).inc()
+
+    def _span(self, msg: Message, p: int, o: int) -> contextlib.AbstractContextManager[object]:
         kind = _header(msg, "kind")
         attributes = {
             "kind": kind,
@@ -314,52 +348,7 @@ class Executor:
             "messaging.kafka.partition": p,
             "messaging.kafka.offset": o,
         }
-        with tracing.consume(f"{self.config.name} {kind}", msg, attributes):
-            await self._run_one(msg, producer, p, o, gen, stop, handler)
-
-    async def _run_one(
-        self,
-        msg: Message,
-        producer: Producer,
-        p: int,
-        o: int,
-        gen: int,
-        stop: threading.Event,
-        handler: Handler,
-    ) -> None:
-        self.stats.started += 1
-        began = time.perf_counter()
-        try:
-            name, datum = self.codec.decode(msg.value() or b"")
-            intent = from_record(name, datum)
-            if not isinstance(intent, _INTENT_TYPES):
-                raise SerializationError(f"{name} is not an intent")
-        except SerializationError as exc:
-            await self._deliver(producer, [self._dead_letter(msg, str(exc))], stop)
-            self.stats.dead_letters += 1
-            metrics.DEAD_LETTERS.labels(self.config.name, "decode").inc()
-            self.tracker.finished(p, o, gen)
-            return
-        if it.stale(intent, _issued_at_ms(msg), int(time.time() * 1000)):
-            # The coordinator has given up on this watch and renews it by its own timer.
-            self.tracker.finished(p, o, gen)
-            self.stats.skipped += 1
-            metrics.EFFECTS.labels(it.KIND[type(intent)], "stale").inc()
-            return
-        if tracing.ENABLED:
-            tracing.annotate(**it.log_ids(intent), tool=getattr(intent, "tool", None))
-        reports = await self._execute(intent, stop, handler)
-        if reports is None:  # stopping: leave it unfinished, it is redelivered
-            return
-        if tracing.ENABLED:
-            tracing.annotate(outcome=",".join(_outcome(r) for r in reports))
-        await self._deliver(producer, reports, stop)
-        self.tracker.finished(p, o, gen)
-        self.stats.finished += 1
-        kind = it.KIND[type(intent)]
-        metrics.EFFECT_SECONDS.labels(kind).observe(time.perf_counter() - began)
-        for report in reports:
-            metrics.EFFECTS.labels(kind, _outcome(report)).inc()
+        return tracing.consume(f"{self.config.name} {kind}", msg, attributes)
 
     async def _execute(
         self, intent: it.EffectIntent, stop: threading.Event, handler: Handler

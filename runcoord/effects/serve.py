@@ -13,13 +13,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import typer
 
 from runcoord import faults, logs, metrics, tracing
 from runcoord.config import Settings, load
+from runcoord.effects.guard import LedgerGuard
 from runcoord.effects.ledger import (
     AsyncPostgresLedger,
     LedgerError,
@@ -56,10 +58,12 @@ FaultOpt = Annotated[
 ]
 
 
-def ledger(settings: Settings) -> AsyncPostgresLedger:
-    """The effect ledger, on the executor's event loop (connected on first use; close it with
-    ``async with``)."""
-    return AsyncPostgresLedger(settings.dsn)
+@asynccontextmanager
+async def guard(settings: Settings, owner: str) -> AsyncIterator[LedgerGuard]:
+    """A handler's guard, claiming as ``owner`` on a ledger connection of its own, on the
+    executor's event loop (connected on first use, closed on leaving)."""
+    async with AsyncPostgresLedger(settings.dsn) as led:
+        yield LedgerGuard(led, owner)
 
 
 def reclaim(settings: Settings, replica: str, incarnation: str) -> None:

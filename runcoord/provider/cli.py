@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from runcoord.config import Settings
-from runcoord.effects.guard import LedgerGuard
 from runcoord.effects.runtime import Handler
 from runcoord.effects.serve import (
     ConcurrencyOpt,
@@ -17,7 +16,7 @@ from runcoord.effects.serve import (
     InstanceOpt,
     MetricsOpt,
     PrefixOpt,
-    ledger,
+    guard,
     serve,
 )
 from runcoord.provider.client import open_client
@@ -68,21 +67,12 @@ def provider(
         mode = settings.observe if chosen is None else chosen
         async with (
             providers(settings, provider_url, api_key, mode) as clients,
-            provider_effects(settings, owner, clients) as effects,
+            guard(settings, owner) as effects_guard,
         ):
-            yield effects
+            yield ProviderEffects(clients, effects_guard)
 
     options = (instance_id, topic_prefix, concurrency, fault_at, metrics_port)
     serve("provider", KINDS, handler, *options)
-
-
-@asynccontextmanager
-async def provider_effects(
-    settings: Settings, owner: str, clients: Mapping[str, RunProvider]
-) -> AsyncIterator[Handler]:
-    """The provider executor's handler over these clients, on its own ledger connection."""
-    async with ledger(settings) as led:
-        yield ProviderEffects(clients, LedgerGuard(led, owner))
 
 
 class Adapters(Mapping[str, RunProvider]):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from runcoord.config import Settings
-from runcoord.effects.guard import LedgerGuard
 from runcoord.effects.runtime import Handler
 from runcoord.effects.serve import (
     ConcurrencyOpt,
@@ -14,11 +13,10 @@ from runcoord.effects.serve import (
     InstanceOpt,
     MetricsOpt,
     PrefixOpt,
-    ledger,
+    guard,
     serve,
 )
 from runcoord.provider.cli import ApiKeyOpt, ProviderUrlOpt, providers
-from runcoord.provider.port import RunProvider
 from runcoord.submitter.executor import KINDS, Submissions
 
 
@@ -37,9 +35,9 @@ def submissions(
     async def handler(settings: Settings, owner: str) -> AsyncIterator[Handler]:
         async with (
             providers(settings, provider_url, api_key, settings.observe) as clients,
-            submission_effects(settings, owner, clients) as effects,
+            guard(settings, owner) as effects_guard,
         ):
-            yield effects
+            yield Submissions(clients, effects_guard)
 
     serve(
         "submissions",
@@ -51,12 +49,3 @@ def submissions(
         fault_at,
         metrics_port,
     )
-
-
-@asynccontextmanager
-async def submission_effects(
-    settings: Settings, owner: str, clients: Mapping[str, RunProvider]
-) -> AsyncIterator[Handler]:
-    """The submission executor's handler over these clients, on its own ledger connection."""
-    async with ledger(settings) as led:
-        yield Submissions(clients, LedgerGuard(led, owner))

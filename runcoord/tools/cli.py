@@ -13,7 +13,6 @@ import typer
 
 from runcoord import tracing
 from runcoord.config import Settings, load
-from runcoord.effects.guard import LedgerGuard
 from runcoord.effects.ledger import RedisGuard, connect_redis
 from runcoord.effects.limits import ConcurrencyLimiter, Limits
 from runcoord.effects.runtime import Handler
@@ -23,7 +22,7 @@ from runcoord.effects.serve import (
     InstanceOpt,
     MetricsOpt,
     PrefixOpt,
-    ledger,
+    guard,
     serve,
 )
 from runcoord.registry import Registry, load_registry
@@ -92,12 +91,12 @@ async def tool_calls(
     try:
         async with (
             gateway_client(event_hooks=tracing.httpx_event_hooks()) as http,
-            ledger(settings) as led,
+            guard(settings, owner) as calls_guard,
         ):
             yield ToolCalls(
                 reg,
                 RoutingGateway(HttpToolGateway(gateway_url or settings.gateway_url, http), mcp),
-                LedgerGuard(led, owner),
+                calls_guard,
                 limiter,
                 owner,
                 hedge_after_ms=settings.tool_hedge_ms or None,

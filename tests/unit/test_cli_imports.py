@@ -48,7 +48,7 @@ def imported(*argv: str) -> list[str]:
         ),
         (
             ("executor", "all", "--help"),
-            ["openai", "runcoord.provider.cli", "runcoord.submitter.cli", "runcoord.tools.cli"],
+            ["openai", "runcoord.provider.cli", "runcoord.tools.cli"],
         ),
     ],
 )
