@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, *SDK_WARNINGS]
 HELD_S = 0.6  # the gateway holds every tool request this long (below every timeout)
 
 
-def test_a_full_tool_lane_runs_one_call_at_a_time_while_the_turns_go_on(
+def test_a_full_tool_lane_runs_one_call_at_a_time_and_holds_up_no_other(
     bootstrap: str, pg_dsn: str, topics: TopicNames, tmp_path: Path
 ) -> None:
     args = ["--tools-concurrency", "1"]
@@ -36,3 +36,12 @@ def test_a_full_tool_lane_runs_one_call_at_a_time_while_the_turns_go_on(
         began = sorted(first.values())
         gaps = [b - a for a, b in pairwise(began)]
         assert min(gaps) >= HELD_S * 0.9, gaps
+        # ...and the other lanes did not wait for it: steps were submitted while the tool
+        # lane held another call (one bound for the whole replica would have kept them apart).
+        sent = [
+            sub["at"]
+            for sub in s.records()["submissions"]
+            if sub["accepted"] and set(sub["tool_call_ids"]) & set(first)
+        ]
+        beside = [t for t in sent if any(b < t < b + HELD_S * 0.9 for b in began)]
+        assert beside, (sent, began)
