@@ -113,6 +113,28 @@ class LedgerContract:
         assert record.meta == meta()
         assert record.sent_at is None and record.completed_at is None
 
+    def test_a_first_claim_sending_at_once_is_on_record_as_sent(
+        self, harness: LedgerHarness
+    ) -> None:
+        key = new_key()
+        claim = harness.ledger.claim(key, meta(), "a", LEASE_S, sending=True)
+        assert claim == Acquired(key, 1, 1, previous_sent=False, marked_sent=True)
+        record = harness.ledger.get(key)
+        assert record is not None and record.sent_at is not None
+        # Whoever takes it over must not assume nothing was sent; and a take-over is never
+        # marked by its claim: it reads what came before first.
+        harness.expire(key)
+        second = harness.ledger.claim(key, meta(), "b", LEASE_S, sending=True)
+        assert second == Acquired(key, 2, 2, previous_sent=True, marked_sent=False)
+        harness.expire(key)
+        unsent = new_key()
+        harness.ledger.claim(unsent, meta(), "a", LEASE_S)
+        harness.expire(unsent)
+        third = harness.ledger.claim(unsent, meta(), "b", LEASE_S, sending=True)
+        assert third == Acquired(unsent, 2, 2, previous_sent=False, marked_sent=False)
+        after = harness.ledger.get(unsent)
+        assert after is not None and after.sent_at is None
+
     def test_claim_during_a_live_lease_is_busy_even_for_the_same_owner(
         self, harness: LedgerHarness
     ) -> None:

@@ -74,15 +74,26 @@ class LedgerGuard:
         self.lease_s = lease_s
         self.store_patience_s = store_patience_s
 
-    async def run(self, key: str, meta: EffectMeta, act: Act) -> Settled:
-        claim = await self.ledger.claim(key, meta, self.owner, self.lease_s)
+    async def run(
+        self, key: str, meta: EffectMeta, act: Act, *, sends_at_once: bool = False
+    ) -> Settled:
+        """Claim, act, store the outcome. ``sends_at_once``: the act's first step is
+        ``sent()`` (nothing before it can fail or wait), so a first claim marks the effect
+        sent itself and that ``sent()`` costs no statement; later ones check the lease."""
+        claim = await self.ledger.claim(key, meta, self.owner, self.lease_s, sends_at_once)
         if isinstance(claim, Finished):
             return Settled(claim.state, claim.result, claim.error, 0, replayed=True)
         if isinstance(claim, Busy):
             raise ClaimBusy(f"effect {key} is held by {claim.owner}")
         assert isinstance(claim, Acquired)
 
+        on_record = claim.marked_sent
+
         async def sent() -> None:
+            nonlocal on_record
+            if on_record:  # the claim marked it a moment ago, under a fresh lease
+                on_record = False
+                return
             if not await self.ledger.mark_sent(key, claim.token):
                 raise LeaseLost(f"effect {key}: fenced before sending (token {claim.token})")
 

@@ -176,7 +176,7 @@ class ProviderEffects:
                     },
                 )
 
-        settled = await self.guard.run(intent.effect_key, meta, act)
+        settled = await self.guard.run(intent.effect_key, meta, act, sends_at_once=True)
         if settled.state is EffectState.SUCCEEDED and isinstance(settled.result, dict):
             r = settled.result
             return [
@@ -241,7 +241,7 @@ class ProviderEffects:
             # The same key may still be honoured later: not FAILED, never a blind second.
             return Outcome(EffectState.UNKNOWN, None, f"gave up creating the thread: {last}")
 
-        settled = await self.guard.run(key, meta, act)
+        settled = await self.guard.run(key, meta, act, sends_at_once=True)
         if settled.state is EffectState.SUCCEEDED and isinstance(settled.result, dict):
             return str(settled.result["thread_id"])
         why = settled.error or settled.state.value

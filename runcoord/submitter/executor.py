@@ -102,7 +102,7 @@ class Submissions:
                     return _outcome(SubmitOutcome("rejected", str(exc)))
                 await asyncio.sleep(min(0.2 * sends, 2.0))
 
-        settled = await self.guard.run(intent.effect_key, meta, act)
+        settled = await self.guard.run(intent.effect_key, meta, act, sends_at_once=True)
         result = settled.result if isinstance(settled.result, dict) else {}
         outcome = str(result.get("outcome") or settled.state.value)
         attempts = max(sends, 1) if not settled.replayed else max(settled.attempt, 1)

@@ -48,7 +48,9 @@ class InMemoryLedger:
         self._rows: dict[str, _Row] = {}
         self._lock = threading.Lock()
 
-    def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+    def claim(
+        self, key: str, meta: EffectMeta, owner: str, lease_s: float, sending: bool = False
+    ) -> Claim:
         check_lease(lease_s)
         with self._lock:
             now = self._clock()
@@ -61,12 +63,14 @@ class InMemoryLedger:
                     attempts=1,
                     owner=owner,
                     lease_until=now + lease_s,
-                    sent_at=None,
+                    sent_at=now if sending else None,
                     completed_at=None,
                     result=None,
                     error=None,
                 )
-                return Acquired(key=key, token=1, attempt=1, previous_sent=False)
+                return Acquired(
+                    key=key, token=1, attempt=1, previous_sent=False, marked_sent=sending
+                )
             if row.meta.request_hash != meta.request_hash:
                 raise RequestConflict(key, row.meta.request_hash, meta.request_hash)
             if row.state.final:

@@ -52,6 +52,9 @@ class Acquired:
     token: int
     attempt: int
     previous_sent: bool
+    # True: this claim marked the effect sent itself (claim(..., sending=True) of a new row),
+    # so the holder's first send is on record without a mark_sent.
+    marked_sent: bool = False
 
 
 @dataclass(frozen=True)

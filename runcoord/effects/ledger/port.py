@@ -26,10 +26,15 @@ from runcoord.effects.ledger.model import JSON, Claim, EffectMeta, EffectRecord,
 
 
 class Ledger(Protocol):
-    def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
+    def claim(
+        self, key: str, meta: EffectMeta, owner: str, lease_s: float, sending: bool = False
+    ) -> Claim:
         """Take the effect, or say why not.
 
-        - no row: insert it (token 1, attempt 1) -> Acquired(previous_sent=False).
+        - no row: insert it (token 1, attempt 1) -> Acquired(previous_sent=False). With
+          ``sending`` (the caller sends at once: nothing it does between can fail or wait),
+          the row is inserted marked sent -> Acquired(marked_sent=True), one statement
+          instead of two. A take-over is never marked here: its previous_sent is read first.
         - final row: -> Finished with the stored outcome.
         - claimed, lease live: -> Busy, whoever the owner is. A claim is never re-entrant: two
           deliveries of one intent inside one process must not both act, so `owner` must be
@@ -94,7 +99,9 @@ class Ledger(Protocol):
 class AsyncLedger(Protocol):
     """The same operations as :class:`Ledger`, as coroutines: what the executors' guard uses."""
 
-    async def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim: ...
+    async def claim(
+        self, key: str, meta: EffectMeta, owner: str, lease_s: float, sending: bool = False
+    ) -> Claim: ...
 
     async def mark_sent(self, key: str, token: int) -> bool: ...
 
@@ -121,8 +128,10 @@ class OnThreads:
     def __init__(self, ledger: Ledger) -> None:
         self.inner = ledger
 
-    async def claim(self, key: str, meta: EffectMeta, owner: str, lease_s: float) -> Claim:
-        return await asyncio.to_thread(self.inner.claim, key, meta, owner, lease_s)
+    async def claim(
+        self, key: str, meta: EffectMeta, owner: str, lease_s: float, sending: bool = False
+    ) -> Claim:
+        return await asyncio.to_thread(self.inner.claim, key, meta, owner, lease_s, sending)
 
     async def mark_sent(self, key: str, token: int) -> bool:
         return await asyncio.to_thread(self.inner.mark_sent, key, token)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from runcoord.effects.guard import LedgerGuard, Outcome, Sent
+from runcoord.effects.guard import LeaseLost, LedgerGuard, Outcome, Sent
 from runcoord.effects.ledger import Acquired, EffectState, InMemoryLedger
 from runcoord.effects.ledger.errors import LedgerUnavailable
 from tests.ledger_contract import meta, new_key
@@ -69,3 +69,46 @@ async def test_a_store_that_fails_for_a_while_still_records_the_act() -> None:
     assert settled.state is EffectState.SUCCEEDED  # type: ignore[attr-defined]
     record = ledger.get(key)
     assert record is not None and record.state is EffectState.SUCCEEDED
+
+
+class CountingLedger(InMemoryLedger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks = 0
+
+    def mark_sent(self, key: str, token: int) -> bool:
+        self.marks += 1
+        return super().mark_sent(key, token)
+
+
+@pytest.mark.parametrize(("at_once", "marks"), [(False, 2), (True, 1)])
+async def test_a_send_at_once_is_marked_by_the_claim_and_later_sends_by_mark_sent(
+    at_once: bool, marks: int
+) -> None:
+    ledger, key = CountingLedger(), new_key()
+    seen: list[bool] = []
+
+    async def act(claim: Acquired, sent: Sent) -> Outcome:
+        await sent()
+        record = ledger.get(key)
+        seen.append(record is not None and record.sent_at is not None)  # on record before
+        await sent()  # a second send (after an unknown outcome) checks the lease again
+        return Outcome(EffectState.SUCCEEDED, None)
+
+    settled = await LedgerGuard(ledger, "exec-1").run(key, meta(), act, sends_at_once=at_once)
+    assert settled.state is EffectState.SUCCEEDED
+    assert seen == [True] and ledger.marks == marks
+
+
+async def test_a_send_at_once_is_fenced_on_its_second_send_once_taken_over() -> None:
+    ledger, key = CountingLedger(), new_key()
+
+    async def act(claim: Acquired, sent: Sent) -> Outcome:
+        await sent()
+        ledger.expire_lease(key)  # our lease lapsed (a pause) and another executor took over
+        assert isinstance(ledger.claim(key, meta(), "exec-2", 30.0), Acquired)
+        await sent()
+        return Outcome(EffectState.SUCCEEDED, None)
+
+    with pytest.raises(LeaseLost):
+        await LedgerGuard(ledger, "exec-1").run(key, meta(), act, sends_at_once=True)
