@@ -62,7 +62,7 @@ _INTENT_TYPES = typing.get_args(it.EffectIntent)
 Work = Callable[[], Coroutine[Any, Any, None]]  # one intent's run, not started yet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each lane is itself (its handler need not be hashable)
 class Lane:
     """The intents of these kinds, run by this handler, at most ``concurrency`` at a time."""
 
@@ -119,14 +119,14 @@ class Executor:
     ) -> None:
         self.config = config
         lanes = [Lane(config.kinds, handler, config.concurrency)] if callable(handler) else handler
-        self.lanes = {kind: slots for slots in map(_Slots, lanes) for kind in slots.lane.kinds}
-        if set(self.lanes) != config.kinds:
+        self.tracker = OffsetTracker()
+        self.lanes = Lanes(lanes, self.tracker.current, config.queued_max)
+        if self.lanes.kinds != config.kinds:
             raise ValueError(
-                f"the lanes run {sorted(self.lanes)}, the executor {sorted(config.kinds)}"
+                f"the lanes run {sorted(self.lanes.kinds)}, the executor {sorted(config.kinds)}"
             )
         self.codec = codec or AvroCodec()
         self.stats = ExecutorStats()
-        self.tracker = OffsetTracker()
 
     def run(self, stop: threading.Event) -> None:
         asyncio.run(self.run_async(stop))
@@ -157,26 +157,7 @@ class Executor:
             on_revoke=lambda cons, parts: self._revoked(cons, parts),
             on_lost=lambda _c, parts: self.tracker.forget([tp.partition for tp in parts]),
         )
-        tasks: set[asyncio.Task[None]] = set()
-        room = asyncio.Event()  # set whenever a lane starts a queued intent
-
-        def start(work: Work, slots: _Slots | None) -> None:
-            task = asyncio.create_task(work())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            if slots is not None:
-                task.add_done_callback(lambda _t: finished(slots))
-
-        def finished(slots: _Slots) -> None:
-            while slots.queued:
-                p, gen, work = slots.queued.popleft()
-                room.set()
-                # Queued work of a partition revoked since is the new owner's to run.
-                if self.tracker.current(p, gen):
-                    start(work, slots)
-                    return
-            slots.free += 1
-
+        lanes, tasks = self.lanes, self.lanes.tasks
         committed_at = 0.0
         try:
             while not stop.is_set():
@@ -190,24 +171,17 @@ class Executor:
                         kind = _kind(msg)
                     except UnicodeDecodeError:
                         if self._undecodable_kind_is_ours(msg):
-                            start(partial(self._refuse_kind, msg, producer, p, o, gen, stop), None)
+                            lanes.start(partial(self._refuse_kind, msg, producer, p, o, gen, stop))
                         else:
                             self.tracker.finished(p, o, gen)
                         continue
-                    slots = self.lanes.get(kind or "")
-                    if slots is None:
+                    lane = lanes.of(kind)
+                    if lane is None:
                         self.tracker.finished(p, o, gen)
                         continue
-                    work = partial(self._one, msg, producer, p, o, gen, stop, slots.lane.handler)
-                    if slots.free:
-                        slots.free -= 1
-                        start(work, slots)
-                        continue
-                    slots.queued.append((p, gen, work))
-                    while len(slots.queued) >= c.queued_max and not stop.is_set():
-                        room.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(room.wait(), 0.5)
+                    work = partial(self._one, msg, producer, p, o, gen, stop, lane.handler)
+                    if not lanes.offer(lane, p, gen, work):
+                        await lanes.room(lane, stop)
                 if time.monotonic() - committed_at >= c.commit_interval_s:
                     committed_at = time.monotonic()
                     await self._commit(loop, kafka_thread, consumer)
@@ -445,6 +419,64 @@ class Executor:
             consumer=self.config.instance_id,
             at_ms=int(time.time() * 1000),
         )
+
+
+class Lanes:
+    """Which lane runs an intent, and when: one with room starts it at once, a full one
+    queues it (reading waits only once a lane holds ``queued_max``), and each run that ends
+    starts the next one queued in its lane. Queued work of a partition revoked meanwhile
+    (``current(partition, generation)`` false) is dropped: it is the new owner's to run."""
+
+    def __init__(
+        self, lanes: Sequence[Lane], current: Callable[[int, int], bool], queued_max: int
+    ) -> None:
+        self._slots = {lane: _Slots(lane) for lane in lanes}
+        self._by_kind = {kind: lane for lane in lanes for kind in lane.kinds}
+        self.kinds = frozenset(self._by_kind)
+        self._current = current
+        self._queued_max = queued_max
+        self._room = asyncio.Event()  # set whenever a lane starts a queued run
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def of(self, kind: str | None) -> Lane | None:
+        return self._by_kind.get(kind or "")
+
+    def offer(self, lane: Lane, partition: int, generation: int, work: Work) -> bool:
+        """Start ``work`` now if its lane has room (True), else queue it (False)."""
+        slots = self._slots[lane]
+        if slots.free:
+            slots.free -= 1
+            self.start(work, slots)
+            return True
+        slots.queued.append((partition, generation, work))
+        return False
+
+    def queued(self, lane: Lane) -> int:
+        return len(self._slots[lane].queued)
+
+    async def room(self, lane: Lane, stop: threading.Event) -> None:
+        """Wait while the lane's queue is full (backpressure: reading waits)."""
+        while self.queued(lane) >= self._queued_max and not stop.is_set():
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), 0.5)
+
+    def start(self, work: Work, slots: _Slots | None = None) -> None:
+        """Run ``work`` as a task (outside every lane's bound when ``slots`` is None)."""
+        task = asyncio.create_task(work())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if slots is not None:
+            task.add_done_callback(lambda _t: self._finished(slots))
+
+    def _finished(self, slots: _Slots) -> None:
+        while slots.queued:
+            partition, generation, work = slots.queued.popleft()
+            self._room.set()
+            if self._current(partition, generation):
+                self.start(work, slots)
+                return
+        slots.free += 1
 
 
 class _Slots:
