@@ -213,7 +213,14 @@ def test_dev_sim_runs_the_product_restarts_a_killed_process_and_stops_everything
     )
     log = dev.tail(100_000)
     assert "runcoord dev is up" in log and key in log
-    assert any(line.startswith("exec") and "| " in line for line in log.splitlines())
+
+    def executor_logged() -> str | None:
+        # Its first line ("… up, kinds …") comes once its clients are built, after its
+        # metrics are served: shown in the combined log, prefixed by its name.
+        lines = dev.tail(100_000).splitlines()
+        return None if any(ln.startswith("exec") and "| " in ln for ln in lines) else "none"
+
+    wait_until(executor_logged, timeout=30, what="the executor's lines in the combined log")
 
     # A conversation id of the user's own, never seen by the provider: runcoord creates
     # its provider conversation on the first turn and runs the second turn in it.
