@@ -90,5 +90,5 @@ def all_kinds(
     # Its own consumer group (runcoord-executor-all): run these replicas or each kind's own,
     # not both on one set of topics, or every intent is run twice (the ledger keeps its
     # effect to one, but each watch would poll twice).
-    total = provider_concurrency + tools_concurrency + submissions_concurrency
-    serve("all", KINDS, lanes, instance_id, topic_prefix, total, fault_at, metrics_port)
+    # Each lane has its own bound: serve's single-lane concurrency does not apply.
+    serve("all", KINDS, lanes, instance_id, topic_prefix, 0, fault_at, metrics_port)

@@ -430,7 +430,7 @@ class Lanes:
     def __init__(
         self, lanes: Sequence[Lane], current: Callable[[int, int], bool], queued_max: int
     ) -> None:
-        self._slots = {lane: _Slots(lane) for lane in lanes}
+        self._slots = {lane: _Slots(lane.concurrency) for lane in lanes}
         self._by_kind = {kind: lane for lane in lanes for kind in lane.kinds}
         self.kinds = frozenset(self._by_kind)
         self._current = current
@@ -482,9 +482,8 @@ class Lanes:
 class _Slots:
     """A lane's room: how many more may start, and what waits for a place."""
 
-    def __init__(self, lane: Lane) -> None:
-        self.lane = lane
-        self.free = lane.concurrency
+    def __init__(self, concurrency: int) -> None:
+        self.free = concurrency
         self.queued: deque[tuple[int, int, Work]] = deque()  # partition, generation, work
 
 
