@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI, Omit, omit
-from openai.types.responses import FunctionToolParam, Response, ResponseInputItemParam
+from openai._legacy_response import LegacyAPIResponse
+from openai.types.responses import FunctionToolParam, ResponseInputItemParam
 
 from runcoord.domain.model import Output
 from runcoord.hedging import hedged
@@ -186,8 +187,11 @@ class ResponsesProvider:
             "extra_body": {**self._body, **body},
         }
         if self.observe != "stream":
-            response = await self._write.responses.create(**request)
-            return mapping.to_provider_run(response, poll_after=None)
+            raw = await self._write.responses.with_raw_response.create(**request)
+            try:
+                return mapping.to_provider_run(_body(raw), poll_after=None)
+            except mapping.ResponseShapeError as exc:
+                raise answered_then(attempt, str(exc)) from exc
         async with self._write.responses.with_streaming_response.create(
             stream=True, **request
         ) as raw:
@@ -208,6 +212,8 @@ class ResponsesProvider:
         try:
             async with asyncio.timeout(self._follow_s):
                 async for event in events:
+                    if event.event is not None and event.event not in mapping.FINAL_EVENTS:
+                        continue  # the response still working, or one of its items
                     _, seen = mapping.stream_event(event.data)
                     if seen is not None and seen.status not in WORKING_STATUSES:
                         return seen
@@ -227,9 +233,11 @@ class ResponsesProvider:
         attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=provider_run_id)
         try:
             raw = await self._read.responses.with_raw_response.retrieve(provider_run_id)
+            run = mapping.to_provider_run(_body(raw), poll_after=poll_after_ms(raw.headers))
         except openai.APIError as exc:
             raise translate(exc, attempt) from exc
-        run = mapping.to_provider_run(raw.parse(), poll_after=poll_after_ms(raw.headers))
+        except mapping.ResponseShapeError as exc:
+            raise ProviderUnavailable(f"retrieve {provider_run_id}: {exc}") from exc
         if run.status == "requires_action":
             return await self._follow(thread_id, run)
         return run
@@ -317,14 +325,18 @@ class ResponsesProvider:
         except STREAM_BROKEN as exc:
             raise stream_broken(exc, attempt) from exc
 
-    async def _get(self, thread_id: str, response_id: str) -> Response:
+    async def _get(self, thread_id: str, response_id: str) -> mapping.Body:
         try:
-            return await hedged(
-                lambda: self._read.responses.retrieve(response_id), self._backoff.hedge_ms
+            raw = await hedged(
+                lambda: self._read.responses.with_raw_response.retrieve(response_id),
+                self._backoff.hedge_ms,
             )
+            return _body(raw)
         except openai.APIError as exc:
             attempt = Attempt("retrieve", thread_id, write=False, provider_run_id=response_id)
             raise translate(exc, attempt) from exc
+        except mapping.ResponseShapeError as exc:
+            raise ProviderUnavailable(f"retrieve {response_id}: {exc}") from exc
 
     # -- submitting --------------------------------------------------------------------
 
@@ -359,9 +371,9 @@ class ResponsesProvider:
                 step = await self._get(thread_id, mapping.base_response_id(step_id))
                 state = mapping.status(step)
                 if state != "requires_action":
-                    return SubmitOutcome("run_moved_on", f"response {step.id} is {state}")
-                given = dict(step.metadata or {})
-                turn = Turn(given.get(RUN_ID_KEY, ""), str(step.model), given)
+                    return SubmitOutcome("run_moved_on", f"response {step['id']} is {state}")
+                given = {str(k): str(v) for k, v in (step.get("metadata") or {}).items()}
+                turn = Turn(given.get(RUN_ID_KEY, ""), str(step.get("model")), given)
             scan = None if scanning is None else await scanning
         finally:  # a read failed, or the step moved on: the scan is not waited for
             if scanning is not None:
@@ -478,7 +490,9 @@ class ResponsesProvider:
     async def _cancel_response(self, thread_id: str, response_id: str) -> str:
         attempt = Attempt("cancel", thread_id, write=True, provider_run_id=response_id)
         try:
-            cancelled = await self._write.responses.cancel(response_id)
+            cancelled = _body(await self._write.responses.with_raw_response.cancel(response_id))
+        except mapping.ResponseShapeError as exc:
+            raise answered_then(attempt, str(exc)) from exc
         except openai.BadRequestError as exc:
             # It finished meanwhile: its status is the answer (or its open calls need closing).
             current = await self._get(thread_id, response_id)
@@ -493,11 +507,11 @@ class ResponsesProvider:
             raise translate(exc, attempt) from exc
         return mapping.status(cancelled)
 
-    async def _close_calls(self, thread_id: str, response: Response) -> None:
+    async def _close_calls(self, thread_id: str, response: mapping.Body) -> None:
         calls = mapping.function_calls(response)
         scan = await self._scan_outputs(thread_id, frozenset(c.id for c in calls))
         open_calls = [c for c in calls if c.id not in scan.answered]
-        attempt = Attempt("close_calls", thread_id, write=True, provider_run_id=response.id)
+        attempt = Attempt("close_calls", thread_id, write=True, provider_run_id=response["id"])
         for start in range(0, len(open_calls), _MAX_ITEMS_PER_CREATE):
             chunk = open_calls[start : start + _MAX_ITEMS_PER_CREATE]
             items: list[ResponseInputItemParam] = [
@@ -512,3 +526,13 @@ class ResponsesProvider:
                 await self._write.conversations.items.create(thread_id, items=items)
             except openai.APIError as exc:
                 raise translate(exc, attempt) from exc
+
+
+def _body(raw: LegacyAPIResponse[Any]) -> mapping.Body:
+    """A response's JSON, read as it came (responses_mapping.Body says why not as the SDK's
+    model)."""
+    try:
+        data = raw.http_response.json()
+    except ValueError as exc:
+        raise mapping.ResponseShapeError(f"not JSON: {raw.http_response.text[:200]!r}") from exc
+    return mapping.response_body(data)

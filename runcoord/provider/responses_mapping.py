@@ -1,4 +1,5 @@
-"""Responses API objects (Response, conversation items) read as the port's values. Pure.
+"""Responses API objects (responses as JSON, conversation items as the SDK's models) read as
+the port's values. Pure.
 
 A turn is a chain of background responses in one conversation. A response that completed
 with ``function_call`` items is a step needing outputs: status ``requires_action``, step id
@@ -13,16 +14,12 @@ conversation after a lost answer is only whether *our items* are in it (see READ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from openai.types.conversations import ConversationItem, Message
-from openai.types.responses import (
-    Response,
-    ResponseFunctionToolCall,
-    ResponseFunctionToolCallItem,
-    ResponseFunctionToolCallOutputItem,
-)
+from openai.types.responses import ResponseFunctionToolCallItem, ResponseFunctionToolCallOutputItem
 
 from runcoord.domain.model import ToolCall
 from runcoord.provider.port import WORKING_STATUSES, ProviderRun, SubmitOutcome
@@ -35,36 +32,64 @@ CANCELLED_OUTPUT = "error: the run was cancelled before this tool call was answe
 _TURN_OPENERS = frozenset({"user", "system", "developer"})
 
 
-def function_calls(response: Response) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(item.call_id, item.name, item.arguments)
-        for item in response.output
-        if isinstance(item, ResponseFunctionToolCall)
-    )
+# A response as the API's JSON. The adapter reads responses as JSON rather than as the SDK's
+# models: the SDK builds a model of every field and item of every response (its tools'
+# schemas among them), which cost more CPU than the rest of a step's read; four fields are
+# read here.
+Body = Mapping[str, Any]
 
 
-def status(response: Response) -> str:
-    current = response.status or "queued"  # a background response always says; be safe
+class ResponseShapeError(ValueError):
+    """A response, or a stream event, that is not what the spec says it is."""
+
+
+class StreamEventError(ResponseShapeError):
+    """A stream event that is not what the spec says, or the provider's ``error`` event."""
+
+
+def response_body(data: object) -> Body:
+    """``data`` (decoded JSON) as a response: an object with a string ``id``."""
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise ResponseShapeError(f"not a response: {str(data)[:200]!r}")
+    return data
+
+
+def function_calls(response: Body) -> tuple[ToolCall, ...]:
+    calls = []
+    for item in response.get("output") or ():
+        if not isinstance(item, dict) or item.get("type") != "function_call":
+            continue
+        call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
+        if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
+            raise ResponseShapeError(f"response {response['id']}: a function call {item!r}")
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
+
+
+def status(response: Body) -> str:
+    current = response.get("status") or "queued"  # a background response always says
     if current == "completed" and function_calls(response):
         return "requires_action"
-    return current
+    return str(current)
 
 
-def detail(response: Response) -> str | None:
-    if response.error is not None:
-        return f"{response.error.code}: {response.error.message}"
-    if response.incomplete_details is not None and response.incomplete_details.reason:
-        return f"incomplete: {response.incomplete_details.reason}"
+def detail(response: Body) -> str | None:
+    error = response.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    incomplete = response.get("incomplete_details")
+    if isinstance(incomplete, dict) and incomplete.get("reason"):
+        return f"incomplete: {incomplete['reason']}"
     return None
 
 
-def to_provider_run(response: Response, *, poll_after: int | None) -> ProviderRun:
+def to_provider_run(response: Body, *, poll_after: int | None) -> ProviderRun:
     mapped = status(response)
     waiting = mapped == "requires_action"
     return ProviderRun(
-        provider_run_id=response.id,
+        provider_run_id=response["id"],
         status=mapped,
-        step_id=response.id if waiting else None,
+        step_id=response["id"] if waiting else None,
         tool_calls=function_calls(response) if waiting else (),
         # No server-side expiry: our step deadline is the only guard against a stall.
         expires_at_ms=None,
@@ -72,9 +97,6 @@ def to_provider_run(response: Response, *, poll_after: int | None) -> ProviderRu
         poll_after_ms=poll_after,
     )
 
-
-# What to_provider_run (status, function_calls, detail) reads of a response.
-_MAPPED_FIELDS = ("id", "status", "output", "error", "incomplete_details")
 
 # The stream events that carry the whole response, and so its status.
 LIFECYCLE_EVENTS = frozenset(
@@ -87,17 +109,15 @@ LIFECYCLE_EVENTS = frozenset(
         "response.incomplete",
     }
 )
-
-
-class StreamEventError(ValueError):
-    """A stream event that is not what the spec says, or the provider's ``error`` event."""
+# The events that can end a response's working: the only ones a follow of a write decodes
+# (each lifecycle event carries the whole response, tools and all, and a response sends
+# three or more of them while it works, besides its items' events).
+FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 
 
 def stream_event(data: str) -> tuple[int, ProviderRun | None]:
     """A stream event's ``sequence_number`` and, for an event carrying the response, the
-    state it shows. A working response is read from its status alone (nothing else of it
-    matters yet); a finished one is built as the SDK builds a retrieved one, then mapped as
-    ``to_provider_run`` maps it."""
+    state it shows (a working response is read from its status alone)."""
     try:
         payload = json.loads(data)
         sequence, kind = payload["sequence_number"], payload["type"]
@@ -109,15 +129,13 @@ def stream_event(data: str) -> tuple[int, ProviderRun | None]:
         raise StreamEventError(f"error event: {payload.get('code')}: {payload.get('message')}")
     if kind not in LIFECYCLE_EVENTS:
         return sequence, None
-    body = payload.get("response")
-    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise StreamEventError(f"{kind} {sequence} carries no response")
-    if body.get("status") in WORKING_STATUSES:
-        return sequence, ProviderRun(body["id"], body["status"], None, (), None, None, None)
-    # Built from the fields to_provider_run reads: the whole response (its tools, usage,
-    # text settings…) cost three times as much to build, on every step of every turn.
-    read = {k: body[k] for k in _MAPPED_FIELDS if k in body}
-    return sequence, to_provider_run(Response.model_construct(**read), poll_after=None)
+    try:
+        body = response_body(payload.get("response"))
+        if body.get("status") in WORKING_STATUSES:
+            return sequence, ProviderRun(body["id"], body["status"], None, (), None, None, None)
+        return sequence, to_provider_run(body, poll_after=None)
+    except ResponseShapeError as exc:
+        raise StreamEventError(f"{kind} {sequence}: {exc}") from exc
 
 
 def message_text(item: ConversationItem) -> str | None:

@@ -41,7 +41,10 @@ def message_item(role: str, text: str) -> dict[str, Any]:
     }
 
 
-def make_response(status: str | None, output: list[dict[str, Any]], **fields: Any) -> Response:
+def make_response(
+    status: str | None, output: list[dict[str, Any]], **fields: Any
+) -> dict[str, Any]:
+    """A response's JSON as the API sends it (checked against the SDK's model)."""
     base = {
         "id": "resp_1",
         "object": "response",
@@ -53,7 +56,9 @@ def make_response(status: str | None, output: list[dict[str, Any]], **fields: An
         "tools": [],
         "status": status,
     }
-    return Response.model_validate({**base, **fields})
+    body = {**base, **fields}
+    Response.model_validate(body)
+    return body
 
 
 @pytest.mark.parametrize(
@@ -94,11 +99,27 @@ def make_response(status: str | None, output: list[dict[str, Any]], **fields: An
     ],
 )
 def test_to_provider_run(
-    response: Response, expected: tuple[str, str | None, tuple[ToolCall, ...], str | None]
+    response: dict[str, Any], expected: tuple[str, str | None, tuple[ToolCall, ...], str | None]
 ) -> None:
     run = mapping.to_provider_run(response, poll_after=9)
     assert (run.provider_run_id, run.poll_after_ms, run.expires_at_ms) == ("resp_1", 9, None)
     assert (run.status, run.step_id, run.tool_calls, run.detail) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        [],
+        {"status": "completed"},  # no id
+        {"id": 7, "status": "completed"},
+        {"id": "resp_1", "status": "completed", "output": [{**call_item("c1"), "name": None}]},
+        {"id": "resp_1", "status": "completed", "output": [{**call_item("c1"), "arguments": {}}]},
+    ],
+)
+def test_what_is_not_a_response_is_a_shape_error(data: Any) -> None:
+    with pytest.raises(mapping.ResponseShapeError):
+        mapping.to_provider_run(mapping.response_body(data), poll_after=None)
 
 
 def item(data: dict[str, Any]) -> ConversationItem:

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from openai import AsyncOpenAI
 
+from runcoord.provider import ResponsesProvider
 from runcoord.provider.responses_mapping import StreamEventError, stream_event
 from runcoord.provider.sse import ServerSentEvent, read_events
 
@@ -155,8 +157,44 @@ def test_other_events_only_move_the_resume_point() -> None:
         event("response.created"),  # no response
         json.dumps({"type": "response.queued", "sequence_number": "1", "response": {}}),
         event("error", code="server_error", message="stream failed"),
+        # A finished response whose function call lacks what answers it.
+        event("response.completed", response=response("completed", {**CALL, "call_id": None})),
+        event("response.completed", response={"status": "completed"}),  # no id
     ],
 )
 def test_a_broken_event_is_an_error(data: str) -> None:
     with pytest.raises(StreamEventError):
         stream_event(data)
+
+
+async def follow(*sent: ServerSentEvent) -> Any:
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        for each in sent:
+            yield each
+
+    client = AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-unused")
+    async with client:
+        provider = ResponsesProvider(client, tools=[], observe="stream")
+        return await provider._follow_events(stream())
+
+
+async def test_a_follow_reads_only_the_events_that_can_end_a_response() -> None:
+    """A follow of a write decodes only the events that can end the response: the working
+    ones carry the whole response each, and are skipped by name (undecodable here)."""
+    seen = await follow(
+        ServerSentEvent("response.in_progress", "{not json"),
+        ServerSentEvent("response.output_item.done", "{not json"),
+        ServerSentEvent(
+            "response.completed", event("response.completed", response=response("completed", CALL))
+        ),
+    )
+    assert (seen.status, [c.id for c in seen.tool_calls]) == ("requires_action", ["call_1"])
+
+
+async def test_a_follow_decodes_events_that_come_without_a_name() -> None:
+    working = event("response.in_progress", response=response("in_progress"))
+    done = event("response.completed", response=response("completed", MESSAGE))
+    seen = await follow(ServerSentEvent(None, working), ServerSentEvent(None, done))
+    assert seen.status == "completed"
+    # Unnamed and broken: the follow gives up (the coordinator's watch takes over).
+    assert await follow(ServerSentEvent(None, "{not json"), ServerSentEvent(None, done)) is None
