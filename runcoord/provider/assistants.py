@@ -181,6 +181,8 @@ class AssistantsProvider:
                     name = event.event or ""
                     if name.startswith("thread.run.step."):
                         self._note_step(json.loads(event.data))
+                    elif name in mapping.WORKING_RUN_EVENTS:
+                        continue  # the run still working: its whole body is not decoded
                     elif name.startswith("thread.run."):
                         data = json.loads(event.data)
                         if data.get("status") not in WORKING_STATUSES:

@@ -18,6 +18,13 @@ from runcoord.domain.model import ToolCall
 from runcoord.provider.port import RUN_ID_KEY, TERMINAL_STATUSES, ProviderRun, SubmitOutcome
 
 
+# The run events that say it is working (their status is the name's): a follow of a write
+# skips them by name, since each carries the whole run, tools and all.
+WORKING_RUN_EVENTS = frozenset(
+    {"thread.run.created", "thread.run.queued", "thread.run.in_progress"}
+)
+
+
 def ours(run: Run, run_id: str) -> bool:
     return (run.metadata or {}).get(RUN_ID_KEY) == run_id
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 
 from runcoord.domain.model import ToolCall
+from runcoord.provider import AssistantsProvider
 from runcoord.provider import assistants_mapping as mapping
 from runcoord.provider.headers import poll_after_ms
+from runcoord.provider.sse import ServerSentEvent
 
 
 def make_run(status: str, **fields: Any) -> Run:
@@ -207,3 +211,19 @@ def test_submission_verdict(
     assert (verdict.outcome if verdict is not None else None) == expected
     if verdict is not None:
         assert verdict.detail and verdict.new_provider_run_id is None
+
+
+@pytest.mark.anyio
+async def test_a_follow_skips_the_working_run_events_by_name() -> None:
+    """Each run event carries the whole run; those named as working are not decoded (here
+    they would not decode), and the follow returns the first state past working."""
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent("thread.run.created", "{not json")
+        yield ServerSentEvent("thread.run.queued", "{not json")
+        yield ServerSentEvent("thread.run.in_progress", "{not json")
+        yield ServerSentEvent("thread.run.completed", make_run("completed").model_dump_json())
+
+    async with AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-unused") as client:
+        seen = await AssistantsProvider(client, observe="stream")._follow(stream())
+    assert seen is not None and (seen.provider_run_id, seen.status) == ("run_1", "completed")
