@@ -123,6 +123,11 @@ class Coordinator:
         self.stats = LoopStats()
         self.owned: dict[int, PartitionRuns] = {}
         self._partitions = 0
+        # The group metadata our offsets are sent with, read once per assignment: the
+        # client answers it through its main thread, a round trip per transaction otherwise.
+        # It is what fences a zombie (its generation), and only a rebalance changes it, and
+        # every rebalance passes through _on_assign (the assignor is eager) or _drop.
+        self._group: object | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -183,6 +188,7 @@ class Coordinator:
                 self._batch(consumer, producer)
         finally:
             self.owned.clear()
+            self._group = None
             calls.close()
             # Cleanup must not turn a fenced session into a dead thread: a fenced producer
             # raises its fatal error again on flush, and we are rebuilding anyway. A hung
@@ -214,6 +220,7 @@ class Coordinator:
         consumer.committed(partitions, timeout=60)
         settled = time.monotonic()
         states = reader.read([tp.partition for tp in partitions])
+        self._group = consumer.consumer_group_metadata()
         for tp in partitions:
             runs = PartitionRuns(tp.partition)
             runs.load(states[tp.partition].values(), self.policy)
@@ -232,6 +239,7 @@ class Coordinator:
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
+        self._group = None
         for tp in partitions:
             self.owned.pop(tp.partition, None)
             log.info("revoked %s[%d]", tp.topic, tp.partition)
@@ -275,7 +283,7 @@ class Coordinator:
             fault_point("after_produce")
             offsets = _next_offsets(inputs)
             if offsets:
-                group = consumer.consumer_group_metadata()
+                group = self._group or consumer.consumer_group_metadata()
 
                 def send_offsets() -> None:
                     fault_point("in_send_offsets")  # where librdkafka has been seen to hang

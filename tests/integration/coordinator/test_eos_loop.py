@@ -260,3 +260,31 @@ def test_a_replica_killed_while_handing_partitions_over_leaves_none_unowned(
         stop_all(procs)
     assert "fault point in_revoke reached" in a_log.read_text()
     assert_exactly_once(world, runs)
+
+
+def test_a_replica_that_keeps_partitions_through_a_rebalance_still_commits(
+    world: World, topics: TopicNames, tmp_path: Path
+) -> None:
+    """Offsets go with the group's generation (it fences zombies), and a rebalance moves it
+    on for the replica that stays, too: what it commits after the group grew must carry the
+    new one, or its partitions would abort every transaction from then on."""
+    prefix = topics.inbox.removesuffix("runs.inbox")
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    procs = [start_coordinator(prefix, "coord-a", a_log)]
+    try:
+        before = scripts(20, seed=6, prefix="before")
+        world.start(before)
+        world.pump(until_done=60)
+        assert _owned(a_log) == 6
+        procs.append(start_coordinator(prefix, "coord-b", b_log))
+        wait_until(
+            lambda: None if (_owned(a_log), _owned(b_log)) == (3, 3) else "not shared yet",
+            timeout=60,
+            what="the two replicas to share the partitions",
+        )
+        after = scripts(40, seed=7, prefix="after")
+        world.start(after)
+        world.pump(until_done=90)
+    finally:
+        stop_all(procs)
+    assert_exactly_once(world, before | after)
