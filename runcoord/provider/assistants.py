@@ -49,7 +49,7 @@ from runcoord.provider.port import (
     rejected_submission,
     run_metadata,
 )
-from runcoord.provider.sse import ServerSentEvent, read_events
+from runcoord.provider.sse import ServerSentEvent, drain, read_events
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,7 @@ class AssistantsProvider:
                     elif name.startswith("thread.run."):
                         data = json.loads(event.data)
                         if data.get("status") not in WORKING_STATUSES:
+                            await drain(events)
                             return await self._observed(Run.model_validate(data), None)
                     elif name == "done":
                         break

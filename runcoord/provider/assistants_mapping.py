@@ -17,7 +17,6 @@ from openai.types.beta.threads.runs import RunStep
 from runcoord.domain.model import ToolCall
 from runcoord.provider.port import RUN_ID_KEY, TERMINAL_STATUSES, ProviderRun, SubmitOutcome
 
-
 # The run events that say it is working (their status is the name's): a follow of a write
 # skips them by name, since each carries the whole run, tools and all.
 WORKING_RUN_EVENTS = frozenset(

@@ -48,7 +48,7 @@ from runcoord.provider.port import (
     rejected_submission,
     run_metadata,
 )
-from runcoord.provider.sse import ServerSentEvent, read_events
+from runcoord.provider.sse import ServerSentEvent, drain, read_events
 from runcoord.provider.streaming import watch_stream
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ class ResponsesProvider:
                         continue  # the response still working, or one of its items
                     _, seen = mapping.stream_event(event.data)
                     if seen is not None and seen.status not in WORKING_STATUSES:
+                        await drain(events)
                         return seen
         except TimeoutError:
             pass

@@ -3,6 +3,7 @@ sequence number and state. Pure: tables, no server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -198,3 +199,36 @@ async def test_a_follow_decodes_events_that_come_without_a_name() -> None:
     assert seen.status == "completed"
     # Unnamed and broken: the follow gives up (the coordinator's watch takes over).
     assert await follow(ServerSentEvent(None, "{not json"), ServerSentEvent(None, done)) is None
+
+
+async def test_a_follow_reads_the_stream_to_its_end_after_the_final_event() -> None:
+    """A body read to its end frees its connection for the next request (one left unread
+    is closed, and the next write opens another)."""
+    read: list[str] = []
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        done = event("response.completed", response=response("completed", MESSAGE))
+        for name, data in (("response.completed", done), ("response.trailer", "{}")):
+            read.append(name)
+            yield ServerSentEvent(name, data)
+        read.append("(end)")
+
+    client = AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-unused")
+    async with client:
+        seen = await ResponsesProvider(client, tools=[], observe="stream")._follow_events(stream())
+    assert seen is not None and seen.status == "completed"
+    assert read == ["response.completed", "response.trailer", "(end)"]
+
+
+async def test_a_stream_that_does_not_end_after_the_final_event_is_not_waited_for() -> None:
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(
+            "response.completed", event("response.completed", response=response("completed"))
+        )
+        await asyncio.sleep(3600)
+        yield ServerSentEvent("never", "{}")
+
+    client = AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-unused")
+    async with client, asyncio.timeout(5):
+        seen = await ResponsesProvider(client, tools=[], observe="stream")._follow_events(stream())
+    assert seen is not None and seen.status == "completed"
