@@ -10,7 +10,11 @@ this process's CPU time per request (the server's excluded):
 - ``sdk_aiohttp``: the same through ``runcoord.provider.client.open_client`` (aiohttp), what
   the executors use;
 - ``gateway_httpx``: ``httpx.AsyncClient`` POSTing JSON;
-- ``gateway_aiohttp``: the same through ``runcoord.transport.gateway_client``.
+- ``gateway_aiohttp``: the same through ``runcoord.transport.gateway_client``;
+- ``responses_write``: one write of a Responses turn as the executors make it
+  (``ResponsesProvider`` with ``observe="stream"``: the opening response, then each
+  follow-up with the step's outputs, each streamed and followed until the model stops
+  working), over aiohttp, against the simulator's default model latency.
 
     .venv/bin/python bench/http_clients.py [--requests 400] [--rounds 3] [--json]
 """
@@ -31,8 +35,11 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
+from runcoord.domain.model import Output
 from runcoord.harness.replay.procs import free_port, python_argv
+from runcoord.provider import ResponsesProvider
 from runcoord.provider.client import open_client
+from runcoord.provider.port import Turn
 from runcoord.stack.polling import wait_until
 from runcoord.transport import gateway_client
 
@@ -71,6 +78,34 @@ async def cpu_per_request(send: Callable[[], Awaitable[Any]], n: int) -> float:
     return (time.process_time() - began) / n * 1000
 
 
+async def write_cpu(base: str, writes: int) -> float:
+    """CPU per streamed Responses write: turns opened and answered until ``writes`` made."""
+    async with open_client(base + "/v1", "sk-bench") as client:
+        provider = ResponsesProvider(client, tools=[], observe="stream")
+        made, cpu = 0, 0.0
+        while made < writes:
+            conversation = (await client.conversations.create()).id
+            began = time.process_time()
+            run, _ = await provider.create_run(
+                run_id=f"r-{made}", thread_id=conversation, assistant_id="gpt-4o",
+                input="open a ticket", effect_key=f"open-{conversation}",
+            )  # fmt: skip
+            made += 1
+            while run.status == "requires_action" and run.step_id is not None:
+                outputs = [Output(c.id, "ok", False, "tool", "") for c in run.tool_calls]
+                outcome = await provider.submit_outputs(
+                    thread_id=conversation, provider_run_id=run.provider_run_id,
+                    step_id=run.step_id, outputs=outputs, effect_key=f"{run.step_id}-out",
+                    turn=Turn(f"r-{made}", "gpt-4o", {}), unanswered=True,
+                )  # fmt: skip
+                made += 1
+                if outcome.seen is None:
+                    break
+                run = outcome.seen
+            cpu += time.process_time() - began
+        return cpu / made * 1000
+
+
 async def measure(base: str, requests: int, rounds: int) -> dict[str, Any]:
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
@@ -98,6 +133,9 @@ async def measure(base: str, requests: int, rounds: int) -> dict[str, Any]:
                     return response.json()
 
                 samples.setdefault(name, []).append(await cpu_per_request(post, requests))
+        samples.setdefault("responses_write", []).append(
+            await write_cpu(base, max(1, requests // 2))
+        )
     figures: dict[str, Any] = {"requests": requests, "rounds": rounds}
     for name, values in samples.items():
         figures[f"{name}_cpu_ms_per_request"] = statistics.median(values)
@@ -128,6 +166,8 @@ def main() -> None:
     for kind in ("sdk", "gateway"):
         h, a = (figures[f"{kind}_{t}_cpu_ms_per_request"] for t in ("httpx", "aiohttp"))
         print(f"{kind:8s} httpx {h:5.2f} ms  aiohttp {a:5.2f} ms  ratio {a / h:.2f}", file=out)
+    write = figures["responses_write_cpu_ms_per_request"]
+    print(f"a streamed Responses write (create or follow-up, followed): {write:5.2f} ms", file=out)
     if args.json:
         print(json.dumps(figures))
 

@@ -26,6 +26,12 @@ def test_it_measures_each_client_and_prints_json() -> None:
     )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
-    for client in ("sdk_httpx", "sdk_aiohttp", "gateway_httpx", "gateway_aiohttp"):
+    for client in (
+        "sdk_httpx",
+        "sdk_aiohttp",
+        "gateway_httpx",
+        "gateway_aiohttp",
+        "responses_write",
+    ):
         assert figures[f"{client}_cpu_ms_per_request"] > 0
     assert figures["sdk_aiohttp_over_httpx"] > 0 and figures["gateway_aiohttp_over_httpx"] > 0
