@@ -60,6 +60,11 @@ class PartitionRuns:
             fired.append(run_id)
         return fired
 
+    def next_timer_ms(self) -> int | None:
+        """When the earliest timer is due, or None without one. An entry gone stale can
+        only be early (a run's due time moved later): ``due`` then puts it back as it is."""
+        return self._timers[0][0] if self._timers else None
+
     def requeue(self, run_ids: Iterable[str], policy: Policy) -> None:
         """Put back timers popped for a batch that was aborted."""
         for run_id in run_ids:
