@@ -56,6 +56,9 @@ from runcoord.kafka import (
 )
 
 log = logging.getLogger(__name__)
+# How long the reading and delivery threads wait when nothing comes (an intent or a report
+# ends the wait at once): how often an idle replica wakes, and how soon it sees a stop.
+_IDLE_WAIT_S = 0.5
 
 Handler = Callable[[it.EffectIntent], Awaitable[Sequence[inp.Input]]]
 _INTENT_TYPES = typing.get_args(it.EffectIntent)
@@ -161,7 +164,9 @@ class Executor:
         committed_at = 0.0
         try:
             while not stop.is_set():
-                messages = await loop.run_in_executor(kafka_thread, take_batch, consumer, 200, 0.2)
+                messages = await loop.run_in_executor(
+                    kafka_thread, take_batch, consumer, 200, _IDLE_WAIT_S
+                )
                 for msg in messages:
                     if not carries_record(msg, log, self.config.name):
                         continue
@@ -534,4 +539,4 @@ def _kind(msg: Message) -> str | None:
 
 def _poll_forever(producer: Producer, stop: threading.Event) -> None:
     while not stop.is_set():
-        producer.poll(0.1)
+        producer.poll(_IDLE_WAIT_S)  # returns as soon as a delivery report is ready
